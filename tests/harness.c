@@ -1,0 +1,383 @@
+/* Test runner and shared helpers; see harness.h. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TESTS 512
+#define DEFAULT_TIMEOUT 20
+
+struct test_case {
+    const char *name;
+    test_fn fn;
+    int timeout;
+};
+
+static struct test_case tests[MAX_TESTS];
+static int ntests;
+static struct {
+    const char *name;
+    int secs;
+} timeouts[MAX_TESTS];
+static int ntimeouts;
+static int result_fd = -1; /* child: where the failure reason goes */
+
+void test_register(const char *name, test_fn fn)
+{
+    if (ntests >= MAX_TESTS) {
+        fprintf(stderr, "harness: too many tests\n");
+        abort();
+    }
+    tests[ntests].name = name;
+    tests[ntests].fn = fn;
+    tests[ntests].timeout = DEFAULT_TIMEOUT;
+    ntests++;
+}
+
+void test_set_timeout(const char *name, int secs)
+{
+    if (ntimeouts >= MAX_TESTS)
+        abort();
+    timeouts[ntimeouts].name = name;
+    timeouts[ntimeouts].secs = secs;
+    ntimeouts++;
+}
+
+void test_fail(const char *file, int line, const char *fmt, ...)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (result_fd >= 0) {
+        size_t len = strlen(buf), off = 0;
+        while (off < len) {
+            ssize_t w = write(result_fd, buf + off, len - off);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+    } else {
+        fprintf(stderr, "%s\n", buf);
+    }
+    _exit(1);
+}
+
+static void run_case(struct test_case *t, int *passed, int *failed)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        perror("pipe2");
+        exit(2);
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(2);
+    }
+    if (pid == 0) {
+        close(p[0]);
+        result_fd = p[1];
+        signal(SIGALRM, SIG_DFL);
+        alarm((unsigned)t->timeout);
+        t->fn();
+        fflush(stdout);
+        exit(0);
+    }
+    close(p[1]);
+    char reason[1100];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(p[0], reason + len, sizeof reason - 1 - len);
+        if (n > 0) {
+            len += (size_t)n;
+            if (len >= sizeof reason - 1)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    reason[len] = '\0';
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && len == 0) {
+        printf("ok %s\n", t->name);
+        (*passed)++;
+    } else {
+        if (len == 0) {
+            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+                snprintf(reason, sizeof reason, "timeout after %d s", t->timeout);
+            else if (WIFSIGNALED(st))
+                snprintf(reason, sizeof reason, "killed by signal %d (%s)",
+                         WTERMSIG(st), strsignal(WTERMSIG(st)));
+            else
+                snprintf(reason, sizeof reason,
+                         "exit status %d (sanitizer report on stderr?)",
+                         WEXITSTATUS(st));
+        }
+        printf("FAIL %s: %s\n", t->name, reason);
+        (*failed)++;
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    for (int i = 0; i < ntimeouts; i++)
+        for (int j = 0; j < ntests; j++)
+            if (strcmp(tests[j].name, timeouts[i].name) == 0)
+                tests[j].timeout = timeouts[i].secs;
+    int passed = 0, failed = 0;
+    for (int i = 0; i < ntests; i++) {
+        if (filter && !strstr(tests[i].name, filter))
+            continue;
+        run_case(&tests[i], &passed, &failed);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    fflush(stdout);
+    return failed ? 1 : 0;
+}
+
+/* --------------------------------------------------------------- helpers */
+
+int open_fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        test_fail(__FILE__, __LINE__, "opendir /proc/self/fd: %s", strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+    }
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool run_until(em_reactor *r, const volatile int *flag, double timeout_s)
+{
+    double deadline = now_mono() + timeout_s;
+    while (!*flag) {
+        double left = deadline - now_mono();
+        if (left <= 0)
+            break;
+        int rc = em_run_once(r, left < 0.05 ? left : 0.05);
+        if (rc < 0 && rc != -EINTR)
+            test_fail(__FILE__, __LINE__, "em_run_once: %d (%s)", rc, em_strerror(rc));
+    }
+    return *flag != 0;
+}
+
+bool run_until_pred(em_reactor *r, bool (*pred)(void *arg), void *arg, double timeout_s)
+{
+    double deadline = now_mono() + timeout_s;
+    while (!pred(arg)) {
+        double left = deadline - now_mono();
+        if (left <= 0)
+            return pred(arg);
+        int rc = em_run_once(r, left < 0.05 ? left : 0.05);
+        if (rc < 0 && rc != -EINTR)
+            test_fail(__FILE__, __LINE__, "em_run_once: %d (%s)", rc, em_strerror(rc));
+    }
+    return true;
+}
+
+void run_for(em_reactor *r, double secs)
+{
+    double deadline = now_mono() + secs;
+    for (;;) {
+        double left = deadline - now_mono();
+        if (left <= 0)
+            break;
+        int rc = em_run_once(r, left < 0.02 ? left : 0.02);
+        if (rc < 0 && rc != -EINTR)
+            test_fail(__FILE__, __LINE__, "em_run_once: %d (%s)", rc, em_strerror(rc));
+    }
+}
+
+em_reactor *new_reactor(void)
+{
+    errno = 0;
+    em_reactor *r = em_reactor_new(NULL);
+    if (!r)
+        test_fail(__FILE__, __LINE__, "em_reactor_new: %s", strerror(errno));
+    const char *want = getenv("EM_BACKEND");
+    if (want && *want && strcmp(em_backend_name(r), want) != 0)
+        test_fail(__FILE__, __LINE__, "backend %s, EM_BACKEND=%s", em_backend_name(r), want);
+    return r;
+}
+
+static void fill_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, ip, &s6->sin6_addr) != 1)
+            test_fail(__FILE__, __LINE__, "bad ip %s", ip);
+        *len = sizeof *s6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, ip, &s4->sin_addr) != 1)
+            test_fail(__FILE__, __LINE__, "bad ip %s", ip);
+        *len = sizeof *s4;
+    }
+}
+
+int tcp_listen_raw(const char *ip, int backlog, int *port_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    fill_addr(ip, 0, &ss, &len);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        test_fail(__FILE__, __LINE__, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0)
+        test_fail(__FILE__, __LINE__, "bind: %s", strerror(errno));
+    if (listen(fd, backlog) != 0)
+        test_fail(__FILE__, __LINE__, "listen: %s", strerror(errno));
+    len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    if (port_out)
+        *port_out = ss.ss_family == AF_INET6
+                        ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                        : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+int tcp_connect_raw(const char *ip, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    fill_addr(ip, port, &ss, &len);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        test_fail(__FILE__, __LINE__, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0)
+        test_fail(__FILE__, __LINE__, "connect %s:%d: %s", ip, port, strerror(errno));
+    return fd;
+}
+
+int unix_connect_raw(const char *path)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path)
+        test_fail(__FILE__, __LINE__, "path too long");
+    strcpy(sun.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        test_fail(__FILE__, __LINE__, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0)
+        test_fail(__FILE__, __LINE__, "connect %s: %s", path, strerror(errno));
+    return fd;
+}
+
+void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+void write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            test_fail(__FILE__, __LINE__, "write: %s", strerror(errno));
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+int free_port(void)
+{
+    int port;
+    int fd = tcp_listen_raw("127.0.0.1", 1, &port);
+    close(fd);
+    return port;
+}
+
+void make_tmpdir(char *buf, size_t size)
+{
+    snprintf(buf, size, "/tmp/libem-test-XXXXXX");
+    if (!mkdtemp(buf))
+        test_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
+}
+
+void rm_tmpdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char path[4096];
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    if (rmdir(dir) != 0)
+        test_fail(__FILE__, __LINE__, "rmdir %s: %s", dir, strerror(errno));
+}
+
+long raise_nofile(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return (long)rl.rlim_cur;
+}
+
+uint64_t rng_next(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}

@@ -1,0 +1,170 @@
+/*
+ * Tiny test framework for libem.
+ *
+ *   TEST(name) { ... }             defines and registers a case
+ *   TEST_TIMEOUT(name, secs);      overrides the 20 s default for one case
+ *
+ * Every case runs in a forked child under alarm(timeout). The runner prints
+ * "ok name" or "FAIL name: reason" per case and, as its last line,
+ * "N passed, N failed"; it exits 1 when any case failed. argv[1], when given,
+ * runs only the cases whose name contains it.
+ */
+#ifndef EM_TEST_HARNESS_H
+#define EM_TEST_HARNESS_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "em.h"
+
+typedef void (*test_fn)(void);
+
+void test_register(const char *name, test_fn fn);
+void test_set_timeout(const char *name, int secs);
+void test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+
+#define TEST(name)                                                            \
+    static void test_##name(void);                                            \
+    __attribute__((constructor)) static void test_reg_##name(void)           \
+    {                                                                         \
+        test_register(#name, test_##name);                                    \
+    }                                                                         \
+    static void test_##name(void)
+
+#define TEST_TIMEOUT(name, secs)                                              \
+    __attribute__((constructor)) static void test_tmo_##name(void)           \
+    {                                                                         \
+        test_set_timeout(#name, (secs));                                      \
+    }                                                                         \
+    struct test_tmo_dummy_##name
+
+/* ------------------------------------------------------------ assertions */
+
+#define FAIL(...) test_fail(__FILE__, __LINE__, __VA_ARGS__)
+
+#define ASSERT(cond)                                                          \
+    do {                                                                      \
+        if (!(cond))                                                          \
+            test_fail(__FILE__, __LINE__, "ASSERT(%s)", #cond);               \
+    } while (0)
+
+#define ASSERT_CMP_(a, b, op)                                                 \
+    do {                                                                      \
+        int64_t a_ = (int64_t)(a), b_ = (int64_t)(b);                         \
+        if (!(a_ op b_))                                                      \
+            test_fail(__FILE__, __LINE__, "%s %s %s: %lld vs %lld", #a, #op,  \
+                      #b, (long long)a_, (long long)b_);                      \
+    } while (0)
+
+#define ASSERT_EQ(a, b) ASSERT_CMP_(a, b, ==)
+#define ASSERT_NE(a, b) ASSERT_CMP_(a, b, !=)
+#define ASSERT_GE(a, b) ASSERT_CMP_(a, b, >=)
+#define ASSERT_LE(a, b) ASSERT_CMP_(a, b, <=)
+#define ASSERT_GT(a, b) ASSERT_CMP_(a, b, >)
+#define ASSERT_LT(a, b) ASSERT_CMP_(a, b, <)
+
+#define ASSERT_DBL_GE(a, b)                                                   \
+    do {                                                                      \
+        double a_ = (double)(a), b_ = (double)(b);                            \
+        if (!(a_ >= b_))                                                      \
+            test_fail(__FILE__, __LINE__, "%s >= %s: %.6f vs %.6f", #a, #b,   \
+                      a_, b_);                                                \
+    } while (0)
+#define ASSERT_DBL_LE(a, b) ASSERT_DBL_GE(b, a)
+
+#define ASSERT_STREQ(a, b)                                                    \
+    do {                                                                      \
+        const char *a_ = (a), *b_ = (b);                                      \
+        if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                  \
+            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" vs \"%s\"", #a,   \
+                      #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");             \
+    } while (0)
+
+#define ASSERT_NULL(p)                                                        \
+    do {                                                                      \
+        const void *p_ = (const void *)(p);                                   \
+        if (p_ != NULL)                                                       \
+            test_fail(__FILE__, __LINE__, "%s is %p, expected NULL", #p, p_); \
+    } while (0)
+
+#define ASSERT_NOT_NULL(p)                                                    \
+    do {                                                                      \
+        if ((p) == NULL)                                                      \
+            test_fail(__FILE__, __LINE__, "%s is NULL (errno %d: %s)", #p,    \
+                      errno, strerror(errno));                                \
+    } while (0)
+
+/* NULL return with a given errno. */
+#define ASSERT_NULL_ERRNO(expr, err)                                          \
+    do {                                                                      \
+        errno = 0;                                                            \
+        const void *p_ = (const void *)(expr);                                \
+        int e_ = errno;                                                       \
+        if (p_ != NULL)                                                       \
+            test_fail(__FILE__, __LINE__, "%s returned %p, expected NULL",    \
+                      #expr, p_);                                             \
+        if (e_ != (err))                                                      \
+            test_fail(__FILE__, __LINE__, "%s: errno %d (%s), expected %d",   \
+                      #expr, e_, strerror(e_), (int)(err));                   \
+    } while (0)
+
+#define ASSERT_NO_FD_LEAK(start) ASSERT_EQ(open_fd_count(), (start))
+
+/* Asserts no connection and no timer is left, frees the reactor. */
+#define REACTOR_FREE_CHECKED(r)                                               \
+    do {                                                                      \
+        ASSERT_EQ(em_connection_count(r), 0);                                 \
+        ASSERT_EQ(em_timer_count(r), 0);                                      \
+        em_reactor_free(r);                                                   \
+    } while (0)
+
+/* --------------------------------------------------------------- helpers */
+
+int open_fd_count(void);
+double now_mono(void);
+
+/* Runs em_run_once until *flag is non-zero or timeout_s passed. Returns
+ * whether the flag is set. */
+bool run_until(em_reactor *r, const volatile int *flag, double timeout_s);
+/* Same with a predicate. */
+bool run_until_pred(em_reactor *r, bool (*pred)(void *arg), void *arg, double timeout_s);
+/* Runs turns for about secs seconds (for "nothing happens" checks). */
+void run_for(em_reactor *r, double secs);
+
+/* A new reactor with the backend of $EM_BACKEND (or the default); asserts. */
+em_reactor *new_reactor(void);
+
+/* Raw sockets for tests (blocking unless said otherwise). */
+int tcp_listen_raw(const char *ip, int backlog, int *port_out); /* port 0 */
+int tcp_connect_raw(const char *ip, int port);                  /* blocking */
+int unix_connect_raw(const char *path);                         /* blocking */
+void set_nonblock(int fd);
+/* Writes all of buf (blocking fd). */
+void write_all(int fd, const void *buf, size_t len);
+/* A free TCP port on 127.0.0.1 (bound, then closed). */
+int free_port(void);
+
+/* Temporary directory (mkdtemp under /tmp); rm_tmpdir removes it and its
+ * entries (one level). */
+void make_tmpdir(char *buf, size_t size);
+void rm_tmpdir(const char *dir);
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft
+ * limit. */
+long raise_nofile(void);
+
+/* Deterministic PRNG (xorshift64*). */
+uint64_t rng_next(uint64_t *state);
+/* Byte i of the test pattern stream. */
+static inline unsigned char pattern_byte(uint64_t i)
+{
+    uint64_t x = i * 0x9E3779B97F4A7C15ull;
+    return (unsigned char)((x >> 29) ^ (x >> 47) ^ i);
+}
+
+#endif
