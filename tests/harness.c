@@ -381,3 +381,161 @@ uint64_t rng_next(uint64_t *state)
     *state = x;
     return x * 0x2545F4914F6CDD1Dull;
 }
+
+/* ------------------------------------------------- a recording handler */
+
+int rec_live;
+int in_em_call;
+
+int close_conn(em_conn *c, bool after_writing)
+{
+    in_em_call++;
+    int rc = em_close_connection(c, after_writing);
+    in_em_call--;
+    return rc;
+}
+
+static rec *rec_of(em_conn *c)
+{
+    rec *x = em_conn_user(c);
+    if (!x)
+        test_fail(__FILE__, __LINE__, "callback on a connection without post_init");
+    if (x->unbinds)
+        test_fail(__FILE__, __LINE__, "callback after unbind (tag %d)", x->tag);
+    return x;
+}
+
+static void rec_post_init(em_conn *c)
+{
+    rec *a = em_conn_arg(c), *x = a;
+    if (!a)
+        test_fail(__FILE__, __LINE__, "rec_handler without a rec arg");
+    if (a->pool) {
+        if (a->pool_used >= a->pool_size)
+            test_fail(__FILE__, __LINE__, "rec pool exhausted (%d)", a->pool_size);
+        x = &a->pool[a->pool_used++];
+    }
+    if (em_conn_user(c) != NULL && em_conn_user(c) != x)
+        test_fail(__FILE__, __LINE__, "user data does not start NULL");
+    em_conn_set_user(c, x);
+    x->conn = c;
+    x->sig = em_signature(c);
+    x->post_inits++;
+    __atomic_add_fetch(&rec_live, 1, __ATOMIC_RELAXED);
+    if (x->on_post_init)
+        x->on_post_init(c, x);
+}
+
+static void rec_completed(em_conn *c)
+{
+    rec *x = rec_of(c);
+    x->completed++;
+    if (x->on_completed)
+        x->on_completed(c, x);
+}
+
+static void rec_data(em_conn *c, const char *d, size_t n)
+{
+    rec *x = rec_of(c);
+    if (n == 0)
+        test_fail(__FILE__, __LINE__, "receive_data with 0 bytes");
+    x->data_calls++;
+    if (x->check_pattern) {
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)d[i] != pattern_byte(x->bytes_in + i))
+                test_fail(__FILE__, __LINE__, "byte %llu is %u, expected %u (tag %d)",
+                          (unsigned long long)(x->bytes_in + i), (unsigned char)d[i],
+                          pattern_byte(x->bytes_in + i), x->tag);
+    }
+    if (x->store) {
+        if (x->len + n > x->cap) {
+            size_t cap = x->cap ? x->cap : 4096;
+            while (cap < x->len + n)
+                cap *= 2;
+            x->buf = realloc(x->buf, cap);
+            if (!x->buf)
+                test_fail(__FILE__, __LINE__, "realloc");
+            x->cap = cap;
+        }
+        memcpy(x->buf + x->len, d, n);
+        x->len += n;
+    }
+    x->bytes_in += n;
+    if (x->echo) {
+        int rc = em_send_data(c, d, n);
+        if (rc != 0 && rc != -ENOTCONN)
+            test_fail(__FILE__, __LINE__, "echo send_data: %d", rc);
+    }
+    if (x->on_data)
+        x->on_data(c, x, d, n);
+}
+
+static void rec_unbind(em_conn *c, int reason)
+{
+    rec *x = em_conn_user(c);
+    if (!x)
+        test_fail(__FILE__, __LINE__, "unbind on a connection without post_init");
+    if (x->unbinds)
+        test_fail(__FILE__, __LINE__, "unbind twice (tag %d)", x->tag);
+    if (in_em_call)
+        test_fail(__FILE__, __LINE__, "unbind inside em_close_connection (tag %d)", x->tag);
+    x->unbinds++;
+    x->reason = reason;
+    x->sig_found_in_unbind = em_conn_by_sig(em_conn_reactor(c), x->sig) != NULL;
+    __atomic_sub_fetch(&rec_live, 1, __ATOMIC_RELAXED);
+    x->conn = NULL;
+    if (x->on_unbind)
+        x->on_unbind(c, x, reason);
+}
+
+static void rec_drained(em_conn *c)
+{
+    rec *x = rec_of(c);
+    x->drained++;
+    if (x->on_drained)
+        x->on_drained(c, x);
+}
+
+const em_handler rec_handler = {
+    .post_init = rec_post_init,
+    .connection_completed = rec_completed,
+    .receive_data = rec_data,
+    .unbind = rec_unbind,
+    .outbound_drained = rec_drained,
+};
+
+void rec_free(rec *x)
+{
+    free(x->buf);
+    x->buf = NULL;
+    x->len = x->cap = 0;
+    if (x->pool) {
+        for (int i = 0; i < x->pool_size; i++)
+            free(x->pool[i].buf);
+        free(x->pool);
+        x->pool = NULL;
+    }
+}
+
+rec *rec_pool_new(rec *a, int n)
+{
+    a->pool = calloc((size_t)n, sizeof(rec));
+    if (!a->pool)
+        test_fail(__FILE__, __LINE__, "calloc");
+    a->pool_size = n;
+    a->pool_used = 0;
+    for (int i = 0; i < n; i++) {
+        rec *x = &a->pool[i];
+        x->echo = a->echo;
+        x->check_pattern = a->check_pattern;
+        x->store = a->store;
+        x->on_post_init = a->on_post_init;
+        x->on_completed = a->on_completed;
+        x->on_data = a->on_data;
+        x->on_unbind = a->on_unbind;
+        x->on_drained = a->on_drained;
+        x->ctx = a->ctx;
+        x->tag = a->tag * 100000 + i;
+    }
+    return a->pool;
+}
