@@ -1,0 +1,72 @@
+# Thin driver around CMake. See README.md.
+#
+#   make                 build build/libem.a, build/libem.so, tests and examples
+#   make asan            the same in build-asan/ with ASan + UBSan
+#   make test            install missing packages, build both, run every test
+#   make demo            build and run the chat server (PORT=8023)
+#   make install PREFIX=/some/dir
+#   make clean
+#
+# CC=clang make builds with clang: a build directory configured with another
+# compiler is wiped and configured again. Without CC, make keeps the compiler
+# the directory was configured with (cc, the first time).
+
+CMAKE   ?= cmake
+JOBS    ?= 2
+PREFIX  ?= /usr/local
+PORT    ?= 8023
+BUILD   := build
+ASAN    := build-asan
+
+MAKEFLAGS += --no-print-directory
+# The compiler asked for explicitly (environment or command line), if any.
+CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
+
+.PHONY: all asan test demo install deps clean
+
+all:
+	@$(call configure,$(BUILD),)
+	$(CMAKE) --build $(BUILD) --parallel $(JOBS)
+
+asan:
+	@$(call configure,$(ASAN),-DEM_SANITIZE=ON)
+	$(CMAKE) --build $(ASAN) --parallel $(JOBS)
+
+deps:
+	bash scripts/install-deps.sh
+
+test: deps
+	@$(MAKE) all
+	@$(MAKE) asan
+	bash scripts/run-tests.sh
+
+demo: deps
+	@$(MAKE) all
+	./$(BUILD)/examples/chat_server $(PORT)
+
+install: all
+	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
+
+clean:
+	rm -rf $(BUILD) $(ASAN)
+
+# $(call configure,DIR,EXTRA_CMAKE_ARGS): configure DIR unless it is already
+# configured with the same arguments and, if one was asked for, compiler.
+define configure
+set -e; \
+cc='$(CC_ASKED)'; args='$(2)'; \
+if [ -f $(1)/CMakeCache.txt ]; then \
+	old_cc=$$(sed -n 1p $(1)/.em-configured 2>/dev/null); \
+	old_args=$$(sed -n 2p $(1)/.em-configured 2>/dev/null); \
+	cached=$$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' $(1)/CMakeCache.txt); \
+	if [ "$$args" != "$$old_args" ] || { [ -n "$$cc" ] && [ "$$cc" != "$$old_cc" ] && \
+			[ "$$(command -v "$$cc" || true)" != "$$cached" ]; }; then \
+		echo "== $(1): reconfiguring (compiler '$$cc', options '$$args')"; \
+		rm -rf $(1); \
+	fi; \
+fi; \
+if [ ! -f $(1)/CMakeCache.txt ]; then \
+	$(if $(CC_ASKED),CC='$(CC_ASKED)') $(CMAKE) -S . -B $(1) $(2); \
+	printf '%s\n%s\n' "$$cc" "$$args" > $(1)/.em-configured; \
+fi
+endef
