@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages libem needs to build and test, only if some are
+# missing: a machine that has them all runs no apt at all.
+# EM_SKIP_DEPS=1 skips the check.
+set -euo pipefail
+
+packages=(cmake gcc make pkg-config libssl-dev openssl clang)
+
+if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
+    exit 0
+fi
+if ! command -v dpkg >/dev/null 2>&1; then
+    echo "install-deps: no dpkg here; install these yourself: ${packages[*]}" >&2
+    exit 0
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+sudo=()
+if [[ "$(id -u)" != 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "install-deps: missing ${missing[*]}, and no sudo to install them" >&2
+        exit 1
+    fi
+    sudo=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update
+${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Runs every test executable of every build directory under every backend.
+#
+# Each test executable prints its own closing line, "N passed, N failed", last.
+# One summary line is printed per (build, backend, executable), then
+# "TOTAL: N passed, N failed". The exit status is non-zero if any test failed,
+# timed out, crashed, exited non-zero or printed no closing line (each of
+# those counts as one failure when the executable reported none itself).
+#
+# Environment:
+#   BUILDS="build build-asan"   build directories to use
+#   BACKENDS="epoll poll"       values of EM_BACKEND
+#   TESTS="timers conn*"        only these executables (test_ prefix optional,
+#                               shell patterns allowed)
+#   TEST_TIMEOUT=300            seconds per executable
+# Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+builds=${BUILDS:-build build-asan}
+backends=${BACKENDS:-epoll poll}
+filter=${TESTS:-}
+limit=${TEST_TIMEOUT:-300}
+
+total_pass=0
+total_fail=0
+runs=0
+closing_re='([0-9]+) passed, ([0-9]+) failed[[:space:]]*$'
+
+selected() { # name
+    [[ -z "$filter" ]] && return 0
+    local pat
+    for pat in $filter; do
+        # shellcheck disable=SC2254
+        case "$1" in $pat | test_$pat) return 0 ;; esac
+    done
+    return 1
+}
+
+last_line() { # file: last non-empty line, without a trailing CR
+    grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | tr -d '\r'
+}
+
+for build in $builds; do
+    if [[ ! -d "$build/tests" ]]; then
+        echo "FAIL $build: no $build/tests directory (build it first)"
+        total_fail=$((total_fail + 1))
+        continue
+    fi
+    asan=0
+    if grep -q '^EM_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+        asan=1
+    fi
+    for backend in $backends; do
+        logdir="$build/test-logs/$backend"
+        mkdir -p "$logdir"
+        for exe in "$build"/tests/test_*; do
+            [[ -f "$exe" && -x "$exe" ]] || continue
+            name=$(basename "$exe")
+            selected "$name" || continue
+            runs=$((runs + 1))
+            out="$logdir/$name.out"
+            err="$logdir/$name.err"
+            start=$SECONDS
+            if ((asan)); then
+                EM_BACKEND=$backend \
+                    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+                    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                    timeout --kill-after=10 "$limit" "$exe" </dev/null >"$out" 2>"$err"
+            else
+                EM_BACKEND=$backend \
+                    timeout --kill-after=10 "$limit" "$exe" </dev/null >"$out" 2>"$err"
+            fi
+            rc=$?
+            secs=$((SECONDS - start))
+
+            line=$(last_line "$out")
+            [[ "$line" =~ $closing_re ]] || line=$(last_line "$err")
+            pass=0 fail=0 have_line=0
+            if [[ "$line" =~ $closing_re ]]; then
+                pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]} have_line=1
+            fi
+
+            problem=""
+            if ((rc == 124 || rc == 137 && secs >= limit)); then
+                problem="timed out after ${limit}s"
+            elif ((rc > 128)); then
+                problem="crashed (signal $((rc - 128)))"
+            elif ((rc != 0)); then
+                problem="exited with status $rc"
+            fi
+            if ((!have_line)); then
+                problem="${problem:+$problem, }no closing line"
+            fi
+            if [[ -n "$problem" ]] && ((fail == 0)); then
+                fail=1
+            fi
+            total_pass=$((total_pass + pass))
+            total_fail=$((total_fail + fail))
+
+            if ((fail == 0)); then
+                status=PASS
+            else
+                status=FAIL
+            fi
+            printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
+                "$status" "$build" "$backend" "$name" "$pass" "$fail" "$secs" \
+                "${problem:+ -- $problem}"
+            if [[ "$status" == FAIL ]]; then
+                echo "---- $out (last 30 lines)"
+                tail -n 30 "$out"
+                echo "---- $err (last 30 lines)"
+                tail -n 30 "$err"
+                echo "----"
+            fi
+        done
+    done
+done
+
+if ((runs == 0)); then
+    echo "FAIL no test executable ran (BUILDS='$builds' TESTS='$filter')"
+    total_fail=$((total_fail + 1))
+fi
+
+echo "TOTAL: $total_pass passed, $total_fail failed"
+((total_fail == 0))
