@@ -1,0 +1,20 @@
+/* Echoes back every byte it receives. Usage: echo_server [port] (default 8081) */
+#include <em.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void receive_data(em_conn *c, const char *data, size_t len) { em_send_data(c, data, len); }
+
+int main(int argc, char **argv) {
+    static const em_handler echo = {.receive_data = receive_data};
+    int port = argc > 1 ? atoi(argv[1]) : 8081;
+    em_reactor *r = em_reactor_new(NULL);
+    if (!r || !em_start_server(r, "127.0.0.1", port, &echo, NULL)) {
+        fprintf(stderr, "echo_server: %s\n", em_strerror(errno));
+        return 1;
+    }
+    printf("echoing on 127.0.0.1:%d (%s backend)\n", port, em_backend_name(r));
+    em_run(r);
+    em_reactor_free(r);
+    return 0;
+}
