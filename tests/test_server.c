@@ -1,0 +1,405 @@
+/* Servers: TCP (IPv4, IPv6, names, port 0), unix sockets, stop, errors. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* A raw client that sends "ping", reads the echo, closes. */
+static void raw_ping(em_reactor *r, int fd, rec *srv)
+{
+    set_nonblock(fd);
+    write_all(fd, "ping", 4);
+    char buf[16];
+    size_t got = 0;
+    double deadline = now_mono() + 5;
+    while (got < 4 && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+        ssize_t n = read(fd, buf + got, sizeof buf - got);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    ASSERT_EQ(got, 4);
+    ASSERT(memcmp(buf, "ping", 4) == 0);
+    close(fd);
+    int before = srv->pool_used;
+    ASSERT_GE(before, 1);
+    ASSERT(run_until(r, &srv->pool[before - 1].unbinds, 5));
+    ASSERT_EQ(srv->pool[before - 1].reason, 0);
+    ASSERT_EQ(srv->pool[before - 1].post_inits, 1);
+    ASSERT_EQ(srv->pool[before - 1].bytes_in, 4);
+}
+
+static void check_tcp_server(const char *host, const char *connect_ip)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    em_server *s = em_start_server(r, host, 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    ASSERT_GT(port, 0);
+    ASSERT_LE(port, 65535);
+    ASSERT_NE(em_server_signature(s), 0);
+    raw_ping(r, tcp_connect_raw(connect_ip, port), &srv);
+    /* accepted connections get the server's arg */
+    ASSERT_EQ(srv.pool_used, 1);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(server_ipv4)
+{
+    check_tcp_server("127.0.0.1", "127.0.0.1");
+}
+
+TEST(server_ipv6)
+{
+    check_tcp_server("::1", "::1");
+}
+
+TEST(server_localhost_name)
+{
+    /* "localhost" resolves from /etc/hosts: to 127.0.0.1 or ::1 */
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    em_server *s = em_start_server(r, "localhost", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    ASSERT_GT(port, 0);
+    /* find which family it listens on */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a4, sizeof a4) != 0) {
+        close(fd);
+        fd = tcp_connect_raw("::1", port);
+    }
+    raw_ping(r, fd, &srv);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(server_fixed_port_and_signature)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    int port = free_port();
+    em_server *s = em_start_server(r, "127.0.0.1", port, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(em_server_port(s), port);
+    em_server *s2 = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s2);
+    ASSERT_NE(em_server_signature(s), em_server_signature(s2));
+    raw_ping(r, tcp_connect_raw("127.0.0.1", port), &srv);
+    /* connection signatures come from the same counter */
+    ASSERT_NE(srv.pool[0].sig, em_server_signature(s));
+    ASSERT_NE(srv.pool[0].sig, em_server_signature(s2));
+    ASSERT_EQ(em_stop_server(s), 0);
+    ASSERT_EQ(em_stop_server(s2), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(stop_server_frees_port_at_once)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    /* an accepted connection lives on after the server stops */
+    int cfd = tcp_connect_raw("127.0.0.1", port);
+    ASSERT(run_until(r, &srv.pool_used, 5));
+    ASSERT_EQ(em_stop_server(s), 0);
+    /* the port is free now, without another turn: bind a raw socket to it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a4, sizeof a4), 0);
+    ASSERT_EQ(listen(fd, 1), 0);
+    close(fd);
+    /* and again through libem */
+    em_server *s2 = em_start_server(r, "127.0.0.1", port, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s2);
+    ASSERT_EQ(em_stop_server(s2), 0);
+    /* the accepted connection still echoes */
+    raw_ping(r, cfd, &srv);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(server_port_in_use_eaddrinuse)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
+    ASSERT_NULL_ERRNO(em_start_server(r, "127.0.0.1", port, &rec_handler, &srv), EADDRINUSE);
+    close(lfd);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_NULL_ERRNO(em_start_server(r, "127.0.0.1", em_server_port(s), &rec_handler, &srv),
+                      EADDRINUSE);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(server_bad_arguments)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    ASSERT_NULL_ERRNO(em_start_server(r, "127.0.0.1", -1, &rec_handler, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_server(r, "127.0.0.1", 65536, &rec_handler, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_server(r, "127.0.0.1", 0, NULL, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_server(r, NULL, 0, &rec_handler, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_server(NULL, "127.0.0.1", 0, &rec_handler, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, "/tmp/x", NULL, &srv), EINVAL);
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, NULL, &rec_handler, &srv), EINVAL);
+    ASSERT_EQ(em_server_port(NULL), -EINVAL);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(server_unresolvable_name)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    char name[128];
+    memset(name, 'a', 70);
+    strcpy(name + 70, ".invalid");
+    ASSERT_NULL_ERRNO(em_start_server(r, name, 0, &rec_handler, &srv), EM_ERESOLVE);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ------------------------------------------------------------- unix */
+
+TEST(unix_server_echo_and_file_removed)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/sock", dir);
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    em_server *s = em_start_unix_server(r, path, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(em_server_port(s), 0);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT(S_ISSOCK(st.st_mode));
+    raw_ping(r, unix_connect_raw(path), &srv);
+    ASSERT_EQ(em_stop_server(s), 0);
+    ASSERT_EQ(stat(path, &st), -1);
+    ASSERT_EQ(errno, ENOENT);
+    /* em_reactor_free removes the file of a server still open */
+    s = em_start_unix_server(r, path, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(stat(path, &st), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_EQ(stat(path, &st), -1);
+    rm_tmpdir(dir);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(unix_server_replaces_stale_refuses_live)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128], file[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/sock", dir);
+    snprintf(file, sizeof file, "%s/plain", dir);
+    /* a stale socket file: bound, then closed without unlinking */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    strcpy(sun.sun_path, path);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    close(fd);
+    em_reactor *r = new_reactor();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    em_server *s = em_start_unix_server(r, path, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    raw_ping(r, unix_connect_raw(path), &srv);
+    /* a live one is refused, and left alone */
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), EADDRINUSE);
+    raw_ping(r, unix_connect_raw(path), &srv);
+    /* a raw listener also counts as live */
+    ASSERT_EQ(em_stop_server(s), 0);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    ASSERT_EQ(listen(fd, 4), 0);
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), EADDRINUSE);
+    close(fd);
+    unlink(path);
+    /* a path holding a regular file is refused and not removed */
+    FILE *f = fopen(file, "w");
+    ASSERT_NOT_NULL(f);
+    fputs("keep me", f);
+    fclose(f);
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, file, &rec_handler, &srv), EADDRINUSE);
+    struct stat st;
+    ASSERT_EQ(stat(file, &st), 0);
+    ASSERT(S_ISREG(st.st_mode));
+    REACTOR_FREE_CHECKED(r);
+    rm_tmpdir(dir);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(unix_server_path_too_long)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    struct sockaddr_un sun;
+    char path[sizeof sun.sun_path + 32];
+    memset(path, 'p', sizeof path - 1);
+    path[0] = '/';
+    path[sizeof path - 1] = '\0';
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), ENAMETOOLONG);
+    /* exactly sizeof sun_path characters leaves no room for the NUL */
+    path[sizeof sun.sun_path] = '\0';
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), ENAMETOOLONG);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(attach_server)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int fd1 = open_fd_count();
+    rec srv = {.echo = true, .tag = 1};
+    rec_pool_new(&srv, 4);
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 16, &port);
+    em_server *s = em_attach_server(r, lfd, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(em_server_port(s), port);
+    raw_ping(r, tcp_connect_raw("127.0.0.1", port), &srv);
+    ASSERT_EQ(em_stop_server(s), 0); /* closes lfd */
+    ASSERT_NO_FD_LEAK(fd1);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* Many clients at once in one wake-up: accept loops. */
+TEST(server_accepts_burst)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    enum { N = 100 };
+    rec_pool_new(&srv, N);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    double deadline = now_mono() + 5;
+    while (srv.pool_used < N && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(srv.pool_used, N);
+    ASSERT_EQ(em_connection_count(r), N);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    deadline = now_mono() + 5;
+    while (rec_live > 0 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(rec_live, 0);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(srv.pool[i].unbinds, 1);
+        ASSERT_EQ(srv.pool[i].reason, 0);
+    }
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* Out of descriptors: the server neither spins nor stalls, and accepts again
+ * once descriptors are free. */
+TEST(server_emfile_no_spin_then_resumes)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 16);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    struct rlimit old, rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)open_fd_count() + 64;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int clients[4];
+    for (int i = 0; i < 4; i++)
+        clients[i] = tcp_connect_raw("127.0.0.1", port);
+    int fill[128], nfill = 0;
+    for (;;) {
+        int d = dup(0);
+        if (d < 0)
+            break;
+        ASSERT_LT(nfill, 128);
+        fill[nfill++] = d;
+    }
+    ASSERT_EQ(errno, EMFILE);
+    double t0 = now_mono();
+    int turns = 0;
+    while (now_mono() - t0 < 0.5) {
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+        turns++;
+    }
+    /* 0.5 s of 50 ms waits is about 10 turns; a spinning loop makes thousands */
+    ASSERT_LE(turns, 60);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    for (int i = 0; i < 4; i++)
+        close(clients[i]);
+    int before = srv.pool_used;
+    int cfd = tcp_connect_raw("127.0.0.1", port);
+    double deadline = now_mono() + 5;
+    while (srv.pool_used <= before && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_GT(srv.pool_used, before);
+    close(cfd);
+    deadline = now_mono() + 5;
+    while (rec_live > 0 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(rec_live, 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
