@@ -1,0 +1,351 @@
+/*
+ * libem: EventMachine's programming model in C.
+ *
+ * A reactor owns every socket. A connection's behaviour is a table of
+ * callbacks (em_handler), the C form of a handler module mixed into
+ * EventMachine::Connection; each method of that class has an em_ function.
+ *
+ * Conventions
+ *  - Functions that can fail return 0 (or a non-negative value) on success
+ *    and a negative errno on failure. Functions returning a pointer return
+ *    NULL and set errno. libem's own codes (EM_ERESOLVE, ...) are >= 1000.
+ *  - Every call except em_schedule() and em_stop() is made on the reactor's
+ *    thread. Any call may be made from inside any callback, including closing
+ *    or freeing the object being called back.
+ *  - No callback runs inside an em_ call, except post_init, which the calls
+ *    that create a connection (em_connect, ...) run before they return.
+ *
+ * One turn of the loop (em_run_once):
+ *   1. the cached clock is updated; due timers run in deadline order
+ *      (timers added during this step wait for the next turn);
+ *   2. next-tick callbacks queued before the turn, em_schedule() callbacks and
+ *      finished em_defer() work run ("done" callbacks), in FIFO order;
+ *   3. data sent so far is flushed and requested closes are carried out;
+ *   4. the poller waits: 0 s if work is pending, else until the next timer,
+ *      else up to max_wait_s;
+ *   5. ready descriptors are dispatched (accept, connect completion, reads,
+ *      writes after a partial write);
+ *   6. data sent during the turn is flushed, one writev per connection;
+ *   7. closes are carried out: each closed connection gets unbind, then is
+ *      freed.
+ */
+#ifndef EM_H
+#define EM_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define EM_EXPORT __attribute__((visibility("default")))
+#else
+#define EM_EXPORT
+#endif
+
+/* ---------------------------------------------------------------- types */
+
+typedef struct em_reactor em_reactor;
+typedef struct em_conn em_conn;     /* every watched descriptor */
+typedef struct em_server em_server; /* a listening socket */
+typedef uint64_t em_sig;            /* unique in a reactor, never reused */
+typedef uint64_t em_timer_id;       /* 0 means "none" */
+typedef void (*em_cb)(em_reactor *r, void *arg);
+
+/* libem's own error codes: positive, outside the errno range. */
+enum {
+    EM_ERESOLVE = 1000,       /* a host name did not resolve */
+    EM_ETLS = 1001,           /* TLS handshake or verification failed */
+    EM_ETLS_TRUNCATED = 1002, /* TLS peer closed without close_notify */
+};
+
+/* Text for an errno or a libem code, either sign. Never NULL; the string is
+ * static and must not be freed. */
+EM_EXPORT const char *em_strerror(int err);
+
+typedef struct em_conn_stats {
+    uint64_t bytes_in;    /* bytes delivered to receive_data */
+    uint64_t bytes_out;   /* bytes written to the kernel */
+    double created;       /* em_now() when the connection was made */
+    double last_activity; /* em_now() of the last byte read or written */
+} em_conn_stats;
+
+/* -------------------------------------------------------------- reactor */
+
+typedef struct em_reactor_opts {
+    const char *backend;      /* "epoll", "poll"; NULL: $EM_BACKEND, else epoll */
+    unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
+    size_t max_timers;        /* 0: no limit */
+} em_reactor_opts;
+
+/* Makes a reactor. opts may be NULL. NULL + errno: EINVAL (unknown backend),
+ * ENOMEM, or the errno of the poller's creation. Threads of the pool start
+ * lazily, on the first em_defer() or name resolution. */
+EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);
+
+/* Runs turns until em_stop(). Then every connection is unbound with reason 0
+ * (unsent data dropped), every server, timer, tick and scheduled callback is
+ * freed, and 0 is returned; the reactor may be run again. -EINVAL for NULL,
+ * -EBUSY when already running (em_run called from a callback). */
+EM_EXPORT int em_run(em_reactor *r);
+
+/* One turn (see the top of this file), waiting at most max_wait_s seconds
+ * for I/O (negative: until the next timer or event). Returns the number of
+ * events dispatched, or -EINVAL / -EBUSY, or the poller's negative errno. */
+EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
+
+/* Asks em_run to return once the current turn is finished. Thread-safe. */
+EM_EXPORT void em_stop(em_reactor *r);
+
+/* True while em_run is executing. */
+EM_EXPORT bool em_reactor_running(const em_reactor *r);
+
+/* Unbinds what is still open (reason 0), closes servers (removing unix socket
+ * files they created), cancels timers, joins pool threads and frees the
+ * reactor. Not while running; ignored then. Safe in a forked child (pool
+ * threads of the parent are not joined there). NULL is a no-op. */
+EM_EXPORT void em_reactor_free(em_reactor *r);
+
+/* The loop's cached monotonic time, in seconds. */
+EM_EXPORT double em_now(const em_reactor *r);
+
+/* Connections that have not been unbound yet. */
+EM_EXPORT size_t em_connection_count(const em_reactor *r);
+
+/* "epoll" or "poll". */
+EM_EXPORT const char *em_backend_name(const em_reactor *r);
+
+/* A descriptor that polls readable when em_run_once(r, 0) has I/O to do, for
+ * embedding in another loop; combine with em_backend_timeout(). The poll
+ * backend has no such descriptor: -EOPNOTSUPP. */
+EM_EXPORT int em_backend_fd(const em_reactor *r);
+
+/* Seconds until the next timer; -1 when there is none; 0 when ticks,
+ * scheduled callbacks, writes or closes are pending. */
+EM_EXPORT double em_backend_timeout(const em_reactor *r);
+
+/* Limits the number of pending user timers (0: no limit). Lowering it below
+ * the current count keeps the existing timers and refuses new ones. */
+EM_EXPORT int em_set_max_timers(em_reactor *r, size_t max);
+
+/* Replaces the allocator libem uses for its own memory. Process-wide; only
+ * before any reactor exists (-EBUSY otherwise). All three or none (NULL,
+ * NULL, NULL restores malloc/realloc/free); -EINVAL for a partial set. */
+EM_EXPORT int em_set_allocator(void *(*malloc_fn)(size_t),
+                               void *(*realloc_fn)(void *, size_t),
+                               void (*free_fn)(void *));
+
+/* --------------------------------------------------------------- timers */
+
+/* Calls cb(r, arg) once, at or after now + seconds. Timers fire in deadline
+ * order; one added from a timer callback fires on a later turn. Returns the
+ * timer's id; 0 with errno EINVAL (NULL, negative, NaN or infinite seconds),
+ * EAGAIN (max_timers reached) or ENOMEM. */
+EM_EXPORT em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg);
+
+/* Calls cb every interval seconds without drift: the n-th call is due at
+ * start + n * interval; calls missed while the loop was busy are skipped, not
+ * bunched. interval must be > 0. Errors as em_add_timer. */
+EM_EXPORT em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb,
+                                            void *arg);
+
+/* Cancels a timer; safe inside its own callback. -ENOENT if it already fired
+ * (one-shot) or was cancelled, -EINVAL for NULL. */
+EM_EXPORT int em_cancel_timer(em_reactor *r, em_timer_id id);
+
+/* Pending user timers (periodic ones included). */
+EM_EXPORT size_t em_timer_count(const em_reactor *r);
+
+/* Calls cb(r, arg) on the next turn. FIFO; callbacks queued while ticks run
+ * wait for the following turn. -EINVAL, -ENOMEM. */
+EM_EXPORT int em_next_tick(em_reactor *r, em_cb cb, void *arg);
+
+/* Like em_next_tick, callable from any thread; wakes the reactor. Callbacks
+ * still queued when the reactor stops are dropped. -EINVAL, -ENOMEM. */
+EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
+
+/* Runs work(arg) on a pool thread, then done(r, arg) on the reactor thread
+ * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start). */
+EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
+
+/* -------------------------------------------------------------- handler */
+
+typedef struct em_handler {
+    /* Right after the connection object exists, before any I/O. */
+    void (*post_init)(em_conn *c);
+    /* An outbound connect succeeded. */
+    void (*connection_completed)(em_conn *c);
+    /* Bytes read, in arbitrary chunks, in order; data is valid only during
+     * the call. NULL discards. */
+    void (*receive_data)(em_conn *c, const char *data, size_t len);
+    /* Exactly once per connection, always last. reason: 0 for a local close,
+     * a clean EOF, em_detach and reactor shutdown; else ECONNREFUSED,
+     * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE, or the failed call's errno. */
+    void (*unbind)(em_conn *c, int reason);
+    void (*ssl_handshake_completed)(em_conn *c);
+    bool (*ssl_verify_peer)(em_conn *c, const char *pem);
+    void (*proxy_target_unbound)(em_conn *c);
+    void (*proxy_completed)(em_conn *c);
+    void (*notify_readable)(em_conn *c);
+    void (*notify_writable)(em_conn *c);
+    /* Outbound data fell to 0 after a write had to wait for the kernel. */
+    void (*outbound_drained)(em_conn *c);
+} em_handler;
+
+/* The arg given when the connection was made (a server's arg for accepted
+ * connections). */
+EM_EXPORT void *em_conn_arg(const em_conn *c);
+/* User data; starts NULL. */
+EM_EXPORT void *em_conn_user(const em_conn *c);
+EM_EXPORT void em_conn_set_user(em_conn *c, void *user);
+/* The connection's signature: unique in its reactor, never reused. A pointer
+ * is valid until unbind returns; keep the signature to refer to a connection
+ * that may be gone. */
+EM_EXPORT em_sig em_signature(const em_conn *c);
+/* The live connection with that signature; NULL from the moment its unbind
+ * begins. */
+EM_EXPORT em_conn *em_conn_by_sig(em_reactor *r, em_sig sig);
+EM_EXPORT em_reactor *em_conn_reactor(const em_conn *c);
+/* The descriptor, for diagnostics (-1 while resolving or closed); do not
+ * read, write or close it. */
+EM_EXPORT int em_conn_fd(const em_conn *c);
+/* True for connections made by em_watch (notify mode). */
+EM_EXPORT bool em_is_watch_only(const em_conn *c);
+
+/* ----------------------------------------------------- making connections */
+
+/* Listens on host:port (an IPv4 or IPv6 literal or a name resolved now, on
+ * the calling thread; port 0 picks a free port). Accepted connections get h
+ * and arg; post_init runs before their first read. SO_REUSEADDR is set;
+ * accepted TCP sockets get TCP_NODELAY (libem coalesces writes itself).
+ * NULL + errno: EINVAL (NULL host or h, port outside 0..65535), EM_ERESOLVE
+ * (the name did not resolve), EADDRINUSE, EACCES, ENOMEM, ... */
+EM_EXPORT em_server *em_start_server(em_reactor *r, const char *host, int port,
+                                     const em_handler *h, void *arg);
+
+/* Listens on a unix socket at path. A stale socket file (nobody listening) is
+ * replaced; a live one is refused with EADDRINUSE, and so is a path holding
+ * anything but a socket. ENAMETOOLONG for a path longer than sun_path. */
+EM_EXPORT em_server *em_start_unix_server(em_reactor *r, const char *path,
+                                          const em_handler *h, void *arg);
+
+/* Accepts on a listening descriptor you made; libem makes it non-blocking
+ * and closes it when the server stops. */
+EM_EXPORT em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h,
+                                      void *arg);
+
+/* The bound port (useful with port 0); 0 for unix servers; -EINVAL. */
+EM_EXPORT int em_server_port(const em_server *s);
+
+/* Stops accepting, closes the listening socket at once (the port is free
+ * when this returns) and removes the unix socket file the server created.
+ * Accepted connections live on. The server is freed; do not use s again. */
+EM_EXPORT int em_stop_server(em_server *s);
+
+EM_EXPORT em_sig em_server_signature(const em_server *s);
+
+/* Connects to host:port. Never blocks: a name is resolved on the pool and
+ * every resolved address is tried in turn. Every failure (refused,
+ * unreachable, timeout, resolution) arrives later as unbind(reason). post_init
+ * runs before this returns. NULL + EINVAL for NULL host or h or a port
+ * outside 1..65535; ENOMEM. */
+EM_EXPORT em_conn *em_connect(em_reactor *r, const char *host, int port,
+                              const em_handler *h, void *arg);
+
+/* em_connect from a given local address (bind_host NULL: any; bind_port 0:
+ * any). A bind failure arrives as unbind(errno). */
+EM_EXPORT em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bind_port,
+                                   const char *host, int port, const em_handler *h,
+                                   void *arg);
+
+/* Connects to a unix socket. NULL + EINVAL / ENAMETOOLONG for a bad path;
+ * a refused or missing socket arrives as unbind(ECONNREFUSED / ENOENT). */
+EM_EXPORT em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h,
+                                   void *arg);
+
+/* ---------------------------------------------------- connection methods */
+
+/* Queues a copy of data; flushed at the end of the turn, coalesced with the
+ * rest of the turn's data into one writev. Never blocks, never calls back.
+ * -ENOTCONN after a close was requested (nothing is sent), -EINVAL, -ENOMEM.
+ * Data sent while connecting is sent once connected. */
+EM_EXPORT int em_send_data(em_conn *c, const void *data, size_t len);
+
+/* Closes the connection: at once, dropping unsent data (after_writing false),
+ * or once every queued byte is written (true). unbind runs later, never
+ * inside this call. A later immediate close upgrades an after-writing one.
+ * Idempotent: 0 when already closing. */
+EM_EXPORT int em_close_connection(em_conn *c, bool after_writing);
+EM_EXPORT int em_close_connection_after_writing(em_conn *c);
+
+/* Half-close: sends FIN after the queued data; reading goes on and send_data
+ * returns -ENOTCONN. -ENOTSOCK for non-sockets. */
+EM_EXPORT int em_close_write(em_conn *c);
+
+/* Removes the connection from the reactor without closing its descriptor
+ * and returns the descriptor; unsent data is dropped and unbind(0) follows.
+ * -ENOTCONN when already closing or still resolving. */
+EM_EXPORT int em_detach(em_conn *c);
+
+/* 0 when healthy, else the error that is closing the connection. */
+EM_EXPORT int em_error(const em_conn *c);
+
+/* Bytes queued and not yet written to the kernel. */
+EM_EXPORT size_t em_get_outbound_data_size(const em_conn *c);
+
+/* The peer's / local address. -ENOTCONN while resolving or connecting,
+ * -EINVAL for NULL arguments, else the errno of getpeername/getsockname. */
+EM_EXPORT int em_get_peername(const em_conn *c, struct sockaddr_storage *ss,
+                              socklen_t *len);
+EM_EXPORT int em_get_sockname(const em_conn *c, struct sockaddr_storage *ss,
+                              socklen_t *len);
+
+/* getsockopt/setsockopt on the connection's socket; -errno on failure. */
+EM_EXPORT int em_get_sock_opt(em_conn *c, int level, int opt, void *val, socklen_t *len);
+EM_EXPORT int em_set_sock_opt(em_conn *c, int level, int opt, const void *val,
+                              socklen_t len);
+
+/* A paused connection neither reads nor writes (queued data waits); pausing
+ * inside receive_data stops delivery at once. Timeouts keep running.
+ * -ENOTCONN on a closing connection. */
+EM_EXPORT int em_pause(em_conn *c);
+EM_EXPORT int em_resume(em_conn *c);
+EM_EXPORT bool em_is_paused(const em_conn *c);
+
+/* An outbound connect (resolution included) not completed within this many
+ * seconds unbinds with ETIMEDOUT. Default 20.0; 0 means no limit. -EINVAL
+ * for negative or NaN. */
+EM_EXPORT double em_get_pending_connect_timeout(const em_conn *c);
+EM_EXPORT int em_set_pending_connect_timeout(em_conn *c, double s);
+
+/* Closes the connection with ETIMEDOUT when no byte was read or written for
+ * this many seconds. Default 0.0: none. -EINVAL for negative or NaN. */
+EM_EXPORT double em_get_comm_inactivity_timeout(const em_conn *c);
+EM_EXPORT int em_set_comm_inactivity_timeout(em_conn *c, double s);
+
+/* Seconds since the last byte was read or written. */
+EM_EXPORT double em_get_idle_time(const em_conn *c);
+
+/* Connects the same object again, to host:port, with a new signature: it
+ * then gets connection_completed or another unbind. Meant for unbind, as
+ * EventMachine programs use it to retry; on a connection that is not being
+ * unbound it returns -EISCONN. -EINVAL for a bad host or port. */
+EM_EXPORT int em_reconnect(em_conn *c, const char *host, int port);
+
+/* TCP keepalive. Zero leaves the system default for that value; negative is
+ * -EINVAL. */
+EM_EXPORT int em_enable_keepalive(em_conn *c, int idle_s, int interval_s, int count);
+EM_EXPORT int em_disable_keepalive(em_conn *c);
+
+EM_EXPORT int em_get_stats(const em_conn *c, em_conn_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EM_H */

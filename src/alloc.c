@@ -1,0 +1,57 @@
+/* The allocator hook: process-wide by design (em_set_allocator). */
+#include "em-internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *(*malloc_fn)(size_t) = malloc;
+static void *(*realloc_fn)(void *, size_t) = realloc;
+static void (*free_fn)(void *) = free;
+static atomic_int live_reactors;
+
+int em_set_allocator(void *(*m)(size_t), void *(*re)(void *, size_t), void (*f)(void *))
+{
+    bool none = !m && !re && !f;
+    if (!none && (!m || !re || !f))
+        return -EINVAL;
+    if (atomic_load(&live_reactors) > 0)
+        return -EBUSY;
+    malloc_fn = none ? malloc : m;
+    realloc_fn = none ? realloc : re;
+    free_fn = none ? free : f;
+    return 0;
+}
+
+void em__allocator_pin(int delta) { atomic_fetch_add(&live_reactors, delta); }
+
+void *em__malloc(size_t n) { return malloc_fn(n ? n : 1); }
+
+void *em__calloc(size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t bytes = n * size;
+    void *p = malloc_fn(bytes ? bytes : 1);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void *em__realloc(void *p, size_t n) { return realloc_fn(p, n ? n : 1); }
+
+void em__free(void *p)
+{
+    if (p)
+        free_fn(p);
+}
+
+char *em__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = em__malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}

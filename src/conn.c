@@ -1,0 +1,392 @@
+/* Stream connections: the read path, the write path and the close path.
+ *
+ * Reads go through the reactor's one buffer. Writes are queued by
+ * em_send_data and flushed once per turn with one sendmsg; the poller watches
+ * for writability only while the kernel has refused part of a write. A close
+ * only marks the connection and queues it; unbind and the free happen in the
+ * close phase of the turn, so a connection pointer is valid for the whole
+ * dispatch that closed it. */
+#include "em-internal.h"
+
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READS_PER_EVENT 16
+#define IOV_PER_WRITE 64
+
+em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
+{
+    em_conn *c = em__calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->io = (em_io){.fd = fd, .type = EM_IO_CONN, .poll_index = -1};
+    c->r = r;
+    c->h = h;
+    c->arg = arg;
+    c->sig = em__next_sig(r);
+    if (em__sigmap_put(&r->sigmap, c->sig, c) < 0) {
+        em__free(c);
+        return NULL;
+    }
+    c->state = EM_CS_OPEN;
+    c->created = c->last_activity = r->now;
+    c->connect_timeout = 20.0;
+    c->next = r->conns;
+    if (r->conns)
+        r->conns->prev = c;
+    r->conns = c;
+    r->conn_count++;
+    return c;
+}
+
+static void conn_unlink(em_conn *c)
+{
+    em_reactor *r = c->r;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    r->conn_count--;
+}
+
+bool em__conn_usable(const em_conn *c)
+{
+    return c->state == EM_CS_OPEN || c->state == EM_CS_CONNECTING ||
+           c->state == EM_CS_RESOLVING;
+}
+
+static unsigned wanted_interest(const em_conn *c)
+{
+    if (c->state == EM_CS_CONNECTING)
+        return EM_EV_WRITE;
+    if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
+        return 0;
+    unsigned want = 0;
+    if (!(c->flags & EM_CF_EOF))
+        want |= EM_EV_READ;
+    if (c->flags & EM_CF_WRITE_WAITED)
+        want |= EM_EV_WRITE;
+    return want;
+}
+
+/* No interest means no registration: a paused or half-dead socket left
+ * registered would still report HUP/ERR and make the loop spin. */
+void em__conn_update_interest(em_conn *c)
+{
+    unsigned want = wanted_interest(c);
+    if (want == c->io.interest && (want != 0) == c->io.registered)
+        return;
+    if (!want) {
+        em__io_unwatch(c->r, &c->io);
+        return;
+    }
+    int err = em__io_watch(c->r, &c->io, want);
+    if (err)
+        em__conn_fail(c, -err);
+}
+
+int em__conn_start(em_conn *c)
+{
+    em__conn_update_interest(c);
+    return 0;
+}
+
+void em__conn_mark_dirty(em_conn *c)
+{
+    if ((c->flags & EM_CF_DIRTY) || c->state != EM_CS_OPEN)
+        return;
+    c->flags |= EM_CF_DIRTY;
+    c->dirty_next = c->r->dirty;
+    c->r->dirty = c;
+}
+
+void em__conn_touch(em_conn *c) { c->last_activity = c->r->now; }
+
+static void cancel_timers(em_conn *c)
+{
+    if (c->inactivity_timer)
+        em__timer_cancel(c->r, c->inactivity_timer);
+    if (c->connect_timer)
+        em__timer_cancel(c->r, c->connect_timer);
+    c->inactivity_timer = c->connect_timer = 0;
+}
+
+void em__conn_fail(em_conn *c, int reason)
+{
+    if (!em__conn_usable(c))
+        return;
+    if (!c->reason)
+        c->reason = reason;
+    c->state = EM_CS_CLOSING;
+    em__io_unwatch(c->r, &c->io);
+    c->io.dead = true;
+    em__outq_clear(c->r, &c->out);
+    em__connect_abandon(c);
+    cancel_timers(c);
+    em__close_list_push(c);
+}
+
+static void close_fd(em_conn *c)
+{
+    if (c->io.fd < 0)
+        return;
+    if (!(c->flags & (EM_CF_DETACHED | EM_CF_NO_FD_CLOSE)))
+        close(c->io.fd);
+    c->io.fd = -1;
+    if (c->r->starved_servers)
+        em__servers_fds_freed(c->r);
+}
+
+void em__conn_discard(em_conn *c)
+{
+    em__sigmap_del(&c->r->sigmap, c->sig);
+    em__io_unwatch(c->r, &c->io);
+    close_fd(c);
+    em__outq_clear(c->r, &c->out);
+    em__connect_abandon(c);
+    cancel_timers(c);
+    conn_unlink(c);
+    em__free(c);
+}
+
+void em__conn_finish(em_conn *c)
+{
+    em_reactor *r = c->r;
+    em__sigmap_del(&r->sigmap, c->sig);
+    close_fd(c);
+    c->state = EM_CS_UNBINDING;
+    if (c->h->unbind && !r->forked)
+        c->h->unbind(c, c->reason);
+    if (c->state != EM_CS_UNBINDING)
+        return; /* em_reconnect revived it */
+    em__outq_clear(r, &c->out); /* unbind may not send, but be sure */
+    cancel_timers(c);
+    conn_unlink(c);
+    em__free(c);
+}
+
+/* ----------------------------------------------------------------- read */
+
+static void on_eof(em_conn *c)
+{
+    c->flags |= EM_CF_EOF;
+    if (c->out.bytes && !(c->flags & EM_CF_PAUSED)) {
+        c->flags |= EM_CF_CLOSE_AFTER_WRITE;
+        em__conn_update_interest(c);
+        em__conn_mark_dirty(c);
+    } else if (c->out.bytes) {
+        c->flags |= EM_CF_CLOSE_AFTER_WRITE;
+        em__conn_update_interest(c);
+    } else {
+        em__conn_fail(c, 0);
+    }
+}
+
+static void do_read(em_conn *c)
+{
+    em_reactor *r = c->r;
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ssize_t n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
+        if (n > 0) {
+            c->bytes_in += (uint64_t)n;
+            c->last_activity = r->now;
+            if (c->h->receive_data)
+                c->h->receive_data(c, r->read_buf, (size_t)n);
+            if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED) ||
+                n < EM_READ_BUF_SIZE)
+                return;
+        } else if (n == 0) {
+            on_eof(c);
+            return;
+        } else if (errno == EINTR) {
+            continue;
+        } else {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                em__conn_fail(c, errno);
+            return;
+        }
+    }
+}
+
+void em__conn_on_event(em_conn *c, unsigned events)
+{
+    if (c->state == EM_CS_CONNECTING) {
+        em__connect_on_writable(c);
+        return;
+    }
+    if (c->state != EM_CS_OPEN)
+        return;
+    if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF)))
+        do_read(c);
+    if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
+        (c->flags & EM_CF_WRITE_WAITED))
+        em__conn_flush(c);
+}
+
+/* ---------------------------------------------------------------- write */
+
+static ssize_t write_queue(em_conn *c, size_t *asked)
+{
+    struct iovec iov[IOV_PER_WRITE];
+    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    *asked = 0;
+    for (int i = 0; i < cnt; i++)
+        *asked += iov[i].iov_len;
+    ssize_t n;
+    do
+        n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* Writes until the queue is empty or the kernel takes less than offered.
+ * false: the connection failed. */
+static bool drain_queue(em_conn *c)
+{
+    while (c->out.bytes) {
+        size_t asked;
+        ssize_t n = write_queue(c, &asked);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return true;
+            em__conn_fail(c, errno);
+            return false;
+        }
+        em__outq_consume(c->r, &c->out, (size_t)n);
+        c->bytes_out += (uint64_t)n;
+        c->last_activity = c->r->now;
+        if ((size_t)n < asked)
+            return true;
+    }
+    return true;
+}
+
+static void after_drain(em_conn *c)
+{
+    bool waited = c->flags & EM_CF_WRITE_WAITED;
+    c->flags &= (uint32_t)~EM_CF_WRITE_WAITED;
+    if (c->flags & EM_CF_SHUT_WR_PENDING) {
+        c->flags = (uint32_t)((c->flags & ~EM_CF_SHUT_WR_PENDING) | EM_CF_WR_SHUT);
+        if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+            em__conn_fail(c, errno);
+            return;
+        }
+    }
+    if (c->flags & EM_CF_CLOSE_AFTER_WRITE) {
+        em__conn_fail(c, 0);
+        return;
+    }
+    em__conn_update_interest(c);
+    if (waited && c->h->outbound_drained)
+        c->h->outbound_drained(c);
+}
+
+void em__conn_flush(em_conn *c)
+{
+    if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
+        return;
+    if (!drain_queue(c))
+        return;
+    if (c->out.bytes) {
+        c->flags |= EM_CF_WRITE_WAITED;
+        em__conn_update_interest(c);
+        return;
+    }
+    after_drain(c);
+}
+
+/* ------------------------------------------------------- public methods */
+
+int em_send_data(em_conn *c, const void *data, size_t len)
+{
+    if (!c || (!data && len))
+        return -EINVAL;
+    if (!em__conn_usable(c) ||
+        (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
+        return -ENOTCONN;
+    if (!len)
+        return 0;
+    int err = em__outq_append(c->r, &c->out, data, len);
+    if (err)
+        return err;
+    em__conn_mark_dirty(c);
+    return 0;
+}
+
+int em_close_connection(em_conn *c, bool after_writing)
+{
+    if (!c)
+        return -EINVAL;
+    if (!em__conn_usable(c))
+        return 0;
+    if (after_writing && c->out.bytes) {
+        c->flags |= EM_CF_CLOSE_AFTER_WRITE;
+        return 0;
+    }
+    em__conn_fail(c, 0);
+    return 0;
+}
+
+int em_close_connection_after_writing(em_conn *c) { return em_close_connection(c, true); }
+
+int em_close_write(em_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!em__conn_usable(c) || (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_WR_SHUT)))
+        return -ENOTCONN;
+    c->flags |= EM_CF_SHUT_WR_PENDING;
+    em__conn_mark_dirty(c);
+    return 0;
+}
+
+int em_detach(em_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!em__conn_usable(c) || c->io.fd < 0)
+        return -ENOTCONN;
+    int fd = c->io.fd;
+    c->flags |= EM_CF_DETACHED;
+    em__conn_fail(c, 0);
+    return fd;
+}
+
+int em_pause(em_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!em__conn_usable(c))
+        return -ENOTCONN;
+    c->flags |= EM_CF_PAUSED;
+    em__conn_update_interest(c);
+    return 0;
+}
+
+int em_resume(em_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!em__conn_usable(c))
+        return -ENOTCONN;
+    if (!(c->flags & EM_CF_PAUSED))
+        return 0;
+    c->flags &= (uint32_t)~EM_CF_PAUSED;
+    em__conn_update_interest(c);
+    if (c->out.bytes || (c->flags & EM_CF_SHUT_WR_PENDING) ||
+        ((c->flags & EM_CF_CLOSE_AFTER_WRITE) && !c->out.bytes))
+        em__conn_mark_dirty(c);
+    return 0;
+}
+
+bool em_is_paused(const em_conn *c) { return c && (c->flags & EM_CF_PAUSED); }
+
+int em_error(const em_conn *c) { return c ? c->reason : EINVAL; }
+
+size_t em_get_outbound_data_size(const em_conn *c) { return c ? c->out.bytes : 0; }

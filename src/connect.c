@@ -1,0 +1,358 @@
+/* Outbound connections: validation, resolution on the pool, trying every
+ * address in turn, the pending-connect timeout and em_reconnect. Every
+ * failure becomes unbind(reason) in a later close phase. */
+#include "em-internal.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+typedef struct em_addr {
+    socklen_t len;
+    struct sockaddr_storage ss;
+} em_addr;
+
+struct em_connect_state {
+    em_addr *addrs;
+    size_t count, next;
+    em_addr bind;
+    bool has_bind;
+    int last_err;
+    double started;
+};
+
+static bool valid_port(int port) { return port >= 0 && port <= 65535; }
+
+int em__sockaddr_parse(const char *host, int port, struct sockaddr_storage *ss,
+                       socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int em__sockaddr_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    if (!path || !*path)
+        return -EINVAL;
+    size_t n = strlen(path);
+    if (n >= sizeof un->sun_path)
+        return -ENAMETOOLONG;
+    memset(ss, 0, sizeof *ss);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
+void em__connect_abandon(em_conn *c)
+{
+    if (!c->connect)
+        return;
+    em__free(c->connect->addrs);
+    em__free(c->connect);
+    c->connect = NULL;
+}
+
+static void connect_timed_out(em_reactor *r, void *arg)
+{
+    EM_UNUSED(r);
+    em_conn *c = arg;
+    c->connect_timer = 0;
+    em__conn_fail(c, ETIMEDOUT);
+}
+
+static void arm_connect_timer(em_conn *c)
+{
+    if (c->connect_timer)
+        em__timer_cancel(c->r, c->connect_timer);
+    c->connect_timer = 0;
+    if (!c->connect || c->connect_timeout <= 0)
+        return;
+    double due = c->connect->started + c->connect_timeout;
+    c->connect_timer = em__timer_add(c->r, due, 0, connect_timed_out, c, true);
+    if (!c->connect_timer)
+        em__conn_fail(c, ENOMEM);
+}
+
+static void drop_socket(em_conn *c)
+{
+    em__io_unwatch(c->r, &c->io);
+    if (c->io.fd >= 0)
+        close(c->io.fd);
+    c->io.fd = -1;
+}
+
+/* Starts a connect to one address: 0 in flight, else a positive errno. */
+static int attempt(em_conn *c, const em_addr *a)
+{
+    em_connect_state *cs = c->connect;
+    int family = a->ss.ss_family;
+    if (cs->has_bind && cs->bind.ss.ss_family != family)
+        return EAFNOSUPPORT;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    c->io.fd = fd;
+    if (family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (cs->has_bind) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, (const struct sockaddr *)&cs->bind.ss, cs->bind.len) < 0)
+            return errno;
+    }
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS)
+        return errno == EAGAIN && family == AF_UNIX ? ECONNREFUSED : errno;
+    /* Connected or in flight: writability reports either, on a later turn,
+     * so connection_completed never runs inside em_connect. */
+    c->state = EM_CS_CONNECTING;
+    int err = em__io_watch(c->r, &c->io, EM_EV_WRITE);
+    return err ? -err : 0;
+}
+
+static void try_next(em_conn *c)
+{
+    em_connect_state *cs = c->connect;
+    while (cs->next < cs->count) {
+        int err = attempt(c, &cs->addrs[cs->next++]);
+        if (!err)
+            return;
+        cs->last_err = err;
+        drop_socket(c);
+    }
+    c->state = EM_CS_CONNECTING; /* usable, so that the failure can close it */
+    em__conn_fail(c, cs->last_err ? cs->last_err : ECONNREFUSED);
+}
+
+static void connected(em_conn *c)
+{
+    em__connect_abandon(c);
+    if (c->connect_timer)
+        em__timer_cancel(c->r, c->connect_timer);
+    c->connect_timer = 0;
+    c->state = EM_CS_OPEN;
+    em__conn_touch(c);
+    em__conn_update_interest(c);
+    if (c->out.bytes || (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE)))
+        em__conn_mark_dirty(c);
+    if (c->state == EM_CS_OPEN && c->h->connection_completed)
+        c->h->connection_completed(c);
+}
+
+void em__connect_on_writable(em_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (!err) {
+        connected(c);
+        return;
+    }
+    c->connect->last_err = err;
+    drop_socket(c);
+    try_next(c);
+}
+
+static int take_addresses(em_conn *c, struct addrinfo *ai)
+{
+    size_t n = 0;
+    for (struct addrinfo *p = ai; p; p = p->ai_next)
+        n++;
+    em_addr *addrs = em__calloc(n ? n : 1, sizeof *addrs);
+    if (!addrs)
+        return -ENOMEM;
+    size_t k = 0;
+    for (struct addrinfo *p = ai; p; p = p->ai_next) {
+        if (p->ai_addrlen > sizeof addrs[k].ss)
+            continue;
+        memcpy(&addrs[k].ss, p->ai_addr, p->ai_addrlen);
+        addrs[k++].len = p->ai_addrlen;
+    }
+    c->connect->addrs = addrs;
+    c->connect->count = k;
+    c->connect->next = 0;
+    return 0;
+}
+
+static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+{
+    em_conn *c = em__sigmap_get(&r->sigmap, sig);
+    if (c && c->state == EM_CS_RESOLVING && c->connect) {
+        if (!err && !ai)
+            err = EM_ERESOLVE;
+        if (!err)
+            err = -take_addresses(c, ai);
+        if (err)
+            em__conn_fail(c, err);
+        else
+            try_next(c);
+    }
+    if (ai)
+        freeaddrinfo(ai);
+}
+
+static int parse_bind(em_connect_state *cs, const char *host, int port)
+{
+    if (!host && !port)
+        return 0;
+    if (!host)
+        host = "0.0.0.0";
+    int err = em__sockaddr_parse(host, port, &cs->bind.ss, &cs->bind.len);
+    if (!err)
+        cs->has_bind = true;
+    return err;
+}
+
+/* Begins resolution (names) or the first attempt (literals and unix paths). */
+int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const char *host,
+                      int port)
+{
+    em_connect_state *cs = em__calloc(1, sizeof *cs);
+    if (!cs)
+        return -ENOMEM;
+    int err = parse_bind(cs, bind_host, bind_port);
+    if (!err && !(cs->addrs = em__calloc(1, sizeof *cs->addrs)))
+        err = -ENOMEM;
+    if (err) {
+        em__free(cs->addrs);
+        em__free(cs);
+        return err;
+    }
+    cs->started = em__clock();
+    c->connect = cs;
+    c->flags |= EM_CF_OUTBOUND;
+    c->state = EM_CS_RESOLVING;
+    em_addr *a = &cs->addrs[0];
+    bool literal = port < 0 ? em__sockaddr_unix(host, &a->ss, &a->len) == 0
+                            : em__sockaddr_parse(host, port, &a->ss, &a->len) == 0;
+    if (literal) {
+        cs->count = 1;
+        try_next(c);
+    } else {
+        err = em__resolve(c->r, host, port, SOCK_STREAM, c->sig, resolved);
+        if (err) {
+            em__connect_abandon(c);
+            c->state = EM_CS_OPEN;
+            return err;
+        }
+    }
+    arm_connect_timer(c);
+    return 0;
+}
+
+static em_conn *connect_common(em_reactor *r, const char *bind_host, int bind_port,
+                               const char *host, int port, const em_handler *h, void *arg)
+{
+    em_conn *c = em__conn_new(r, -1, h, arg);
+    if (!c)
+        return NULL;
+    int err = em__connect_start(c, bind_host, bind_port, host, port);
+    if (err) {
+        em__conn_discard(c);
+        errno = -err;
+        return NULL;
+    }
+    if (h->post_init)
+        h->post_init(c);
+    return c;
+}
+
+em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bind_port,
+                         const char *host, int port, const em_handler *h, void *arg)
+{
+    if (!r || !host || !*host || !h || port <= 0 || port > 65535 || !valid_port(bind_port)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (bind_host) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (em__sockaddr_parse(bind_host, bind_port, &ss, &len) < 0) {
+            errno = EINVAL;
+            return NULL;
+        }
+    }
+    return connect_common(r, bind_host, bind_port, host, port, h, arg);
+}
+
+em_conn *em_connect(em_reactor *r, const char *host, int port, const em_handler *h, void *arg)
+{
+    return em_bind_connect(r, NULL, 0, host, port, h, arg);
+}
+
+em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h, void *arg)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err = r && h ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
+    if (err) {
+        errno = -err;
+        return NULL;
+    }
+    em_conn *c = connect_common(r, NULL, 0, path, -1, h, arg);
+    if (c)
+        c->flags |= EM_CF_UNIX;
+    return c;
+}
+
+int em_reconnect(em_conn *c, const char *host, int port)
+{
+    if (!c || !host || !*host || port <= 0 || port > 65535)
+        return -EINVAL;
+    if (c->state != EM_CS_UNBINDING)
+        return -EISCONN;
+    em_reactor *r = c->r;
+    if (r->shutting_down)
+        return -ECANCELED;
+    em_sig sig = em__next_sig(r);
+    if (em__sigmap_put(&r->sigmap, sig, c) < 0)
+        return -ENOMEM;
+    c->sig = sig;
+    c->flags = 0;
+    c->reason = 0;
+    c->io.dead = false;
+    c->created = c->last_activity = r->now;
+    int err = em__connect_start(c, NULL, 0, host, port);
+    if (err) {
+        em__sigmap_del(&r->sigmap, sig);
+        c->state = EM_CS_UNBINDING;
+        return err;
+    }
+    if (c->inactivity_timeout > 0)
+        em_set_comm_inactivity_timeout(c, c->inactivity_timeout);
+    return 0;
+}
+
+double em_get_pending_connect_timeout(const em_conn *c) { return c ? c->connect_timeout : 0; }
+
+int em_set_pending_connect_timeout(em_conn *c, double s)
+{
+    if (!c || !(s >= 0))
+        return -EINVAL;
+    c->connect_timeout = s;
+    if (c->state == EM_CS_RESOLVING || c->state == EM_CS_CONNECTING)
+        arm_connect_timer(c);
+    return 0;
+}

@@ -1,0 +1,316 @@
+/* The contract between libem's source files. Nothing here is public. */
+#ifndef EM_INTERNAL_H
+#define EM_INTERNAL_H
+
+#include "em.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+#define EM_UNUSED(x) ((void)(x))
+#define EM_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ------------------------------------------------------------ allocator */
+void *em__malloc(size_t n);
+void *em__calloc(size_t n, size_t size);
+void *em__realloc(void *p, size_t n);
+void em__free(void *p);
+char *em__strdup(const char *s);
+void em__allocator_pin(int delta); /* counts live reactors */
+
+/* ------------------------------------------------------------- poller */
+enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8 };
+enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE };
+
+/* Everything registered with the poller starts with this. */
+typedef struct em_io {
+    int fd;
+    uint8_t type;      /* EM_IO_* */
+    uint8_t interest;  /* EM_EV_READ|EM_EV_WRITE as registered */
+    bool registered;
+    bool dead;         /* closed during this turn: skip its pending events */
+    int poll_index;    /* poll backend: slot in its arrays */
+} em_io;
+
+typedef struct em_event {
+    em_io *io;
+    unsigned events;
+} em_event;
+
+typedef struct em_backend {
+    const char *name;
+    int (*init)(em_reactor *r);
+    void (*destroy)(em_reactor *r);
+    int (*add)(em_reactor *r, em_io *io, unsigned interest);
+    int (*modify)(em_reactor *r, em_io *io, unsigned interest);
+    int (*del)(em_reactor *r, em_io *io);
+    /* Fills out[0..n) and returns n, or a negative errno. */
+    int (*wait)(em_reactor *r, int timeout_ms, em_event *out, int max);
+    int (*fd)(const em_reactor *r);
+} em_backend;
+
+extern const em_backend em__backend_epoll;
+extern const em_backend em__backend_poll;
+
+int em__io_watch(em_reactor *r, em_io *io, unsigned interest);
+void em__io_unwatch(em_reactor *r, em_io *io);
+
+/* --------------------------------------------------------------- timers */
+typedef struct em_heap_entry {
+    double deadline;
+    uint64_t seq;  /* ties fire in insertion order */
+    uint32_t slot;
+} em_heap_entry;
+
+typedef struct em_timer_slot {
+    double interval; /* > 0: periodic */
+    em_cb cb;
+    void *arg;
+    uint32_t gen;
+    uint32_t heap_index; /* EM_NOT_IN_HEAP while firing or free */
+    uint32_t next_free;
+    bool live;
+    bool internal; /* libem's own: not counted, not limited */
+} em_timer_slot;
+
+#define EM_NOT_IN_HEAP UINT32_MAX
+
+typedef struct em_timers {
+    em_heap_entry *heap;
+    uint32_t heap_len, heap_cap;
+    em_timer_slot *slots;
+    uint32_t slots_len, slots_cap;
+    uint32_t free_head; /* UINT32_MAX: none */
+    uint64_t seq;
+    size_t user_count;
+    size_t max_user;
+} em_timers;
+
+void em__timers_init(em_timers *t);
+void em__timers_destroy(em_timers *t);
+em_timer_id em__timer_add(em_reactor *r, double deadline, double interval, em_cb cb,
+                          void *arg, bool internal);
+int em__timer_cancel(em_reactor *r, em_timer_id id);
+void em__timers_run(em_reactor *r);
+double em__timers_next(const em_timers *t); /* deadline of the first, or -1 */
+void em__timers_clear(em_reactor *r);
+
+/* ---------------------------------------------------------- callbacks */
+typedef struct em_callback {
+    struct em_callback *next;
+    em_cb cb;
+    void *arg;
+} em_callback;
+
+typedef struct em_cb_queue {
+    em_callback *head, *tail;
+} em_cb_queue;
+
+void em__cbq_push(em_cb_queue *q, em_callback *c);
+em_callback *em__cbq_take_all(em_cb_queue *q);
+void em__cbq_free_list(em_callback *c);
+
+/* ----------------------------------------------------------- thread pool */
+typedef struct em_job {
+    struct em_job *next;
+    void (*work)(void *arg);
+    em_cb done;
+    void *arg;
+} em_job;
+
+typedef struct em_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    em_job *queue_head, *queue_tail;
+    pthread_t *threads;
+    unsigned size, started, idle;
+    bool stopping;
+} em_pool;
+
+int em__pool_init(em_pool *p, unsigned size);
+int em__pool_submit(em_reactor *r, em_job *job);
+void em__pool_destroy(em_reactor *r, em_pool *p);
+
+/* -------------------------------------------------------- write queue */
+/* Outbound bytes: a chain of chunks. Standard-size chunks come from and go
+ * back to the reactor's cache, so steady-state sending does not allocate. */
+typedef struct em_chunk {
+    struct em_chunk *next;
+    size_t head, tail, cap;
+    char data[];
+} em_chunk;
+
+#define EM_CHUNK_SIZE (16 * 1024 - sizeof(em_chunk))
+#define EM_CHUNK_CACHE_MAX 64
+
+typedef struct em_outq {
+    em_chunk *head, *tail;
+    size_t bytes;
+} em_outq;
+
+int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len);
+int em__outq_iov(const em_outq *q, struct iovec *iov, int max);
+void em__outq_consume(em_reactor *r, em_outq *q, size_t n);
+void em__outq_clear(em_reactor *r, em_outq *q);
+void em__chunk_cache_free(em_reactor *r);
+
+/* --------------------------------------------------------- connections */
+enum em_conn_state {
+    EM_CS_RESOLVING = 1, /* waiting for the pool's getaddrinfo */
+    EM_CS_CONNECTING,    /* non-blocking connect in flight */
+    EM_CS_OPEN,
+    EM_CS_CLOSING,       /* on the close list; unbind pending */
+    EM_CS_UNBINDING,     /* unbind running */
+};
+
+enum em_conn_flag {
+    EM_CF_PAUSED = 1u << 0,
+    EM_CF_CLOSE_AFTER_WRITE = 1u << 1,
+    EM_CF_SHUT_WR_PENDING = 1u << 2, /* em_close_write: FIN once drained */
+    EM_CF_WR_SHUT = 1u << 3,
+    EM_CF_DIRTY = 1u << 4,           /* on the flush list */
+    EM_CF_WRITE_WAITED = 1u << 5,    /* kernel refused part: drained fires */
+    EM_CF_DETACHED = 1u << 6,        /* do not close the fd */
+    EM_CF_OUTBOUND = 1u << 7,        /* made by connect: may reconnect */
+    EM_CF_UNIX = 1u << 8,
+    EM_CF_NO_FD_CLOSE = 1u << 9,
+    EM_CF_EOF = 1u << 10,            /* peer closed: no more reads */
+};
+
+typedef struct em_connect_state em_connect_state;
+
+struct em_conn {
+    em_io io;
+    uint8_t state;
+    uint32_t flags;
+    int reason;     /* pending unbind reason / em_error() */
+    em_reactor *r;
+    const em_handler *h;
+    void *arg, *user;
+    em_sig sig;
+    em_outq out;
+    struct em_conn *prev, *next; /* every live connection */
+    struct em_conn *dirty_next;  /* flush list */
+    struct em_conn *close_next;  /* close list */
+    double created, last_activity;
+    double inactivity_timeout;
+    double inactivity_set; /* when the timeout was set: idle counts from here too */
+    double connect_timeout;
+    em_timer_id inactivity_timer;
+    em_timer_id connect_timer;
+    uint64_t bytes_in, bytes_out;
+    em_connect_state *connect; /* only while resolving/connecting */
+};
+
+em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg);
+int em__conn_start(em_conn *c); /* join the poller as an open connection */
+void em__conn_fail(em_conn *c, int reason); /* close at once with a reason */
+void em__conn_mark_dirty(em_conn *c);
+void em__conn_on_event(em_conn *c, unsigned events);
+void em__conn_flush(em_conn *c);
+void em__conn_update_interest(em_conn *c);
+void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
+void em__conn_discard(em_conn *c); /* free one the user never saw */
+void em__conn_touch(em_conn *c);
+bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
+
+/* connect.c */
+int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const char *host,
+                      int port);
+void em__connect_on_writable(em_conn *c);
+void em__connect_abandon(em_conn *c);
+int em__sockaddr_parse(const char *host, int port, struct sockaddr_storage *ss,
+                       socklen_t *len); /* numeric only; -EINVAL if not */
+int em__sockaddr_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len);
+
+/* resolve.c */
+typedef void (*em_resolved_fn)(em_reactor *r, em_sig sig, struct addrinfo *ai, int err);
+int em__resolve(em_reactor *r, const char *host, int port, int socktype, em_sig sig,
+                em_resolved_fn fn);
+
+/* --------------------------------------------------------------- servers */
+struct em_server {
+    em_io io;
+    em_reactor *r;
+    const em_handler *h;
+    void *arg;
+    em_sig sig;
+    char *unix_path; /* created by us: unlinked on stop */
+    dev_t unix_dev;
+    ino_t unix_ino;
+    bool starved;    /* out of descriptors: not accepting for now */
+    em_timer_id retry_timer;
+    struct em_server *prev, *next;
+};
+
+void em__server_on_event(em_server *s);
+void em__server_free_all(em_reactor *r);
+void em__servers_fds_freed(em_reactor *r);
+
+/* ------------------------------------------------------------- sig map */
+typedef struct em_sigmap {
+    struct em_sigmap_entry *slots;
+    size_t cap, len; /* cap is 0 or a power of two */
+} em_sigmap;
+
+int em__sigmap_put(em_sigmap *m, em_sig sig, em_conn *c);
+em_conn *em__sigmap_get(const em_sigmap *m, em_sig sig);
+void em__sigmap_del(em_sigmap *m, em_sig sig);
+void em__sigmap_destroy(em_sigmap *m);
+
+/* --------------------------------------------------------------- reactor */
+#define EM_READ_BUF_SIZE (64 * 1024)
+#define EM_MAX_EVENTS 256
+
+struct em_reactor {
+    const em_backend *backend;
+    union {
+        int epfd;
+        struct {
+            struct pollfd *fds;
+            em_io **ios;
+            int len, cap;
+        } poll;
+    } be;
+    double now;
+    em_timers timers;
+    em_cb_queue ticks;
+    em_sigmap sigmap;
+    em_sig next_sig;
+    em_conn *conns;       /* live connections */
+    size_t conn_count;
+    em_conn *dirty;       /* to flush at the end of the turn */
+    em_conn *closing, *closing_tail;
+    em_server *servers;
+    em_server *dead_servers; /* stopped this turn: freed after dispatch */
+    unsigned starved_servers;
+    bool shutting_down;
+    bool forked; /* freed in a forked child: no callbacks, no unlink */
+    em_chunk *chunk_cache;
+    unsigned chunk_cache_len;
+    char *read_buf;
+    em_event events[EM_MAX_EVENTS];
+
+    /* cross-thread: guarded by xlock */
+    pthread_mutex_t xlock;
+    em_cb_queue scheduled;
+    em_job *done_head, *done_tail;
+    em_io wake;
+    atomic_bool wake_pending;
+    atomic_bool stop_requested;
+    em_pool pool;
+    pid_t owner_pid;
+    bool running;
+    bool in_turn;
+};
+
+double em__clock(void);
+em_sig em__next_sig(em_reactor *r);
+void em__wake(em_reactor *r);
+void em__close_list_push(em_conn *c);
+void em__job_done(em_reactor *r, em_job *job); /* from pool threads */
+
+#endif /* EM_INTERNAL_H */

@@ -1,0 +1,21 @@
+#include "em-internal.h"
+
+#include <string.h>
+
+const char *em_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0:
+        return "Success";
+    case EM_ERESOLVE:
+        return "Host name did not resolve";
+    case EM_ETLS:
+        return "TLS handshake or verification failed";
+    case EM_ETLS_TRUNCATED:
+        return "TLS peer closed without close_notify";
+    }
+    const char *s = strerrordesc_np(err);
+    return s ? s : "Unknown error";
+}

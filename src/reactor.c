@@ -1,0 +1,437 @@
+/* The reactor: its life cycle and one turn of the loop (order in em.h). */
+#include "em-internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EM_DEFAULT_POOL_SIZE 20
+
+double em__clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+em_sig em__next_sig(em_reactor *r) { return r->next_sig++; }
+
+static const em_backend *find_backend(const char *name)
+{
+    if (!name || !*name)
+        name = getenv("EM_BACKEND");
+    if (!name || !*name || !strcmp(name, "epoll"))
+        return &em__backend_epoll;
+    if (!strcmp(name, "poll"))
+        return &em__backend_poll;
+    return NULL;
+}
+
+static int wake_open(em_reactor *r)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    r->wake = (em_io){.fd = fd, .type = EM_IO_WAKE, .poll_index = -1};
+    int err = em__io_watch(r, &r->wake, EM_EV_READ);
+    if (err)
+        close(fd);
+    return err;
+}
+
+em_reactor *em_reactor_new(const em_reactor_opts *opts)
+{
+    const em_backend *be = find_backend(opts ? opts->backend : NULL);
+    if (!be) {
+        errno = EINVAL;
+        return NULL;
+    }
+    em_reactor *r = em__calloc(1, sizeof *r);
+    char *buf = em__malloc(EM_READ_BUF_SIZE);
+    int err = r && buf ? 0 : -ENOMEM;
+    if (!err) {
+        r->read_buf = buf;
+        r->backend = be;
+        r->next_sig = 1;
+        r->owner_pid = getpid();
+        r->now = em__clock();
+        em__timers_init(&r->timers);
+        r->timers.max_user = opts ? opts->max_timers : 0;
+        unsigned pool = opts && opts->threadpool_size ? opts->threadpool_size
+                                                      : EM_DEFAULT_POOL_SIZE;
+        err = em__pool_init(&r->pool, pool);
+    }
+    if (!err && pthread_mutex_init(&r->xlock, NULL)) {
+        em__pool_destroy(r, &r->pool);
+        err = -ENOMEM;
+    }
+    if (!err && (err = be->init(r)) < 0) {
+        pthread_mutex_destroy(&r->xlock);
+        em__pool_destroy(r, &r->pool);
+    }
+    if (!err && (err = wake_open(r)) < 0) {
+        be->destroy(r);
+        pthread_mutex_destroy(&r->xlock);
+        em__pool_destroy(r, &r->pool);
+    }
+    if (err) {
+        em__free(buf);
+        em__free(r);
+        errno = -err;
+        return NULL;
+    }
+    em__allocator_pin(1);
+    return r;
+}
+
+int em__io_watch(em_reactor *r, em_io *io, unsigned interest)
+{
+    int err = io->registered ? r->backend->modify(r, io, interest)
+                             : r->backend->add(r, io, interest);
+    if (!err) {
+        io->registered = true;
+        io->interest = (uint8_t)interest;
+    }
+    return err;
+}
+
+void em__io_unwatch(em_reactor *r, em_io *io)
+{
+    if (io->registered)
+        r->backend->del(r, io);
+    io->registered = false;
+    io->interest = 0;
+}
+
+void em__wake(em_reactor *r)
+{
+    if (atomic_exchange(&r->wake_pending, true))
+        return;
+    uint64_t one = 1;
+    ssize_t n = write(r->wake.fd, &one, sizeof one);
+    EM_UNUSED(n); /* EAGAIN: the counter is already non-zero, which is enough */
+}
+
+static void wake_drain(em_reactor *r)
+{
+    uint64_t v;
+    ssize_t n = read(r->wake.fd, &v, sizeof v);
+    EM_UNUSED(n);
+    atomic_store(&r->wake_pending, false);
+}
+
+void em_stop(em_reactor *r)
+{
+    if (!r)
+        return;
+    atomic_store(&r->stop_requested, true);
+    em__wake(r);
+}
+
+/* ------------------------------------------------------- cross-thread */
+
+int em_next_tick(em_reactor *r, em_cb cb, void *arg)
+{
+    if (!r || !cb)
+        return -EINVAL;
+    em_callback *c = em__malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->cb = cb;
+    c->arg = arg;
+    em__cbq_push(&r->ticks, c);
+    return 0;
+}
+
+int em_schedule(em_reactor *r, em_cb cb, void *arg)
+{
+    if (!r || !cb)
+        return -EINVAL;
+    em_callback *c = em__malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->cb = cb;
+    c->arg = arg;
+    pthread_mutex_lock(&r->xlock);
+    em__cbq_push(&r->scheduled, c);
+    pthread_mutex_unlock(&r->xlock);
+    em__wake(r);
+    return 0;
+}
+
+void em__job_done(em_reactor *r, em_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&r->xlock);
+    if (r->done_tail)
+        r->done_tail->next = job;
+    else
+        r->done_head = job;
+    r->done_tail = job;
+    pthread_mutex_unlock(&r->xlock);
+    em__wake(r);
+}
+
+static em_job *take_done(em_reactor *r)
+{
+    pthread_mutex_lock(&r->xlock);
+    em_job *jobs = r->done_head;
+    r->done_head = r->done_tail = NULL;
+    pthread_mutex_unlock(&r->xlock);
+    return jobs;
+}
+
+static void run_done_jobs(em_reactor *r)
+{
+    for (em_job *j = take_done(r), *next; j; j = next) {
+        next = j->next;
+        j->done(r, j->arg); /* frees j */
+    }
+}
+
+static void run_callbacks(em_reactor *r, em_callback *c)
+{
+    while (c) {
+        em_callback *next = c->next;
+        em_cb cb = c->cb;
+        void *arg = c->arg;
+        em__free(c);
+        cb(r, arg);
+        c = next;
+    }
+}
+
+/* Ticks queued before the turn, then em_schedule() callbacks, then finished
+ * pool work. Whatever these queue waits for the next turn. */
+static void run_queued(em_reactor *r)
+{
+    run_callbacks(r, em__cbq_take_all(&r->ticks));
+    pthread_mutex_lock(&r->xlock);
+    em_callback *scheduled = em__cbq_take_all(&r->scheduled);
+    pthread_mutex_unlock(&r->xlock);
+    run_callbacks(r, scheduled);
+    run_done_jobs(r);
+}
+
+/* -------------------------------------------------------------- a turn */
+
+static void flush_dirty(em_reactor *r)
+{
+    em_conn *c = r->dirty;
+    r->dirty = NULL;
+    while (c) {
+        em_conn *next = c->dirty_next;
+        c->flags &= (uint16_t)~EM_CF_DIRTY;
+        c->dirty_next = NULL;
+        em__conn_flush(c);
+        c = next;
+    }
+}
+
+static void free_dead_servers(em_reactor *r)
+{
+    while (r->dead_servers) {
+        em_server *s = r->dead_servers;
+        r->dead_servers = s->next;
+        em__free(s->unix_path);
+        em__free(s);
+    }
+}
+
+/* Writes before closes, so that a connection is never freed while on the
+ * flush list: a closing connection is never added to it again. */
+static void flush_and_close(em_reactor *r)
+{
+    for (;;) {
+        if (r->dirty) {
+            flush_dirty(r);
+        } else if (r->closing) {
+            em_conn *c = r->closing;
+            r->closing = c->close_next;
+            if (!r->closing)
+                r->closing_tail = NULL;
+            c->close_next = NULL;
+            em__conn_finish(c);
+        } else {
+            break;
+        }
+    }
+    free_dead_servers(r);
+}
+
+void em__close_list_push(em_conn *c)
+{
+    em_reactor *r = c->r;
+    c->close_next = NULL;
+    if (r->closing_tail)
+        r->closing_tail->close_next = c;
+    else
+        r->closing = c;
+    r->closing_tail = c;
+}
+
+static bool work_pending(em_reactor *r)
+{
+    return r->ticks.head || r->dirty || r->closing ||
+           atomic_load_explicit(&r->stop_requested, memory_order_relaxed);
+}
+
+static int wait_ms(em_reactor *r, double max_wait_s)
+{
+    if (work_pending(r))
+        return 0;
+    double wait = max_wait_s;
+    double next = em__timers_next(&r->timers);
+    if (next >= 0) {
+        double until = next - em__clock();
+        if (until < 0)
+            until = 0;
+        if (wait < 0 || until < wait)
+            wait = until;
+    }
+    if (wait < 0)
+        return -1;
+    double ms = ceil(wait * 1000.0);
+    return ms > 86400000.0 ? 86400000 : (int)ms;
+}
+
+static void dispatch(em_reactor *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        em_io *io = r->events[i].io;
+        if (io->dead)
+            continue;
+        switch (io->type) {
+        case EM_IO_CONN:
+            em__conn_on_event(EM_CONTAINER_OF(io, em_conn, io), r->events[i].events);
+            break;
+        case EM_IO_SERVER:
+            em__server_on_event(EM_CONTAINER_OF(io, em_server, io));
+            break;
+        case EM_IO_WAKE:
+            wake_drain(r);
+            break;
+        }
+    }
+}
+
+static int turn(em_reactor *r, double max_wait_s)
+{
+    r->now = em__clock();
+    em__timers_run(r);
+    run_queued(r);
+    flush_and_close(r);
+    int n = r->backend->wait(r, wait_ms(r, max_wait_s), r->events, EM_MAX_EVENTS);
+    r->now = em__clock();
+    if (n > 0)
+        dispatch(r, n);
+    flush_and_close(r);
+    return n;
+}
+
+int em_run_once(em_reactor *r, double max_wait_s)
+{
+    if (!r)
+        return -EINVAL;
+    if (r->in_turn)
+        return -EBUSY;
+    if (isnan(max_wait_s))
+        return -EINVAL;
+    r->in_turn = true;
+    int n = turn(r, max_wait_s);
+    r->in_turn = false;
+    return n;
+}
+
+/* Unbinds every connection (reason 0, unsent data dropped) and frees servers
+ * and timers. Connections made by unbind callbacks meanwhile go the same way. */
+static void shut_down(em_reactor *r)
+{
+    r->shutting_down = true;
+    em__cbq_free_list(em__cbq_take_all(&r->ticks));
+    pthread_mutex_lock(&r->xlock);
+    em__cbq_free_list(em__cbq_take_all(&r->scheduled));
+    pthread_mutex_unlock(&r->xlock);
+    while (r->conns || r->dirty || r->closing) {
+        for (em_conn *c = r->conns; c; c = c->next)
+            em__conn_fail(c, 0);
+        flush_and_close(r);
+    }
+    em__server_free_all(r);
+    free_dead_servers(r);
+    em__timers_clear(r);
+    em__cbq_free_list(em__cbq_take_all(&r->ticks));
+    r->shutting_down = false;
+}
+
+int em_run(em_reactor *r)
+{
+    if (!r)
+        return -EINVAL;
+    if (r->running || r->in_turn)
+        return -EBUSY;
+    r->running = true;
+    int err = 0;
+    while (!atomic_load(&r->stop_requested)) {
+        int n = em_run_once(r, -1);
+        if (n < 0) {
+            err = n;
+            break;
+        }
+    }
+    r->in_turn = true; /* em_run_once from unbind during shutdown is refused */
+    shut_down(r);
+    r->in_turn = false;
+    atomic_store(&r->stop_requested, false);
+    r->running = false;
+    return err;
+}
+
+bool em_reactor_running(const em_reactor *r) { return r && r->running; }
+
+void em_reactor_free(em_reactor *r)
+{
+    if (!r || r->running || r->in_turn)
+        return;
+    r->in_turn = true;
+    shut_down(r);
+    em__pool_destroy(r, &r->pool);
+    if (r->owner_pid == getpid())
+        run_done_jobs(r); /* deferred work's done callbacks run exactly once */
+    shut_down(r);         /* whatever those callbacks made */
+    em__io_unwatch(r, &r->wake);
+    close(r->wake.fd);
+    r->backend->destroy(r);
+    em__timers_destroy(&r->timers);
+    em__sigmap_destroy(&r->sigmap);
+    em__chunk_cache_free(r);
+    if (r->owner_pid == getpid())
+        pthread_mutex_destroy(&r->xlock);
+    em__free(r->read_buf);
+    em__free(r);
+    em__allocator_pin(-1);
+}
+
+double em_now(const em_reactor *r) { return r ? r->now : 0; }
+
+size_t em_connection_count(const em_reactor *r) { return r ? r->conn_count : 0; }
+
+const char *em_backend_name(const em_reactor *r) { return r ? r->backend->name : NULL; }
+
+int em_backend_fd(const em_reactor *r) { return r ? r->backend->fd(r) : -EINVAL; }
+
+double em_backend_timeout(const em_reactor *r)
+{
+    if (!r)
+        return -1;
+    if (work_pending((em_reactor *)r) || r->scheduled.head || r->done_head)
+        return 0;
+    double next = em__timers_next(&r->timers);
+    if (next < 0)
+        return -1;
+    double until = next - em__clock();
+    return until > 0 ? until : 0;
+}

@@ -1,0 +1,329 @@
+/* Listening sockets: TCP, unix and attached; the accept loop and its
+ * behaviour when descriptors run out. */
+#include "em-internal.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_EVENT 256
+#define STARVED_RETRY_S 0.1
+#define LISTEN_BACKLOG 1024
+
+static void server_link(em_reactor *r, em_server *s)
+{
+    s->prev = NULL;
+    s->next = r->servers;
+    if (r->servers)
+        r->servers->prev = s;
+    r->servers = s;
+}
+
+static void server_unlink(em_server *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->r->servers = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
+static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *arg)
+{
+    em_server *s = em__calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->io = (em_io){.fd = fd, .type = EM_IO_SERVER, .poll_index = -1};
+    s->r = r;
+    s->h = h;
+    s->arg = arg;
+    int err = em__io_watch(r, &s->io, EM_EV_READ);
+    if (err) {
+        em__free(s);
+        errno = -err;
+        return NULL;
+    }
+    s->sig = em__next_sig(r);
+    server_link(r, s);
+    return s;
+}
+
+/* --------------------------------------------------- running out of fds */
+
+static void unstarve(em_server *s)
+{
+    if (!s->starved)
+        return;
+    s->starved = false;
+    s->r->starved_servers--;
+    if (s->retry_timer)
+        em__timer_cancel(s->r, s->retry_timer);
+    s->retry_timer = 0;
+    if (em__io_watch(s->r, &s->io, EM_EV_READ) < 0)
+        s->starved = false; /* nothing better to do: the next stop frees it */
+}
+
+static void starved_retry(em_reactor *r, void *arg)
+{
+    EM_UNUSED(r);
+    em_server *s = arg;
+    s->retry_timer = 0;
+    unstarve(s);
+}
+
+/* Out of descriptors: stop watching the socket (level-triggered polling
+ * would spin on the pending connections) and look again when one of ours is
+ * closed or after a short delay, for descriptors freed elsewhere. The clients
+ * wait in the backlog instead of being dropped. */
+static void starve(em_server *s)
+{
+    em__io_unwatch(s->r, &s->io);
+    s->starved = true;
+    s->r->starved_servers++;
+    s->retry_timer = em__timer_add(s->r, em__clock() + STARVED_RETRY_S, 0, starved_retry, s,
+                                   true);
+}
+
+void em__servers_fds_freed(em_reactor *r)
+{
+    for (em_server *s = r->servers; s && r->starved_servers; s = s->next)
+        unstarve(s);
+}
+
+/* ---------------------------------------------------------------- accept */
+
+static void accepted(em_server *s, int fd)
+{
+    em_conn *c = em__conn_new(s->r, fd, s->h, s->arg);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    if (s->unix_path == NULL) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (s->h->post_init)
+        s->h->post_init(c);
+    if (c->state == EM_CS_OPEN)
+        em__conn_start(c);
+}
+
+void em__server_on_event(em_server *s)
+{
+    for (int i = 0; i < ACCEPTS_PER_EVENT && !s->io.dead; i++) {
+        int fd = accept4(s->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accepted(s, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            starve(s);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------- creation */
+
+static int listen_on(const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (sa->sa_family != AF_UNIX)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, sa, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int resolve_listen(const char *host, int port)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, service, &hints, &ai);
+    if (rc == EAI_MEMORY)
+        return -ENOMEM;
+    if (rc == EAI_SYSTEM)
+        return -errno;
+    if (rc)
+        return -EM_ERESOLVE;
+    int fd = -EM_ERESOLVE;
+    for (struct addrinfo *p = ai; p; p = p->ai_next) {
+        fd = listen_on(p->ai_addr, p->ai_addrlen);
+        if (fd >= 0)
+            break;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+em_server *em_start_server(em_reactor *r, const char *host, int port, const em_handler *h,
+                           void *arg)
+{
+    if (!r || !host || !*host || !h || port < 0 || port > 65535) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd = em__sockaddr_parse(host, port, &ss, &len) == 0
+                 ? listen_on((struct sockaddr *)&ss, len)
+                 : resolve_listen(host, port);
+    if (fd < 0) {
+        errno = -fd;
+        return NULL;
+    }
+    em_server *s = server_new(r, fd, h, arg);
+    if (!s)
+        close(fd);
+    return s;
+}
+
+/* A socket file nobody listens on is stale and may be replaced; anything
+ * else at the path is refused. */
+static int clear_stale_socket(const struct sockaddr_storage *ss, socklen_t len,
+                              const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EADDRINUSE;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = connect(fd, (const struct sockaddr *)ss, len);
+    int err = rc < 0 ? errno : 0;
+    close(fd);
+    if (rc == 0 || err == EAGAIN)
+        return -EADDRINUSE;
+    if (err != ECONNREFUSED)
+        return -err;
+    return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+em_server *em_start_unix_server(em_reactor *r, const char *path, const em_handler *h,
+                                void *arg)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err = r && h ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
+    if (!err)
+        err = clear_stale_socket(&ss, len, path);
+    int fd = err ? err : listen_on((struct sockaddr *)&ss, len);
+    struct stat st;
+    char *copy = fd >= 0 ? em__strdup(path) : NULL;
+    if (fd >= 0 && (!copy || stat(path, &st) < 0)) {
+        unlink(path);
+        close(fd);
+        em__free(copy);
+        fd = -ENOMEM;
+    }
+    if (fd < 0) {
+        errno = -fd;
+        return NULL;
+    }
+    em_server *s = server_new(r, fd, h, arg);
+    if (!s) {
+        unlink(path);
+        close(fd);
+        em__free(copy);
+        return NULL;
+    }
+    s->unix_path = copy;
+    s->unix_dev = st.st_dev;
+    s->unix_ino = st.st_ino;
+    return s;
+}
+
+em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h, void *arg)
+{
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (!r || !h || listen_fd < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int flags = fcntl(listen_fd, F_GETFL);
+    if (flags < 0)
+        return NULL; /* errno: EBADF */
+    if (getsockopt(listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return NULL;
+    return server_new(r, listen_fd, h, arg);
+}
+
+/* ------------------------------------------------------------- queries */
+
+int em_server_port(const em_server *s)
+{
+    if (!s)
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(s->io.fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+em_sig em_server_signature(const em_server *s) { return s ? s->sig : 0; }
+
+/* ---------------------------------------------------------------- stop */
+
+static void unlink_if_ours(const em_server *s)
+{
+    struct stat st;
+    if (s->unix_path && !s->r->forked && stat(s->unix_path, &st) == 0 &&
+        st.st_dev == s->unix_dev && st.st_ino == s->unix_ino)
+        unlink(s->unix_path);
+}
+
+/* The port is free when this returns; the struct lives until the end of the
+ * turn because an event for it may still be in the batch being dispatched. */
+int em_stop_server(em_server *s)
+{
+    if (!s)
+        return -EINVAL;
+    em_reactor *r = s->r;
+    if (s->starved)
+        r->starved_servers--;
+    if (s->retry_timer)
+        em__timer_cancel(r, s->retry_timer);
+    em__io_unwatch(r, &s->io);
+    s->io.dead = true;
+    close(s->io.fd);
+    unlink_if_ours(s);
+    server_unlink(s);
+    s->next = r->dead_servers;
+    r->dead_servers = s;
+    return 0;
+}
+
+void em__server_free_all(em_reactor *r)
+{
+    while (r->servers)
+        em_stop_server(r->servers);
+}

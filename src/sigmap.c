@@ -1,0 +1,89 @@
+/* Signature -> connection: open addressing with linear probing and
+ * backward-shift deletion (no tombstones). */
+#include "em-internal.h"
+
+struct em_sigmap_entry {
+    em_sig sig; /* 0: empty */
+    em_conn *conn;
+};
+
+static size_t slot_of(em_sig sig, size_t cap)
+{
+    uint64_t h = sig * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (cap - 1);
+}
+
+static int grow(em_sigmap *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    struct em_sigmap_entry *slots = em__calloc(cap, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->slots[i].sig)
+            continue;
+        size_t j = slot_of(m->slots[i].sig, cap);
+        while (slots[j].sig)
+            j = (j + 1) & (cap - 1);
+        slots[j] = m->slots[i];
+    }
+    em__free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return 0;
+}
+
+int em__sigmap_put(em_sigmap *m, em_sig sig, em_conn *c)
+{
+    if ((m->len + 1) * 4 > m->cap * 3 && grow(m) < 0)
+        return -ENOMEM;
+    size_t i = slot_of(sig, m->cap);
+    while (m->slots[i].sig)
+        i = (i + 1) & (m->cap - 1);
+    m->slots[i] = (struct em_sigmap_entry){sig, c};
+    m->len++;
+    return 0;
+}
+
+static size_t find(const em_sigmap *m, em_sig sig)
+{
+    if (!m->cap || !sig)
+        return SIZE_MAX;
+    for (size_t i = slot_of(sig, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (m->slots[i].sig == sig)
+            return i;
+        if (!m->slots[i].sig)
+            return SIZE_MAX;
+    }
+}
+
+em_conn *em__sigmap_get(const em_sigmap *m, em_sig sig)
+{
+    size_t i = find(m, sig);
+    return i == SIZE_MAX ? NULL : m->slots[i].conn;
+}
+
+void em__sigmap_del(em_sigmap *m, em_sig sig)
+{
+    size_t i = find(m, sig);
+    if (i == SIZE_MAX)
+        return;
+    size_t mask = m->cap - 1;
+    for (size_t j = (i + 1) & mask; m->slots[j].sig; j = (j + 1) & mask) {
+        size_t home = slot_of(m->slots[j].sig, m->cap);
+        /* move j into the hole at i unless its home lies in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = m->slots[j];
+            i = j;
+        }
+    }
+    m->slots[i].sig = 0;
+    m->slots[i].conn = NULL;
+    m->len--;
+}
+
+void em__sigmap_destroy(em_sigmap *m)
+{
+    em__free(m->slots);
+    *m = (em_sigmap){0};
+}
