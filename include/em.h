@@ -103,7 +103,7 @@ EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 /* Asks em_run to return once the current turn is finished. Thread-safe. */
 EM_EXPORT void em_stop(em_reactor *r);
 
-/* True while em_run is executing. */
+/* True while em_run or em_run_once is executing. */
 EM_EXPORT bool em_reactor_running(const em_reactor *r);
 
 /* Unbinds what is still open (reason 0), closes servers (removing unix socket

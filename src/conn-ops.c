@@ -125,7 +125,7 @@ static void inactivity_due(em_reactor *r, void *arg)
         em__conn_fail(c, ETIMEDOUT);
         return;
     }
-    c->inactivity_timer = em__timer_add(r, due, 0, inactivity_due, c, true);
+    c->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
     if (!c->inactivity_timer)
         em__conn_fail(c, ENOMEM);
 }
@@ -149,7 +149,7 @@ int em_set_comm_inactivity_timeout(em_conn *c, double s)
     if (c->inactivity_timeout <= 0)
         return 0;
     double due = idle_since(c) + c->inactivity_timeout;
-    c->inactivity_timer = em__timer_add(c->r, due, 0, inactivity_due, c, true);
+    c->inactivity_timer = em__timer_add(c->r, due, due, 0, inactivity_due, c, true);
     return c->inactivity_timer ? 0 : -ENOMEM;
 }
 

@@ -88,7 +88,7 @@ static void arm_connect_timer(em_conn *c)
     if (!c->connect || c->connect_timeout <= 0)
         return;
     double due = c->connect->started + c->connect_timeout;
-    c->connect_timer = em__timer_add(c->r, due, 0, connect_timed_out, c, true);
+    c->connect_timer = em__timer_add(c->r, due, due, 0, connect_timed_out, c, true);
     if (!c->connect_timer)
         em__conn_fail(c, ENOMEM);
 }

@@ -21,7 +21,7 @@ em_sig em__next_sig(em_reactor *r) { return r->next_sig++; }
 
 static const em_backend *find_backend(const char *name)
 {
-    if (!name || !*name)
+    if (!name)
         name = getenv("EM_BACKEND");
     if (!name || !*name || !strcmp(name, "epoll"))
         return &em__backend_epoll;
@@ -204,16 +204,21 @@ static void run_callbacks(em_reactor *r, em_callback *c)
     }
 }
 
-/* Ticks queued before the turn, then em_schedule() callbacks, then finished
- * pool work. Whatever these queue waits for the next turn. */
-static void run_queued(em_reactor *r)
+static void run_cross_thread(em_reactor *r)
 {
-    run_callbacks(r, em__cbq_take_all(&r->ticks));
     pthread_mutex_lock(&r->xlock);
     em_callback *scheduled = em__cbq_take_all(&r->scheduled);
     pthread_mutex_unlock(&r->xlock);
     run_callbacks(r, scheduled);
     run_done_jobs(r);
+}
+
+/* Ticks queued before the turn, then em_schedule() callbacks, then finished
+ * pool work. Whatever these queue waits for the next turn. */
+static void run_queued(em_reactor *r)
+{
+    run_callbacks(r, em__cbq_take_all(&r->ticks));
+    run_cross_thread(r);
 }
 
 /* -------------------------------------------------------------- a turn */
@@ -311,8 +316,9 @@ static void dispatch(em_reactor *r, int n)
         case EM_IO_SERVER:
             em__server_on_event(EM_CONTAINER_OF(io, em_server, io));
             break;
-        case EM_IO_WAKE:
+        case EM_IO_WAKE: /* run them now: the wake-up is for them */
             wake_drain(r);
+            run_cross_thread(r);
             break;
         }
     }
@@ -390,7 +396,7 @@ int em_run(em_reactor *r)
     return err;
 }
 
-bool em_reactor_running(const em_reactor *r) { return r && r->running; }
+bool em_reactor_running(const em_reactor *r) { return r && (r->running || r->in_turn); }
 
 void em_reactor_free(em_reactor *r)
 {

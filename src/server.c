@@ -86,8 +86,8 @@ static void starve(em_server *s)
     em__io_unwatch(s->r, &s->io);
     s->starved = true;
     s->r->starved_servers++;
-    s->retry_timer = em__timer_add(s->r, em__clock() + STARVED_RETRY_S, 0, starved_retry, s,
-                                   true);
+    double due = em__clock() + STARVED_RETRY_S;
+    s->retry_timer = em__timer_add(s->r, due, due, 0, starved_retry, s, true);
 }
 
 void em__servers_fds_freed(em_reactor *r)

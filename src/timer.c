@@ -1,6 +1,11 @@
 /* Timers: a binary min-heap of (deadline, seq) entries pointing into a slot
  * table. A timer id is (generation << 32 | slot + 1), so a stale id never
- * matches a slot's later timer and lookup needs no hashing. */
+ * matches a slot's later timer and lookup needs no hashing.
+ *
+ * A one-shot timer is ordered by em_now() + seconds, like libuv's and
+ * EventMachine's, so timers added in one turn fire in the order of their
+ * delays; it also never fires before the real clock at the call + seconds
+ * (not_before), since em_now() may be older than the call. */
 #include "em-internal.h"
 
 #include <math.h>
@@ -126,8 +131,8 @@ static em_timer_id make_id(uint32_t slot, uint32_t gen)
     return ((uint64_t)gen << 32) | (uint64_t)(slot + 1);
 }
 
-em_timer_id em__timer_add(em_reactor *r, double deadline, double interval, em_cb cb,
-                          void *arg, bool internal)
+em_timer_id em__timer_add(em_reactor *r, double deadline, double not_before, double interval,
+                          em_cb cb, void *arg, bool internal)
 {
     em_timers *t = &r->timers;
     if (!internal && t->max_user && t->user_count >= t->max_user) {
@@ -141,6 +146,7 @@ em_timer_id em__timer_add(em_reactor *r, double deadline, double interval, em_cb
     }
     em_timer_slot *ts = &t->slots[s];
     ts->interval = interval;
+    ts->not_before = not_before;
     ts->cb = cb;
     ts->arg = arg;
     ts->internal = internal;
@@ -205,8 +211,10 @@ static void fire(em_reactor *r, em_heap_entry e)
     double interval = ts->interval;
     cb(r, arg);
     ts = &t->slots[e.slot]; /* the table may have moved */
-    if (ts->live && ts->gen == gen && ts->heap_index == EM_NOT_IN_HEAP &&
-        heap_push(t, e.slot, next_periodic(e.deadline, interval, r->now)) < 0)
+    if (!ts->live || ts->gen != gen || ts->heap_index != EM_NOT_IN_HEAP)
+        return;
+    ts->not_before = next_periodic(e.deadline, interval, r->now);
+    if (heap_push(t, e.slot, ts->not_before) < 0)
         slot_release(t, e.slot);
 }
 
@@ -214,14 +222,15 @@ void em__timers_run(em_reactor *r)
 {
     em_timers *t = &r->timers;
     uint64_t seq_limit = t->seq; /* timers added while running wait a turn */
-    while (t->heap_len && t->heap[0].deadline <= r->now && t->heap[0].seq < seq_limit &&
+    while (t->heap_len && t->heap[0].seq < seq_limit &&
+           t->slots[t->heap[0].slot].not_before <= r->now &&
            !atomic_load_explicit(&r->stop_requested, memory_order_relaxed))
         fire(r, t->heap[0]);
 }
 
 double em__timers_next(const em_timers *t)
 {
-    return t->heap_len ? t->heap[0].deadline : -1;
+    return t->heap_len ? t->slots[t->heap[0].slot].not_before : -1;
 }
 
 void em__timers_clear(em_reactor *r)
@@ -242,7 +251,7 @@ em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg)
         errno = EINVAL;
         return 0;
     }
-    return em__timer_add(r, em__clock() + seconds, 0, cb, arg, false);
+    return em__timer_add(r, r->now + seconds, em__clock() + seconds, 0, cb, arg, false);
 }
 
 em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb, void *arg)
@@ -251,7 +260,8 @@ em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb, void
         errno = EINVAL;
         return 0;
     }
-    return em__timer_add(r, em__clock() + interval, interval, cb, arg, false);
+    double start = em__clock();
+    return em__timer_add(r, start + interval, start + interval, interval, cb, arg, false);
 }
 
 int em_cancel_timer(em_reactor *r, em_timer_id id)
