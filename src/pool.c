@@ -4,7 +4,6 @@
 #include "em-internal.h"
 
 #include <signal.h>
-#include <unistd.h>
 
 int em__pool_init(em_pool *p, unsigned size)
 {
@@ -90,18 +89,19 @@ int em__pool_submit(em_reactor *r, em_job *job)
  * parent's threads do not exist: nothing to join. */
 void em__pool_destroy(em_reactor *r, em_pool *p)
 {
-    bool forked = r->owner_pid != getpid();
+    if (r->forked) { /* the lock may have been held by a thread that is gone */
+        em__free(p->threads);
+        return;
+    }
     pthread_mutex_lock(&p->lock);
     p->stopping = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    for (unsigned i = 0; i < p->started && !forked; i++)
+    for (unsigned i = 0; i < p->started; i++)
         pthread_join(p->threads[i], NULL);
     em__free(p->threads);
-    if (!forked) {
-        pthread_cond_destroy(&p->cond);
-        pthread_mutex_destroy(&p->lock);
-    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
 }
 
 /* em_defer's job owns itself: its done step runs the user's and frees it. */

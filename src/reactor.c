@@ -403,9 +403,14 @@ void em_reactor_free(em_reactor *r)
     if (!r || r->running || r->in_turn)
         return;
     r->in_turn = true;
+    /* In a forked child: release descriptors and memory, call nothing back,
+     * remove no file, and take no lock a vanished thread may hold. */
+    r->forked = r->owner_pid != getpid();
+    if (r->forked)
+        pthread_mutex_init(&r->xlock, NULL);
     shut_down(r);
     em__pool_destroy(r, &r->pool);
-    if (r->owner_pid == getpid())
+    if (!r->forked)
         run_done_jobs(r); /* deferred work's done callbacks run exactly once */
     shut_down(r);         /* whatever those callbacks made */
     em__io_unwatch(r, &r->wake);
@@ -414,8 +419,7 @@ void em_reactor_free(em_reactor *r)
     em__timers_destroy(&r->timers);
     em__sigmap_destroy(&r->sigmap);
     em__chunk_cache_free(r);
-    if (r->owner_pid == getpid())
-        pthread_mutex_destroy(&r->xlock);
+    pthread_mutex_destroy(&r->xlock);
     em__free(r->read_buf);
     em__free(r);
     em__allocator_pin(-1);

@@ -223,8 +223,7 @@ void em__timers_run(em_reactor *r)
     em_timers *t = &r->timers;
     uint64_t seq_limit = t->seq; /* timers added while running wait a turn */
     while (t->heap_len && t->heap[0].seq < seq_limit &&
-           t->slots[t->heap[0].slot].not_before <= r->now &&
-           !atomic_load_explicit(&r->stop_requested, memory_order_relaxed))
+           t->slots[t->heap[0].slot].not_before <= r->now)
         fire(r, t->heap[0]);
 }
 
