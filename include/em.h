@@ -174,6 +174,15 @@ EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
  * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start). */
 EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
 
+/* Calls cb(r, arg) on the reactor thread after signo is delivered to the
+ * process (a self-pipe: the C handler only writes a byte). Several handlers
+ * per reactor and several reactors per signal are allowed. The handlers are
+ * removed, and the disposition found before the first one restored, when the
+ * reactor is freed. -EINVAL for a signal that cannot be caught (SIGKILL,
+ * SIGSTOP, out of range) or a NULL cb; -ENOMEM; -EBUSY when more than 8
+ * reactors handle the same signal. */
+EM_EXPORT int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg);
+
 /* -------------------------------------------------------------- handler */
 
 typedef struct em_handler {
@@ -269,6 +278,39 @@ EM_EXPORT em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bin
 EM_EXPORT em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h,
                                    void *arg);
 
+/* Opens a UDP socket bound to host:port (a literal or a name resolved now;
+ * port 0 picks one: em_get_sockname tells). receive_data gets one call per
+ * datagram; during it em_get_peername gives the sender and em_send_data
+ * replies to it. NULL + errno as em_start_server. */
+EM_EXPORT em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
+                                           const em_handler *h, void *arg);
+
+/* Data mode on a descriptor you own (pipe, socket, tty): receive_data,
+ * send_data, close-after-writing and pause work as on a connection. The fd is
+ * made non-blocking and given back as found (flags restored) on unbind or
+ * em_detach; libem never closes it. NULL + errno: EBADF, EEXIST (already
+ * attached or watched in this reactor), EINVAL, ENOMEM. */
+EM_EXPORT em_conn *em_attach(em_reactor *r, int fd, const em_handler *h, void *arg);
+
+/* Notify mode: libem reads and writes nothing; it calls notify_readable and
+ * notify_writable (level-triggered) while they are switched on with
+ * em_set_notify_readable/writable, both off at first. Never closes the fd.
+ * Errors as em_attach. */
+EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *arg);
+
+/* Runs argv[0] (PATH lookup) with argv, its stdin and stdout joined to the
+ * connection through a socketpair (stderr is inherited). No descriptor of
+ * this process but those two leaks into the child. The child is reaped
+ * without blocking (pidfd); unbind runs once its output is closed and it has
+ * exited, so em_get_status works in unbind. Closing the connection closes the
+ * child's stdin; a child still running 2 s later gets SIGTERM, and SIGKILL
+ * 2 s after that. When the reactor stops, children still running get SIGTERM
+ * at once and are reaped (SIGKILL after the grace period) by em_reactor_free.
+ * NULL + errno: EINVAL (NULL or empty argv), the exec errno (ENOENT, EACCES,
+ * ...) when the program cannot be executed, EMFILE, ENOMEM. */
+EM_EXPORT em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h,
+                            void *arg);
+
 /* ---------------------------------------------------- connection methods */
 
 /* Queues a copy of data; flushed at the end of the turn, coalesced with the
@@ -344,6 +386,27 @@ EM_EXPORT int em_enable_keepalive(em_conn *c, int idle_s, int interval_s, int co
 EM_EXPORT int em_disable_keepalive(em_conn *c);
 
 EM_EXPORT int em_get_stats(const em_conn *c, em_conn_stats *st);
+
+/* Sends one datagram to host:port (address literals only: the reactor never
+ * waits for a name). It goes out at once; when the kernel refuses for now,
+ * it waits in order behind the others (at most 4 MiB queued: -ENOBUFS).
+ * -EMSGSIZE for a datagram too large, -EINVAL for a bad address or a
+ * non-datagram connection, -ENOTCONN after a close. */
+EM_EXPORT int em_send_datagram(em_conn *c, const void *data, size_t len, const char *host,
+                               int port);
+
+/* Watch mode only (else -EINVAL): switch notify_readable / notify_writable
+ * calls on or off; allowed inside those callbacks. */
+EM_EXPORT int em_set_notify_readable(em_conn *c, bool on);
+EM_EXPORT bool em_is_notify_readable(const em_conn *c);
+EM_EXPORT int em_set_notify_writable(em_conn *c, bool on);
+EM_EXPORT bool em_is_notify_writable(const em_conn *c);
+
+/* The popen child's pid, else -1. */
+EM_EXPORT pid_t em_get_pid(const em_conn *c);
+/* The popen child's waitpid status in *wstatus; -EAGAIN until it exited,
+ * -EINVAL for other connections. */
+EM_EXPORT int em_get_status(const em_conn *c, int *wstatus);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,6 @@ void *em_conn_user(const em_conn *c) { return c ? c->user : NULL; }
 em_sig em_signature(const em_conn *c) { return c ? c->sig : 0; }
 em_reactor *em_conn_reactor(const em_conn *c) { return c ? c->r : NULL; }
 int em_conn_fd(const em_conn *c) { return c ? c->io.fd : -EINVAL; }
-bool em_is_watch_only(const em_conn *c) { EM_UNUSED(c); return false; }
 
 void em_conn_set_user(em_conn *c, void *user)
 {
@@ -43,6 +42,8 @@ static int name_of(const em_conn *c, struct sockaddr_storage *ss, socklen_t *len
         return -EINVAL;
     if (peer && c->state != EM_CS_OPEN)
         return -ENOTCONN;
+    if (peer && (c->flags & EM_CF_DGRAM))
+        return em__dgram_peer(c, ss, len);
     *len = sizeof *ss;
     int rc = peer ? getpeername(fd, (struct sockaddr *)ss, len)
                   : getsockname(fd, (struct sockaddr *)ss, len);

@@ -8,6 +8,7 @@
  * dispatch that closed it. */
 #include "em-internal.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,6 +66,8 @@ static unsigned wanted_interest(const em_conn *c)
         return EM_EV_WRITE;
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return 0;
+    if (c->flags & EM_CF_WATCH)
+        return em__watch_interest(c);
     unsigned want = 0;
     if (!(c->flags & EM_CF_EOF))
         want |= EM_EV_READ;
@@ -115,6 +118,25 @@ static void cancel_timers(em_conn *c)
     c->inactivity_timer = c->connect_timer = 0;
 }
 
+static void drop_output(em_conn *c)
+{
+    if (c->flags & EM_CF_DGRAM)
+        em__dgram_clear(c);
+    else
+        em__outq_clear(c->r, &c->out);
+}
+
+/* Kind-specific state, freed with the connection. */
+static void free_ext(em_conn *c)
+{
+    if (c->flags & EM_CF_DGRAM)
+        em__dgram_free(c);
+    else if (c->flags & EM_CF_POPEN)
+        em__child_free(c);
+    else
+        em__connect_abandon(c);
+}
+
 void em__conn_fail(em_conn *c, int reason)
 {
     if (!em__conn_usable(c))
@@ -124,16 +146,28 @@ void em__conn_fail(em_conn *c, int reason)
     c->state = EM_CS_CLOSING;
     em__io_unwatch(c->r, &c->io);
     c->io.dead = true;
-    em__outq_clear(c->r, &c->out);
+    drop_output(c);
     em__connect_abandon(c);
     cancel_timers(c);
     em__close_list_push(c);
+}
+
+void em__conn_shutdown(em_conn *c)
+{
+    if (c->state == EM_CS_REAPING) { /* unbind now; the child becomes an orphan */
+        c->state = EM_CS_CLOSING;
+        em__close_list_push(c);
+        return;
+    }
+    em__conn_fail(c, 0);
 }
 
 static void close_fd(em_conn *c)
 {
     if (c->io.fd < 0)
         return;
+    if (c->flags & EM_CF_RESTORE_FL)
+        fcntl(c->io.fd, F_SETFL, c->saved_fl);
     if (!(c->flags & (EM_CF_DETACHED | EM_CF_NO_FD_CLOSE)))
         close(c->io.fd);
     c->io.fd = -1;
@@ -146,8 +180,8 @@ void em__conn_discard(em_conn *c)
     em__sigmap_del(&c->r->sigmap, c->sig);
     em__io_unwatch(c->r, &c->io);
     close_fd(c);
-    em__outq_clear(c->r, &c->out);
-    em__connect_abandon(c);
+    drop_output(c);
+    free_ext(c);
     cancel_timers(c);
     conn_unlink(c);
     em__free(c);
@@ -158,12 +192,15 @@ void em__conn_finish(em_conn *c)
     em_reactor *r = c->r;
     em__sigmap_del(&r->sigmap, c->sig);
     close_fd(c);
+    if ((c->flags & EM_CF_POPEN) && !em__child_may_unbind(c))
+        return; /* back on the close list once the child has exited */
     c->state = EM_CS_UNBINDING;
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
     if (c->state != EM_CS_UNBINDING)
         return; /* em_reconnect revived it */
-    em__outq_clear(r, &c->out); /* unbind may not send, but be sure */
+    drop_output(c);
+    free_ext(c);
     cancel_timers(c);
     conn_unlink(c);
     em__free(c);
@@ -220,6 +257,14 @@ void em__conn_on_event(em_conn *c, unsigned events)
     }
     if (c->state != EM_CS_OPEN)
         return;
+    if (c->flags & EM_CF_WATCH) {
+        em__watch_on_event(c, events);
+        return;
+    }
+    if (c->flags & EM_CF_DGRAM) {
+        em__dgram_on_event(c, events);
+        return;
+    }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
         !(c->flags & (EM_CF_PAUSED | EM_CF_EOF)))
         do_read(c);
@@ -238,6 +283,8 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     *asked = 0;
     for (int i = 0; i < cnt; i++)
         *asked += iov[i].iov_len;
+    if (c->flags & EM_CF_NOT_SOCKET)
+        return em__writev_nosigpipe(c->io.fd, iov, cnt);
     ssize_t n;
     do
         n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -291,6 +338,10 @@ void em__conn_flush(em_conn *c)
 {
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return;
+    if (c->flags & EM_CF_DGRAM) {
+        em__dgram_flush(c);
+        return;
+    }
     if (!drain_queue(c))
         return;
     if (c->out.bytes) {
@@ -310,6 +361,10 @@ int em_send_data(em_conn *c, const void *data, size_t len)
     if (!em__conn_usable(c) ||
         (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
         return -ENOTCONN;
+    if (c->flags & EM_CF_WATCH)
+        return -EINVAL;
+    if (c->flags & EM_CF_DGRAM)
+        return em__dgram_send_reply(c, data, len);
     if (!len)
         return 0;
     int err = em__outq_append(c->r, &c->out, data, len);
@@ -339,6 +394,10 @@ int em_close_write(em_conn *c)
 {
     if (!c)
         return -EINVAL;
+    if (c->flags & (EM_CF_DGRAM | EM_CF_WATCH))
+        return -EINVAL;
+    if (c->flags & EM_CF_NOT_SOCKET)
+        return -ENOTSOCK;
     if (!em__conn_usable(c) || (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_WR_SHUT)))
         return -ENOTCONN;
     c->flags |= EM_CF_SHUT_WR_PENDING;

@@ -65,7 +65,7 @@ int em__sockaddr_unix(const char *path, struct sockaddr_storage *ss, socklen_t *
 
 void em__connect_abandon(em_conn *c)
 {
-    if (!c->connect)
+    if (!(c->flags & EM_CF_OUTBOUND) || !c->connect)
         return;
     em__free(c->connect->addrs);
     em__free(c->connect);
@@ -320,6 +320,8 @@ em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h, v
 int em_reconnect(em_conn *c, const char *host, int port)
 {
     if (!c || !host || !*host || port <= 0 || port > 65535)
+        return -EINVAL;
+    if (c->flags & (EM_CF_DGRAM | EM_CF_WATCH | EM_CF_POPEN | EM_CF_NO_FD_CLOSE))
         return -EINVAL;
     if (c->state != EM_CS_UNBINDING)
         return -EISCONN;

@@ -23,7 +23,7 @@ void em__allocator_pin(int delta); /* counts live reactors */
 
 /* ------------------------------------------------------------- poller */
 enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8 };
-enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE };
+enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE, EM_IO_CHILD, EM_IO_SIGNAL };
 
 /* Everything registered with the poller starts with this. */
 typedef struct em_io {
@@ -165,6 +165,7 @@ enum em_conn_state {
     EM_CS_OPEN,
     EM_CS_CLOSING,       /* on the close list; unbind pending */
     EM_CS_UNBINDING,     /* unbind running */
+    EM_CS_REAPING,       /* popen: closed, waiting for the child to exit */
 };
 
 enum em_conn_flag {
@@ -179,9 +180,18 @@ enum em_conn_flag {
     EM_CF_UNIX = 1u << 8,
     EM_CF_NO_FD_CLOSE = 1u << 9,
     EM_CF_EOF = 1u << 10,            /* peer closed: no more reads */
+    EM_CF_DGRAM = 1u << 11,
+    EM_CF_WATCH = 1u << 12,          /* notify mode */
+    EM_CF_NOT_SOCKET = 1u << 13,     /* attached pipe or tty: writev, not sendmsg */
+    EM_CF_POPEN = 1u << 14,
+    EM_CF_NOTIFY_R = 1u << 15,
+    EM_CF_NOTIFY_W = 1u << 16,
+    EM_CF_RESTORE_FL = 1u << 17,     /* attached: give the fd back with its flags */
 };
 
 typedef struct em_connect_state em_connect_state;
+typedef struct em_dgram em_dgram;
+typedef struct em_child em_child;
 
 struct em_conn {
     em_io io;
@@ -203,7 +213,12 @@ struct em_conn {
     em_timer_id inactivity_timer;
     em_timer_id connect_timer;
     uint64_t bytes_in, bytes_out;
-    em_connect_state *connect; /* only while resolving/connecting */
+    int saved_fl; /* attached: the fd's file status flags before */
+    union {
+        em_connect_state *connect; /* outbound stream, while resolving/connecting */
+        em_dgram *dgram;           /* EM_CF_DGRAM */
+        em_child *child;           /* EM_CF_POPEN */
+    };
 };
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg);
@@ -215,8 +230,33 @@ void em__conn_flush(em_conn *c);
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
 void em__conn_discard(em_conn *c); /* free one the user never saw */
+void em__conn_shutdown(em_conn *c);  /* reactor stopping: close with reason 0 */
 void em__conn_touch(em_conn *c);
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
+
+/* datagram.c */
+void em__dgram_on_event(em_conn *c, unsigned events);
+int em__dgram_send_reply(em_conn *c, const void *data, size_t len);
+void em__dgram_clear(em_conn *c);
+void em__dgram_flush(em_conn *c);
+void em__dgram_free(em_conn *c);
+int em__dgram_peer(const em_conn *c, struct sockaddr_storage *ss, socklen_t *len);
+
+/* attach.c */
+void em__watch_on_event(em_conn *c, unsigned events);
+unsigned em__watch_interest(const em_conn *c);
+ssize_t em__writev_nosigpipe(int fd, const struct iovec *iov, int cnt);
+
+/* popen.c */
+bool em__child_may_unbind(em_conn *c); /* false: wait for the child first */
+void em__child_free(em_conn *c);
+void em__child_on_event(em_io *io);
+void em__orphans_reap(em_reactor *r);
+
+/* signal.c */
+typedef struct em_sighandler em_sighandler;
+void em__signal_on_event(em_reactor *r);
+void em__signals_free(em_reactor *r);
 
 /* connect.c */
 int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const char *host,
@@ -294,6 +334,10 @@ struct em_reactor {
     unsigned chunk_cache_len;
     char *read_buf;
     em_event events[EM_MAX_EVENTS];
+    struct em_orphan *orphans;    /* popen children left running at shutdown */
+    em_sighandler *sighandlers;
+    em_io sigpipe;                /* read end of the self-pipe; fd -1 until used */
+    int sigpipe_w;
 
     /* cross-thread: guarded by xlock */
     pthread_mutex_t xlock;

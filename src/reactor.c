@@ -316,6 +316,12 @@ static void dispatch(em_reactor *r, int n)
         case EM_IO_SERVER:
             em__server_on_event(EM_CONTAINER_OF(io, em_server, io));
             break;
+        case EM_IO_CHILD:
+            em__child_on_event(io);
+            break;
+        case EM_IO_SIGNAL:
+            em__signal_on_event(r);
+            break;
         case EM_IO_WAKE: /* run them now: the wake-up is for them */
             wake_drain(r);
             run_cross_thread(r);
@@ -363,7 +369,7 @@ static void shut_down(em_reactor *r)
     pthread_mutex_unlock(&r->xlock);
     while (r->conns || r->dirty || r->closing) {
         for (em_conn *c = r->conns; c; c = c->next)
-            em__conn_fail(c, 0);
+            em__conn_shutdown(c);
         flush_and_close(r);
     }
     em__server_free_all(r);
@@ -413,6 +419,8 @@ void em_reactor_free(em_reactor *r)
     if (!r->forked)
         run_done_jobs(r); /* deferred work's done callbacks run exactly once */
     shut_down(r);         /* whatever those callbacks made */
+    em__orphans_reap(r);
+    em__signals_free(r);
     em__io_unwatch(r, &r->wake);
     close(r->wake.fd);
     r->backend->destroy(r);

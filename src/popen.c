@@ -1,0 +1,259 @@
+/* Child processes joined to a connection through a socketpair. The child
+ * is started with posix_spawnp, which reports an exec failure as its return
+ * value (glibc hands it back from the child, as libuv does through a
+ * close-on-exec pipe), and
+ * reaped through a pidfd in the poller: never waitpid(-1), never a SIGCHLD
+ * handler of our own. */
+#include "em-internal.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define GRACE_S 2.0    /* after close: stdin closed, then SIGTERM, then SIGKILL */
+
+struct em_child {
+    em_io io; /* the pidfd; fd -1 when polling instead */
+    em_conn *conn;
+    pid_t pid;
+    int status;
+    bool exited;
+    int kill_stage; /* 0: none sent, 1: SIGTERM sent, 2: SIGKILL sent */
+    em_timer_id timer;
+};
+
+typedef struct em_orphan {
+    struct em_orphan *next;
+    pid_t pid;
+} em_orphan;
+
+static int spawn(const char *const argv[], int child_fd, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int err = posix_spawn_file_actions_init(&fa);
+    if (err)
+        return err;
+    err = posix_spawnattr_init(&attr);
+    if (err) {
+        posix_spawn_file_actions_destroy(&fa);
+        return err;
+    }
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    err = posix_spawn_file_actions_adddup2(&fa, child_fd, 0);
+    if (!err)
+        err = posix_spawn_file_actions_adddup2(&fa, child_fd, 1);
+    if (!err) /* nothing of ours, nor of the host's, beyond stdio */
+        err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (!err)
+        err = posix_spawnattr_setsigmask(&attr, &none);
+    if (!err)
+        err = posix_spawnattr_setsigdefault(&attr, &all);
+    if (!err)
+        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!err)
+        err = posix_spawnp(pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+}
+
+static void child_exited(em_child *ch, int status)
+{
+    ch->exited = true;
+    ch->status = status;
+    em_reactor *r = ch->conn->r;
+    em__io_unwatch(r, &ch->io);
+    if (ch->io.fd >= 0)
+        close(ch->io.fd);
+    ch->io.fd = -1;
+    if (ch->timer)
+        em__timer_cancel(r, ch->timer);
+    ch->timer = 0;
+    if (ch->conn->state == EM_CS_REAPING) {
+        ch->conn->state = EM_CS_CLOSING;
+        em__close_list_push(ch->conn);
+    }
+}
+
+static bool try_reap(em_child *ch)
+{
+    int status;
+    pid_t p;
+    do
+        p = waitpid(ch->pid, &status, WNOHANG);
+    while (p < 0 && errno == EINTR);
+    if (p == ch->pid) {
+        child_exited(ch, status);
+        return true;
+    }
+    if (p < 0 && errno == ECHILD) { /* reaped by someone else: status unknown */
+        child_exited(ch, 0);
+        return true;
+    }
+    return false;
+}
+
+void em__child_on_event(em_io *io) { try_reap(EM_CONTAINER_OF(io, em_child, io)); }
+
+/* pidfds exist since Linux 5.3; without one em_popen fails (ENOSYS) rather
+ * than reap by polling. */
+static int watch_child(em_reactor *r, em_child *ch)
+{
+    ch->io = (em_io){.fd = -1, .type = EM_IO_CHILD, .poll_index = -1};
+    int fd = (int)syscall(SYS_pidfd_open, ch->pid, 0);
+    if (fd < 0)
+        return -errno;
+    ch->io.fd = fd;
+    int err = em__io_watch(r, &ch->io, EM_EV_READ);
+    if (err) {
+        close(fd);
+        ch->io.fd = -1;
+    }
+    return err;
+}
+
+em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, void *arg)
+{
+    if (!r || !h || !argv || !argv[0] || !*argv[0]) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return NULL;
+    em_child *ch = em__calloc(1, sizeof *ch);
+    int err = ch ? spawn(argv, sv[1], &ch->pid) : ENOMEM;
+    close(sv[1]);
+    em_conn *c = err ? NULL : em__conn_new(r, sv[0], h, arg);
+    if (c) {
+        ch->conn = c;
+        err = -watch_child(r, ch);
+    } else if (!err) {
+        err = ENOMEM;
+    }
+    if (err) {
+        if (ch && ch->pid > 0) { /* started, but we cannot look after it */
+            kill(ch->pid, SIGKILL);
+            waitpid(ch->pid, NULL, 0);
+        }
+        if (c)
+            em__conn_discard(c); /* closes sv[0] */
+        else
+            close(sv[0]);
+        em__free(ch);
+        errno = err;
+        return NULL;
+    }
+    c->flags |= EM_CF_POPEN;
+    c->child = ch;
+    if (h->post_init)
+        h->post_init(c);
+    if (c->state == EM_CS_OPEN)
+        em__conn_start(c);
+    return c;
+}
+
+/* --------------------------------------------------------- closing down */
+
+static void grace_expired(em_reactor *r, void *arg)
+{
+    em_child *ch = arg;
+    ch->timer = 0;
+    if (try_reap(ch))
+        return;
+    ch->kill_stage++;
+    kill(ch->pid, ch->kill_stage == 1 ? SIGTERM : SIGKILL);
+    if (ch->kill_stage < 2) {
+        double due = em__clock() + GRACE_S;
+        ch->timer = em__timer_add(r, due, due, 0, grace_expired, ch, true);
+    }
+}
+
+static void orphan(em_reactor *r, em_child *ch)
+{
+    kill(ch->pid, SIGTERM);
+    if (try_reap(ch))
+        return;
+    em_orphan *o = em__malloc(sizeof *o);
+    if (!o) { /* cannot remember it: do not leave a zombie behind */
+        kill(ch->pid, SIGKILL);
+        waitpid(ch->pid, NULL, 0);
+        return;
+    }
+    o->pid = ch->pid;
+    o->next = r->orphans;
+    r->orphans = o;
+}
+
+/* The connection is closed (its fd too, so the child's stdin saw EOF).
+ * Unbind waits for the child, unless the reactor is shutting down. */
+bool em__child_may_unbind(em_conn *c)
+{
+    em_child *ch = c->child;
+    if (ch->exited || try_reap(ch) || c->r->forked)
+        return true;
+    if (c->r->shutting_down) {
+        orphan(c->r, ch);
+        return true;
+    }
+    c->state = EM_CS_REAPING;
+    double due = em__clock() + GRACE_S;
+    ch->timer = em__timer_add(c->r, due, due, 0, grace_expired, ch, true);
+    if (!ch->timer) { /* no memory for a timer: do not wait without one */
+        kill(ch->pid, SIGKILL);
+        ch->kill_stage = 2;
+    }
+    return false;
+}
+
+void em__child_free(em_conn *c)
+{
+    em_child *ch = c->child;
+    if (!ch)
+        return;
+    em__io_unwatch(c->r, &ch->io);
+    if (ch->io.fd >= 0)
+        close(ch->io.fd);
+    if (ch->timer)
+        em__timer_cancel(c->r, ch->timer);
+    em__free(ch);
+    c->child = NULL;
+}
+
+/* At em_reactor_free: children that outlived their reactor's run. SIGTERM
+ * was sent when it stopped; what still runs now is killed, so the wait is
+ * short. */
+void em__orphans_reap(em_reactor *r)
+{
+    while (r->orphans) {
+        em_orphan *o = r->orphans;
+        r->orphans = o->next;
+        if (!r->forked && waitpid(o->pid, NULL, WNOHANG) == 0) {
+            kill(o->pid, SIGKILL);
+            waitpid(o->pid, NULL, 0);
+        }
+        em__free(o);
+    }
+}
+
+pid_t em_get_pid(const em_conn *c)
+{
+    return c && (c->flags & EM_CF_POPEN) && c->child ? c->child->pid : -1;
+}
+
+int em_get_status(const em_conn *c, int *wstatus)
+{
+    if (!c || !wstatus || !(c->flags & EM_CF_POPEN) || !c->child)
+        return -EINVAL;
+    if (!c->child->exited)
+        return -EAGAIN;
+    *wstatus = c->child->status;
+    return 0;
+}
