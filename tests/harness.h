@@ -167,4 +167,48 @@ static inline unsigned char pattern_byte(uint64_t i)
     return (unsigned char)((x >> 29) ^ (x >> 47) ^ i);
 }
 
+/* ------------------------------------------------- a recording handler
+ *
+ * rec_handler records every callback into a struct rec: the connection's
+ * arg for outbound connections; for a server whose arg has a pool, each
+ * accepted connection takes the next rec of the pool. The rec is kept as the
+ * connection's user data. It fails the test when unbind runs twice, runs
+ * inside close_conn(), or when a callback comes after unbind.
+ */
+typedef struct rec rec;
+struct rec {
+    /* configuration */
+    bool echo;          /* send back what arrives */
+    bool check_pattern; /* incoming bytes must follow pattern_byte() */
+    bool store;         /* keep incoming bytes in buf */
+    rec *pool;          /* server arg: accepted connections use pool[i] */
+    int pool_size, pool_used;
+    void (*on_post_init)(em_conn *c, rec *x);
+    void (*on_completed)(em_conn *c, rec *x);
+    void (*on_data)(em_conn *c, rec *x, const char *d, size_t n);
+    void (*on_unbind)(em_conn *c, rec *x, int reason);
+    void (*on_drained)(em_conn *c, rec *x);
+    void *ctx;
+    int tag;
+    /* observations */
+    em_conn *conn; /* NULL once unbound */
+    em_sig sig;
+    int post_inits, completed, unbinds, reason, drained, data_calls;
+    uint64_t bytes_in;
+    char *buf;
+    size_t len, cap;
+    bool sig_found_in_unbind; /* em_conn_by_sig(sig) != NULL inside unbind */
+};
+
+extern const em_handler rec_handler;
+/* Live connections recorded by rec_handler (post_init - unbind). */
+extern int rec_live;
+/* Non-zero while close_conn() is inside em_close_connection. */
+extern int in_em_call;
+int close_conn(em_conn *c, bool after_writing);
+void rec_free(rec *x);
+
+/* Pool of n recs for a server arg (all with the same configuration). */
+rec *rec_pool_new(rec *server_arg, int n);
+
 #endif
