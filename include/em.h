@@ -267,8 +267,9 @@ EM_EXPORT em_sig em_server_signature(const em_server *s);
 EM_EXPORT em_conn *em_connect(em_reactor *r, const char *host, int port,
                               const em_handler *h, void *arg);
 
-/* em_connect from a given local address (bind_host NULL: any; bind_port 0:
- * any). A bind failure arrives as unbind(errno). */
+/* em_connect from a given local address: bind_host is a literal or a name
+ * (resolved on the pool like host; NULL: any), bind_port 0: any. A bind or
+ * resolution failure arrives as unbind(errno / EM_ERESOLVE). */
 EM_EXPORT em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bind_port,
                                    const char *host, int port, const em_handler *h,
                                    void *arg);

@@ -2,7 +2,6 @@
  * options, timeouts, statistics and accessors. */
 #include "em-internal.h"
 
-#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -145,7 +144,7 @@ int em_set_comm_inactivity_timeout(em_conn *c, double s)
     if (c->inactivity_timer)
         em__timer_cancel(c->r, c->inactivity_timer);
     c->inactivity_timer = 0;
-    c->inactivity_timeout = isinf(s) ? 0 : s;
+    c->inactivity_timeout = s > 1e15 ? 0 : s; /* infinite: none */
     c->inactivity_set = em__clock();
     if (c->inactivity_timeout <= 0)
         return 0;

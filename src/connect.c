@@ -19,8 +19,12 @@ typedef struct em_addr {
 struct em_connect_state {
     em_addr *addrs;
     size_t count, next;
+    char *target_name; /* to resolve; NULL for literals */
+    int target_port;
     em_addr bind;
     bool has_bind;
+    char *bind_name; /* to resolve first; NULL for literals */
+    int bind_port;
     int last_err;
     double started;
 };
@@ -67,6 +71,8 @@ void em__connect_abandon(em_conn *c)
 {
     if (!(c->flags & EM_CF_OUTBOUND) || !c->connect)
         return;
+    em__free(c->connect->target_name);
+    em__free(c->connect->bind_name);
     em__free(c->connect->addrs);
     em__free(c->connect);
     c->connect = NULL;
@@ -190,16 +196,24 @@ static int take_addresses(em_conn *c, struct addrinfo *ai)
         memcpy(&addrs[k].ss, p->ai_addr, p->ai_addrlen);
         addrs[k++].len = p->ai_addrlen;
     }
+    em__free(c->connect->addrs);
     c->connect->addrs = addrs;
     c->connect->count = k;
     c->connect->next = 0;
     return 0;
 }
 
-static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+/* The connection a resolution was for, if it is still waiting for one. */
+static em_conn *waiting(em_reactor *r, em_sig sig)
 {
     em_conn *c = em__sigmap_get(&r->sigmap, sig);
-    if (c && c->state == EM_CS_RESOLVING && c->connect) {
+    return c && c->state == EM_CS_RESOLVING && c->connect ? c : NULL;
+}
+
+static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+{
+    em_conn *c = waiting(r, sig);
+    if (c) {
         if (!err && !ai)
             err = EM_ERESOLVE;
         if (!err)
@@ -213,16 +227,64 @@ static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
         freeaddrinfo(ai);
 }
 
+/* The target: tried at once when it is a literal, else resolved first. */
+static int start_target(em_conn *c)
+{
+    em_connect_state *cs = c->connect;
+    if (!cs->target_name) {
+        try_next(c);
+        return 0;
+    }
+    return em__resolve(c->r, cs->target_name, cs->target_port, SOCK_STREAM, c->sig, resolved);
+}
+
+static void bind_resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+{
+    em_conn *c = waiting(r, sig);
+    if (c) {
+        if (!err && (!ai || ai->ai_addrlen > sizeof c->connect->bind.ss))
+            err = EM_ERESOLVE;
+        if (!err) {
+            memcpy(&c->connect->bind.ss, ai->ai_addr, ai->ai_addrlen);
+            c->connect->bind.len = ai->ai_addrlen;
+            c->connect->has_bind = true;
+            err = -start_target(c);
+        }
+        if (err)
+            em__conn_fail(c, err);
+    }
+    if (ai)
+        freeaddrinfo(ai);
+}
+
+/* A literal bind address is used as it is; a name waits for the pool. */
 static int parse_bind(em_connect_state *cs, const char *host, int port)
 {
     if (!host && !port)
         return 0;
     if (!host)
         host = "0.0.0.0";
-    int err = em__sockaddr_parse(host, port, &cs->bind.ss, &cs->bind.len);
-    if (!err)
+    if (em__sockaddr_parse(host, port, &cs->bind.ss, &cs->bind.len) == 0) {
         cs->has_bind = true;
-    return err;
+        return 0;
+    }
+    cs->bind_name = em__strdup(host);
+    cs->bind_port = port;
+    return cs->bind_name ? 0 : -ENOMEM;
+}
+
+static int parse_target(em_connect_state *cs, const char *host, int port)
+{
+    em_addr *a = &cs->addrs[0];
+    bool literal = port < 0 ? em__sockaddr_unix(host, &a->ss, &a->len) == 0
+                            : em__sockaddr_parse(host, port, &a->ss, &a->len) == 0;
+    if (literal) {
+        cs->count = 1;
+        return 0;
+    }
+    cs->target_name = em__strdup(host);
+    cs->target_port = port;
+    return cs->target_name ? 0 : -ENOMEM;
 }
 
 /* Begins resolution (names) or the first attempt (literals and unix paths). */
@@ -232,31 +294,23 @@ int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const ch
     em_connect_state *cs = em__calloc(1, sizeof *cs);
     if (!cs)
         return -ENOMEM;
+    c->connect = cs;
+    c->flags |= EM_CF_OUTBOUND;
     int err = parse_bind(cs, bind_host, bind_port);
     if (!err && !(cs->addrs = em__calloc(1, sizeof *cs->addrs)))
         err = -ENOMEM;
-    if (err) {
-        em__free(cs->addrs);
-        em__free(cs);
-        return err;
-    }
+    if (!err)
+        err = parse_target(cs, host, port);
     cs->started = em__clock();
-    c->connect = cs;
-    c->flags |= EM_CF_OUTBOUND;
     c->state = EM_CS_RESOLVING;
-    em_addr *a = &cs->addrs[0];
-    bool literal = port < 0 ? em__sockaddr_unix(host, &a->ss, &a->len) == 0
-                            : em__sockaddr_parse(host, port, &a->ss, &a->len) == 0;
-    if (literal) {
-        cs->count = 1;
-        try_next(c);
-    } else {
-        err = em__resolve(c->r, host, port, SOCK_STREAM, c->sig, resolved);
-        if (err) {
-            em__connect_abandon(c);
-            c->state = EM_CS_OPEN;
-            return err;
-        }
+    if (!err)
+        err = cs->bind_name ? em__resolve(c->r, cs->bind_name, cs->bind_port, SOCK_STREAM,
+                                          c->sig, bind_resolved)
+                            : start_target(c);
+    if (err) {
+        em__connect_abandon(c);
+        c->state = EM_CS_OPEN;
+        return err;
     }
     arm_connect_timer(c);
     return 0;
@@ -286,13 +340,9 @@ em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bind_port,
         errno = EINVAL;
         return NULL;
     }
-    if (bind_host) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (em__sockaddr_parse(bind_host, bind_port, &ss, &len) < 0) {
-            errno = EINVAL;
-            return NULL;
-        }
+    if (bind_host && !*bind_host) {
+        errno = EINVAL;
+        return NULL;
     }
     return connect_common(r, bind_host, bind_port, host, port, h, arg);
 }

@@ -1,9 +1,12 @@
 #include "em-internal.h"
 
+#include <limits.h>
 #include <string.h>
 
 const char *em_strerror(int err)
 {
+    if (err == INT_MIN)
+        return "Unknown error";
     if (err < 0)
         err = -err;
     switch (err) {

@@ -1,7 +1,6 @@
 /* The reactor: its life cycle and one turn of the loop (order in em.h). */
 #include "em-internal.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -299,8 +298,10 @@ static int wait_ms(em_reactor *r, double max_wait_s)
     }
     if (wait < 0)
         return -1;
-    double ms = ceil(wait * 1000.0);
-    return ms > 86400000.0 ? 86400000 : (int)ms;
+    if (wait > 86400.0)
+        return 86400000;
+    int ms = (int)(wait * 1000.0);
+    return ms < wait * 1000.0 ? ms + 1 : ms; /* round up: never wake early */
 }
 
 static void dispatch(em_reactor *r, int n)
@@ -350,7 +351,7 @@ int em_run_once(em_reactor *r, double max_wait_s)
         return -EINVAL;
     if (r->in_turn)
         return -EBUSY;
-    if (isnan(max_wait_s))
+    if (max_wait_s != max_wait_s) /* NaN */
         return -EINVAL;
     r->in_turn = true;
     int n = turn(r, max_wait_s);

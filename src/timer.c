@@ -8,7 +8,6 @@
  * (not_before), since em_now() may be older than the call. */
 #include "em-internal.h"
 
-#include <math.h>
 
 #define NO_SLOT UINT32_MAX
 
@@ -190,8 +189,10 @@ int em__timer_cancel(em_reactor *r, em_timer_id id)
 static double next_periodic(double due, double interval, double now)
 {
     double next = due + interval;
-    if (next <= now)
-        next = due + interval * (floor((now - due) / interval) + 1);
+    if (next <= now) {
+        double missed = (now - due) / interval; /* >= 1 here */
+        next = due + interval * ((double)(uint64_t)missed + 1);
+    }
     return next;
 }
 
@@ -242,7 +243,7 @@ void em__timers_clear(em_reactor *r)
     }
 }
 
-static bool bad_seconds(double s) { return !(s >= 0) || isinf(s); }
+static bool bad_seconds(double s) { return !(s >= 0) || s > 1e15; /* NaN, <0, inf */ }
 
 em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg)
 {
