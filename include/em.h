@@ -203,7 +203,8 @@ typedef struct em_handler {
     void (*proxy_completed)(em_conn *c);
     void (*notify_readable)(em_conn *c);
     void (*notify_writable)(em_conn *c);
-    /* Outbound data fell to 0 after a write had to wait for the kernel. */
+    /* Outbound data fell to 0 after a write had to wait for the kernel (also
+     * just before a close_connection_after_writing that waited for it). */
     void (*outbound_drained)(em_conn *c);
 } em_handler;
 

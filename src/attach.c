@@ -11,9 +11,11 @@ static int check_new_fd(em_reactor *r, int fd)
 {
     if (fd < 0 || fcntl(fd, F_GETFL) < 0)
         return -EBADF;
-    for (em_conn *c = r->conns; c; c = c->next)
-        if (c->io.fd == fd && em__conn_usable(c))
+    for (size_t i = 0; i < r->sigmap.cap; i++) {
+        em_conn *c = em__sigmap_at(&r->sigmap, i);
+        if (c && c->io.fd == fd && em__conn_usable(c))
             return -EEXIST;
+    }
     return 0;
 }
 

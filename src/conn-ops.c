@@ -111,7 +111,8 @@ int em_disable_keepalive(em_conn *c)
 
 static double idle_since(const em_conn *c)
 {
-    return c->last_activity > c->inactivity_set ? c->last_activity : c->inactivity_set;
+    double set = c->to->inactivity_set;
+    return c->last_activity > set ? c->last_activity : set;
 }
 
 /* Checked lazily: reads and writes only store the time; the timer, when it
@@ -119,38 +120,44 @@ static double idle_since(const em_conn *c)
 static void inactivity_due(em_reactor *r, void *arg)
 {
     em_conn *c = arg;
-    c->inactivity_timer = 0;
-    double due = idle_since(c) + c->inactivity_timeout;
+    c->to->inactivity_timer = 0;
+    double due = idle_since(c) + c->to->inactivity;
     if (r->now >= due) {
         em__conn_fail(c, ETIMEDOUT);
         return;
     }
-    c->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
-    if (!c->inactivity_timer)
+    c->to->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
+    if (!c->to->inactivity_timer)
         em__conn_fail(c, ENOMEM);
 }
 
 double em_get_comm_inactivity_timeout(const em_conn *c)
 {
-    return c ? c->inactivity_timeout : 0;
+    return c && c->to ? c->to->inactivity : 0;
 }
 
+/* Also re-arms the timer, as em_reconnect needs for the revived object. */
 int em_set_comm_inactivity_timeout(em_conn *c, double s)
 {
     if (!c || !(s >= 0))
         return -EINVAL;
     if (!em__conn_usable(c) && c->state != EM_CS_UNBINDING)
         return -ENOTCONN;
-    if (c->inactivity_timer)
-        em__timer_cancel(c->r, c->inactivity_timer);
-    c->inactivity_timer = 0;
-    c->inactivity_timeout = s > 1e15 ? 0 : s; /* infinite: none */
-    c->inactivity_set = em__clock();
-    if (c->inactivity_timeout <= 0)
+    if (!c->to && s == 0)
         return 0;
-    double due = idle_since(c) + c->inactivity_timeout;
-    c->inactivity_timer = em__timer_add(c->r, due, due, 0, inactivity_due, c, true);
-    return c->inactivity_timer ? 0 : -ENOMEM;
+    em_timeouts *to = em__conn_timeouts(c);
+    if (!to)
+        return -ENOMEM;
+    if (to->inactivity_timer)
+        em__timer_cancel(c->r, to->inactivity_timer);
+    to->inactivity_timer = 0;
+    to->inactivity = s > 1e15 ? 0 : s; /* infinite: none */
+    to->inactivity_set = em__clock();
+    if (to->inactivity <= 0)
+        return 0;
+    double due = idle_since(c) + to->inactivity;
+    to->inactivity_timer = em__timer_add(c->r, due, due, 0, inactivity_due, c, true);
+    return to->inactivity_timer ? 0 : -ENOMEM;
 }
 
 double em_get_idle_time(const em_conn *c)

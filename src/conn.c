@@ -32,26 +32,22 @@ em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
     }
     c->state = EM_CS_OPEN;
     c->created = c->last_activity = r->now;
-    c->connect_timeout = 20.0;
-    c->next = r->conns;
-    if (r->conns)
-        r->conns->prev = c;
-    r->conns = c;
     r->conn_count++;
     return c;
 }
 
-static void conn_unlink(em_conn *c)
+em_timeouts *em__conn_timeouts(em_conn *c)
 {
-    em_reactor *r = c->r;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        r->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    r->conn_count--;
+    if (!c->to && (c->to = em__calloc(1, sizeof *c->to)))
+        c->to->connect = EM_DEFAULT_CONNECT_TIMEOUT;
+    return c->to;
+}
+
+static void conn_free(em_conn *c)
+{
+    c->r->conn_count--;
+    em__free(c->to);
+    em__free(c);
 }
 
 bool em__conn_usable(const em_conn *c)
@@ -103,7 +99,7 @@ void em__conn_mark_dirty(em_conn *c)
     if ((c->flags & EM_CF_DIRTY) || c->state != EM_CS_OPEN)
         return;
     c->flags |= EM_CF_DIRTY;
-    c->dirty_next = c->r->dirty;
+    c->list_next = c->r->dirty;
     c->r->dirty = c;
 }
 
@@ -111,11 +107,10 @@ void em__conn_touch(em_conn *c) { c->last_activity = c->r->now; }
 
 static void cancel_timers(em_conn *c)
 {
-    if (c->inactivity_timer)
-        em__timer_cancel(c->r, c->inactivity_timer);
-    if (c->connect_timer)
-        em__timer_cancel(c->r, c->connect_timer);
-    c->inactivity_timer = c->connect_timer = 0;
+    if (c->to && c->to->inactivity_timer)
+        em__timer_cancel(c->r, c->to->inactivity_timer);
+    if (c->to)
+        c->to->inactivity_timer = 0;
 }
 
 static void drop_output(em_conn *c)
@@ -183,17 +178,16 @@ void em__conn_discard(em_conn *c)
     drop_output(c);
     free_ext(c);
     cancel_timers(c);
-    conn_unlink(c);
-    em__free(c);
+    conn_free(c);
 }
 
 void em__conn_finish(em_conn *c)
 {
     em_reactor *r = c->r;
-    em__sigmap_del(&r->sigmap, c->sig);
     close_fd(c);
     if ((c->flags & EM_CF_POPEN) && !em__child_may_unbind(c))
         return; /* back on the close list once the child has exited */
+    em__sigmap_del(&r->sigmap, c->sig);
     c->state = EM_CS_UNBINDING;
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
@@ -202,8 +196,7 @@ void em__conn_finish(em_conn *c)
     drop_output(c);
     free_ext(c);
     cancel_timers(c);
-    conn_unlink(c);
-    em__free(c);
+    conn_free(c);
 }
 
 /* ----------------------------------------------------------------- read */
@@ -317,7 +310,7 @@ static bool drain_queue(em_conn *c)
 static void after_drain(em_conn *c)
 {
     bool waited = c->flags & EM_CF_WRITE_WAITED;
-    c->flags &= (uint32_t)~EM_CF_WRITE_WAITED;
+    c->flags &= ~(uint32_t)EM_CF_WRITE_WAITED;
     if (c->flags & EM_CF_SHUT_WR_PENDING) {
         c->flags = (uint32_t)((c->flags & ~EM_CF_SHUT_WR_PENDING) | EM_CF_WR_SHUT);
         if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
@@ -325,13 +318,18 @@ static void after_drain(em_conn *c)
             return;
         }
     }
-    if (c->flags & EM_CF_CLOSE_AFTER_WRITE) {
-        em__conn_fail(c, 0);
-        return;
-    }
+    em__conn_drained(c, waited);
+}
+
+/* The queue is empty: stop watching for writability, tell the handler if a
+ * write had to wait, then carry out a close that waited for the data. */
+void em__conn_drained(em_conn *c, bool waited)
+{
     em__conn_update_interest(c);
     if (waited && c->h->outbound_drained)
         c->h->outbound_drained(c);
+    if (c->state == EM_CS_OPEN && (c->flags & EM_CF_CLOSE_AFTER_WRITE) && !c->out.bytes)
+        em__conn_fail(c, 0);
 }
 
 void em__conn_flush(em_conn *c)

@@ -25,6 +25,7 @@ struct em_connect_state {
     bool has_bind;
     char *bind_name; /* to resolve first; NULL for literals */
     int bind_port;
+    em_timer_id timer; /* pending-connect timeout */
     int last_err;
     double started;
 };
@@ -71,6 +72,8 @@ void em__connect_abandon(em_conn *c)
 {
     if (!(c->flags & EM_CF_OUTBOUND) || !c->connect)
         return;
+    if (c->connect->timer)
+        em__timer_cancel(c->r, c->connect->timer);
     em__free(c->connect->target_name);
     em__free(c->connect->bind_name);
     em__free(c->connect->addrs);
@@ -82,20 +85,28 @@ static void connect_timed_out(em_reactor *r, void *arg)
 {
     EM_UNUSED(r);
     em_conn *c = arg;
-    c->connect_timer = 0;
+    c->connect->timer = 0;
     em__conn_fail(c, ETIMEDOUT);
+}
+
+static double connect_limit(const em_conn *c)
+{
+    return c->to ? c->to->connect : EM_DEFAULT_CONNECT_TIMEOUT;
 }
 
 static void arm_connect_timer(em_conn *c)
 {
-    if (c->connect_timer)
-        em__timer_cancel(c->r, c->connect_timer);
-    c->connect_timer = 0;
-    if (!c->connect || c->connect_timeout <= 0)
+    em_connect_state *cs = c->connect;
+    if (!cs)
         return;
-    double due = c->connect->started + c->connect_timeout;
-    c->connect_timer = em__timer_add(c->r, due, due, 0, connect_timed_out, c, true);
-    if (!c->connect_timer)
+    if (cs->timer)
+        em__timer_cancel(c->r, cs->timer);
+    cs->timer = 0;
+    if (connect_limit(c) <= 0)
+        return;
+    double due = cs->started + connect_limit(c);
+    cs->timer = em__timer_add(c->r, due, due, 0, connect_timed_out, c, true);
+    if (!cs->timer)
         em__conn_fail(c, ENOMEM);
 }
 
@@ -154,9 +165,6 @@ static void try_next(em_conn *c)
 static void connected(em_conn *c)
 {
     em__connect_abandon(c);
-    if (c->connect_timer)
-        em__timer_cancel(c->r, c->connect_timer);
-    c->connect_timer = 0;
     c->state = EM_CS_OPEN;
     em__conn_touch(c);
     em__conn_update_interest(c);
@@ -392,18 +400,22 @@ int em_reconnect(em_conn *c, const char *host, int port)
         c->state = EM_CS_UNBINDING;
         return err;
     }
-    if (c->inactivity_timeout > 0)
-        em_set_comm_inactivity_timeout(c, c->inactivity_timeout);
+    if (c->to && c->to->inactivity > 0)
+        em_set_comm_inactivity_timeout(c, c->to->inactivity);
     return 0;
 }
 
-double em_get_pending_connect_timeout(const em_conn *c) { return c ? c->connect_timeout : 0; }
+double em_get_pending_connect_timeout(const em_conn *c) { return c ? connect_limit(c) : 0; }
 
 int em_set_pending_connect_timeout(em_conn *c, double s)
 {
     if (!c || !(s >= 0))
         return -EINVAL;
-    c->connect_timeout = s;
+    if (!c->to && s == EM_DEFAULT_CONNECT_TIMEOUT)
+        return 0;
+    if (!em__conn_timeouts(c))
+        return -ENOMEM;
+    c->to->connect = s;
     if (c->state == EM_CS_RESOLVING || c->state == EM_CS_CONNECTING)
         arm_connect_timer(c);
     return 0;

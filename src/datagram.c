@@ -213,13 +213,7 @@ void em__dgram_flush(em_conn *c)
     }
     bool waited = c->flags & EM_CF_WRITE_WAITED;
     c->flags &= ~(uint32_t)EM_CF_WRITE_WAITED;
-    if (c->flags & EM_CF_CLOSE_AFTER_WRITE) {
-        em__conn_fail(c, 0);
-        return;
-    }
-    em__conn_update_interest(c);
-    if (waited && c->h->outbound_drained)
-        c->h->outbound_drained(c);
+    em__conn_drained(c, waited);
 }
 
 void em__dgram_clear(em_conn *c)

@@ -193,31 +193,39 @@ typedef struct em_connect_state em_connect_state;
 typedef struct em_dgram em_dgram;
 typedef struct em_child em_child;
 
+/* Timeouts are rare: kept apart so an idle connection stays small. */
+typedef struct em_timeouts {
+    double inactivity;     /* 0: none */
+    double inactivity_set; /* when it was set: idle time counts from here too */
+    double connect;        /* pending-connect limit */
+    em_timer_id inactivity_timer;
+} em_timeouts;
+
+#define EM_DEFAULT_CONNECT_TIMEOUT 20.0
+
+/* Every live connection is in the reactor's signature map, which is also how
+ * the reactor finds them all at shutdown: no list links here. */
 struct em_conn {
     em_io io;
-    uint8_t state;
     uint32_t flags;
-    int reason;     /* pending unbind reason / em_error() */
+    int reason;    /* pending unbind reason / em_error() */
+    uint8_t state;
     em_reactor *r;
     const em_handler *h;
     void *arg, *user;
     em_sig sig;
     em_outq out;
-    struct em_conn *prev, *next; /* every live connection */
-    struct em_conn *dirty_next;  /* flush list */
-    struct em_conn *close_next;  /* close list */
+    /* The flush list, or the close list: a connection closed while on the
+     * flush list moves to the close list when the flush reaches it. */
+    struct em_conn *list_next;
     double created, last_activity;
-    double inactivity_timeout;
-    double inactivity_set; /* when the timeout was set: idle counts from here too */
-    double connect_timeout;
-    em_timer_id inactivity_timer;
-    em_timer_id connect_timer;
     uint64_t bytes_in, bytes_out;
-    int saved_fl; /* attached: the fd's file status flags before */
+    em_timeouts *to; /* NULL: none set */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
         em_child *child;           /* EM_CF_POPEN */
+        int saved_fl;              /* attached: the fd's status flags before */
     };
 };
 
@@ -227,11 +235,13 @@ void em__conn_fail(em_conn *c, int reason); /* close at once with a reason */
 void em__conn_mark_dirty(em_conn *c);
 void em__conn_on_event(em_conn *c, unsigned events);
 void em__conn_flush(em_conn *c);
+void em__conn_drained(em_conn *c, bool waited);
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
 void em__conn_discard(em_conn *c); /* free one the user never saw */
 void em__conn_shutdown(em_conn *c);  /* reactor stopping: close with reason 0 */
 void em__conn_touch(em_conn *c);
+em_timeouts *em__conn_timeouts(em_conn *c); /* allocated on first use; NULL: ENOMEM */
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
 
 /* datagram.c */
@@ -301,6 +311,7 @@ int em__sigmap_put(em_sigmap *m, em_sig sig, em_conn *c);
 em_conn *em__sigmap_get(const em_sigmap *m, em_sig sig);
 void em__sigmap_del(em_sigmap *m, em_sig sig);
 void em__sigmap_destroy(em_sigmap *m);
+em_conn *em__sigmap_at(const em_sigmap *m, size_t i); /* slot i: NULL if empty */
 
 /* --------------------------------------------------------------- reactor */
 #define EM_READ_BUF_SIZE (64 * 1024)
@@ -321,8 +332,7 @@ struct em_reactor {
     em_cb_queue ticks;
     em_sigmap sigmap;
     em_sig next_sig;
-    em_conn *conns;       /* live connections */
-    size_t conn_count;
+    size_t conn_count;    /* not yet freed */
     em_conn *dirty;       /* to flush at the end of the turn */
     em_conn *closing, *closing_tail;
     em_server *servers;

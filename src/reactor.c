@@ -227,10 +227,13 @@ static void flush_dirty(em_reactor *r)
     em_conn *c = r->dirty;
     r->dirty = NULL;
     while (c) {
-        em_conn *next = c->dirty_next;
-        c->flags &= (uint16_t)~EM_CF_DIRTY;
-        c->dirty_next = NULL;
-        em__conn_flush(c);
+        em_conn *next = c->list_next;
+        c->flags &= ~(uint32_t)EM_CF_DIRTY;
+        c->list_next = NULL;
+        if (c->state == EM_CS_CLOSING)
+            em__close_list_push(c); /* closed while waiting to be flushed */
+        else
+            em__conn_flush(c);
         c = next;
     }
 }
@@ -254,10 +257,10 @@ static void flush_and_close(em_reactor *r)
             flush_dirty(r);
         } else if (r->closing) {
             em_conn *c = r->closing;
-            r->closing = c->close_next;
+            r->closing = c->list_next;
             if (!r->closing)
                 r->closing_tail = NULL;
-            c->close_next = NULL;
+            c->list_next = NULL;
             em__conn_finish(c);
         } else {
             break;
@@ -269,9 +272,11 @@ static void flush_and_close(em_reactor *r)
 void em__close_list_push(em_conn *c)
 {
     em_reactor *r = c->r;
-    c->close_next = NULL;
+    if (c->flags & EM_CF_DIRTY)
+        return; /* the flush list hands it over */
+    c->list_next = NULL;
     if (r->closing_tail)
-        r->closing_tail->close_next = c;
+        r->closing_tail->list_next = c;
     else
         r->closing = c;
     r->closing_tail = c;
@@ -368,9 +373,12 @@ static void shut_down(em_reactor *r)
     pthread_mutex_lock(&r->xlock);
     em__cbq_free_list(em__cbq_take_all(&r->scheduled));
     pthread_mutex_unlock(&r->xlock);
-    while (r->conns || r->dirty || r->closing) {
-        for (em_conn *c = r->conns; c; c = c->next)
-            em__conn_shutdown(c);
+    while (r->conn_count || r->dirty || r->closing) {
+        for (size_t i = 0; i < r->sigmap.cap; i++) {
+            em_conn *c = em__sigmap_at(&r->sigmap, i);
+            if (c)
+                em__conn_shutdown(c); /* changes no map entry */
+        }
         flush_and_close(r);
     }
     em__server_free_all(r);

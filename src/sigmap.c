@@ -82,6 +82,11 @@ void em__sigmap_del(em_sigmap *m, em_sig sig)
     m->len--;
 }
 
+em_conn *em__sigmap_at(const em_sigmap *m, size_t i)
+{
+    return i < m->cap && m->slots[i].sig ? m->slots[i].conn : NULL;
+}
+
 void em__sigmap_destroy(em_sigmap *m)
 {
     em__free(m->slots);
