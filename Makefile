@@ -4,6 +4,8 @@
 #   make asan            the same in build-asan/ with ASan + UBSan
 #   make test            install missing packages, build both, run every test
 #   make demo            build and run the chat server (PORT=8023)
+#   make fuzz            build the libFuzzer target in build-fuzz/ (clang) and run
+#                        it FUZZ_SECONDS (60) on fuzz/corpus (fuzz/run.sh)
 #   make install PREFIX=/some/dir
 #   make clean
 #
@@ -15,6 +17,7 @@ CMAKE   ?= cmake
 JOBS    ?= 2
 PREFIX  ?= /usr/local
 PORT    ?= 8023
+FUZZ_SECONDS ?= 60
 BUILD   := build
 ASAN    := build-asan
 
@@ -22,7 +25,7 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan test demo install deps clean
+.PHONY: all asan test demo fuzz install deps clean
 
 all:
 	@$(call configure,$(BUILD),)
@@ -44,11 +47,14 @@ demo: deps
 	@$(MAKE) all
 	./$(BUILD)/examples/chat_server $(PORT)
 
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
 install: all
 	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) build-fuzz
 
 # $(call configure,DIR,EXTRA_CMAKE_ARGS): configure DIR unless it is already
 # configured with the same arguments and, if one was asked for, compiler.
