@@ -11,7 +11,8 @@
 #   BUILDS="build build-asan"   build directories to use
 #   BACKENDS="epoll poll"       values of EM_BACKEND
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
-#                               shell patterns allowed)
+#                               shell patterns allowed; bench_sanity is the
+#                               one echo through each benchmark server)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
 set -uo pipefail
@@ -116,6 +117,44 @@ for build in $builds; do
         done
     done
 done
+
+# The benchmark echo servers: one echo through each (bench/sanity.sh), once
+# per build directory. Servers whose library is not installed are skipped.
+if [[ -f bench/sanity.sh ]] && selected bench_sanity; then
+    for build in $builds; do
+        [[ -d "$build/bench" ]] || continue
+        runs=$((runs + 1))
+        mkdir -p "$build/test-logs"
+        out="$build/test-logs/bench_sanity.out"
+        start=$SECONDS
+        timeout --kill-after=10 "$limit" bash bench/sanity.sh "$build" </dev/null >"$out" 2>&1
+        rc=$?
+        secs=$((SECONDS - start))
+        line=$(last_line "$out")
+        pass=0 fail=0 problem=""
+        if [[ "$line" =~ $closing_re ]]; then
+            pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]}
+        else
+            problem="no closing line"
+        fi
+        ((rc == 0)) || problem="${problem:+$problem, }exited with status $rc"
+        [[ -n "$problem" ]] && ((fail == 0)) && fail=1
+        skips=$(sed -n 's/^\([0-9][0-9]*\) skipped$/\1/p' "$out")
+        ((${skips:-0} > 0)) && problem="${problem:+$problem, }${skips} skipped"
+        total_pass=$((total_pass + pass))
+        total_fail=$((total_fail + fail))
+        status=PASS
+        ((fail == 0)) || status=FAIL
+        printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
+            "$status" "$build" "-" "bench_sanity" "$pass" "$fail" "$secs" \
+            "${problem:+ -- $problem}"
+        if [[ "$status" == FAIL ]]; then
+            echo "---- $out (last 30 lines)"
+            tail -n 30 "$out"
+            echo "----"
+        fi
+    done
+fi
 
 if ((runs == 0)); then
     echo "FAIL no test executable ran (BUILDS='$builds' TESTS='$filter')"
