@@ -1,0 +1,223 @@
+# Turns bench/run.sh's raw key=value lines into the Markdown tables of
+# bench/results/LATEST.md. POSIX awk (mawk and gawk).
+#   awk -v servers="epoll libem ..." -f bench/report.awk raw.txt
+#
+# Every cell is the median over the repetitions with [min–max] after it; a
+# "x epoll" cell is the median of the per-repetition ratios to the raw epoll
+# server measured in the same repetition.
+
+function sortn(a, n,    i, j, t) {
+    for (i = 2; i <= n; i++) {
+        t = a[i]
+        for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]
+        a[j + 1] = t
+    }
+}
+
+# median / min / max of the values of key k over the repetitions; sets
+# g_n (how many), g_min, g_max; returns the median.
+function stat(s, w, k,    r, n, a) {
+    n = 0
+    for (r = 1; r <= maxrep; r++)
+        if ((s SUBSEP w SUBSEP k SUBSEP r) in val) a[++n] = val[s, w, k, r] + 0
+    g_n = n
+    if (n == 0) return ""
+    sortn(a, n)
+    g_min = a[1]; g_max = a[n]
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+# Median of the per-repetition ratios s/epoll of key k.
+function ratio(s, w, k,    r, n, a) {
+    n = 0
+    for (r = 1; r <= maxrep; r++)
+        if ((s SUBSEP w SUBSEP k SUBSEP r) in val && ("epoll" SUBSEP w SUBSEP k SUBSEP r) in val &&
+            val["epoll", w, k, r] + 0 > 0)
+            a[++n] = val[s, w, k, r] / val["epoll", w, k, r]
+    if (n == 0) return ""
+    sortn(a, n)
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+# "median [min–max]" formatted with fmt, or "failed" / "–".
+function cell(s, w, k, fmt,    m) {
+    m = stat(s, w, k)
+    if (m == "") return ((s SUBSEP w) in failed) ? "failed" : "–"
+    if (g_n == 1) return sprintf(fmt, m)
+    return sprintf(fmt " [" fmt "–" fmt "]", m, g_min, g_max)
+}
+
+function rcell(s, w, k,    x) {
+    x = ratio(s, w, k)
+    return x == "" ? "–" : sprintf("%.2f", x)
+}
+
+function label(s) {
+    return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
+}
+
+function yesno(b) { return b ? "**holds**" : "**misses**" }
+
+{
+    delete kv
+    for (i = 1; i <= NF; i++) {
+        eq = index($i, "=")
+        if (eq) kv[substr($i, 1, eq - 1)] = substr($i, eq + 1)
+    }
+    r = kv["rep"] + 0
+    if (r > maxrep) maxrep = r
+    if (kv["bench"] == "timers") {
+        lib = kv["lib"]
+        timer_libs[lib] = 1
+        if (r > tmaxrep) tmaxrep = r
+        for (k in kv) if (k ~ /_ms$/) val["timers", lib, k, r] = kv[k]
+        next
+    }
+    s = kv["server"]; w = kv["workload"]
+    if (w == "syscalls") {
+        if (kv["ops"] + 0 > 0) sys[s, kv["tool"]] = kv["calls"] / kv["ops"]
+        if (kv["breakdown"] != "") breakdown[s] = kv["breakdown"]
+        next
+    }
+    if (kv["failed"] == 1) { failed[s, w] = 1; next }
+    for (k in kv) if (kv[k] ~ /^[0-9.]+$/) val[s, w, k, r] = kv[k]
+}
+
+END {
+    ns = split(servers, S, " ")
+
+    print "## Throughput"
+    print ""
+    print "Median [min–max] over the repetitions; \"x epoll\" is the median of the"
+    print "per-repetition ratios to the raw epoll server (higher is better)."
+    print ""
+    print "| server | ping-pong C=1 (rt/s) | x epoll | ping-pong C=100 (rt/s) | x epoll | stream C=10, 16 KiB (MB/s) | x epoll | connect C=50 (conn/s) | x epoll |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= ns; i++) {
+        s = S[i]
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(s),
+            cell(s, "pp1", "ops_per_s", "%.0f"), rcell(s, "pp1", "ops_per_s"),
+            cell(s, "pp100", "ops_per_s", "%.0f"), rcell(s, "pp100", "ops_per_s"),
+            cell(s, "stream", "mb_per_s", "%.0f"), rcell(s, "stream", "mb_per_s"),
+            cell(s, "connect", "ops_per_s", "%.0f"), rcell(s, "connect", "ops_per_s")
+    }
+    print ""
+    print "## Server CPU per operation"
+    print ""
+    print "µs of server CPU (user + system, /proc/PID/stat) per round trip, per 16 KiB"
+    print "message echoed, per connection (lower is better); \"x epoll\" as above."
+    print ""
+    print "| server | ping-pong C=1 | x epoll | ping-pong C=100 | x epoll | stream | x epoll | connect | x epoll | idle setup | x epoll |"
+    print "|---|---|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= ns; i++) {
+        s = S[i]
+        printf "| %s |", label(s)
+        for (j = 1; j <= 5; j++) {
+            w = j == 1 ? "pp1" : j == 2 ? "pp100" : j == 3 ? "stream" : j == 4 ? "connect" : "idle"
+            printf " %s | %s |", cell(s, w, "server_cpu_us_per_op", "%.2f"), rcell(s, w, "server_cpu_us_per_op")
+        }
+        printf "\n"
+    }
+    print ""
+    print "## Latency, idle memory, system calls"
+    print ""
+    print "Latency: median over the repetitions of each run's p50 / p99, µs. Idle: server"
+    print "VmRSS growth per idle connection, bytes. System calls: server system calls"
+    print "per echoed 64-byte message during a ping-pong C=1 run (perf counts; strace"
+    print "names them)."
+    print ""
+    print "| server | ping-pong C=1 p50 / p99 | ping-pong C=100 p50 / p99 | idle bytes/conn | syscalls/msg | by name (per msg) |"
+    print "|---|---|---|---|---|---|"
+    for (i = 1; i <= ns; i++) {
+        s = S[i]
+        sc = ((s SUBSEP "perf") in sys) ? sys[s, "perf"] : ((s SUBSEP "strace") in sys) ? sys[s, "strace"] : ""
+        bd = breakdown[s]; gsub(/:/, " ", bd); gsub(/,/, ", ", bd)
+        l1 = stat(s, "pp1", "p50_us"); l1b = stat(s, "pp1", "p99_us")
+        l2 = stat(s, "pp100", "p50_us"); l2b = stat(s, "pp100", "p99_us")
+        printf "| %s | %s | %s | %s | %s | %s |\n", label(s),
+            l1 == "" ? "–" : sprintf("%.0f / %.0f", l1, l1b),
+            l2 == "" ? "–" : sprintf("%.0f / %.0f", l2, l2b),
+            cell(s, "idle", "bytes_per_conn", "%.0f"),
+            sc == "" ? "–" : sprintf("%.2f", sc), bd == "" ? "–" : bd
+    }
+    print ""
+    print "## Timers"
+    print ""
+    print "1,000,000 one-shot timers added, every other one cancelled, the rest fired;"
+    print "wall time in ms, median [min–max]."
+    print ""
+    print "| library | total | add | cancel | fire | x libuv (total) |"
+    print "|---|---|---|---|---|---|"
+    saved = maxrep; maxrep = tmaxrep
+    for (lib in timer_libs) tl[++ntl] = lib
+    sortn(tl, ntl)
+    for (i = 1; i <= ntl; i++) {
+        lib = tl[i]
+        tr = ""
+        if ("libuv" in timer_libs) {
+            a = stat("timers", lib, "total_ms"); b = stat("timers", "libuv", "total_ms")
+            if (b > 0) tr = sprintf("%.2f", a / b)
+        }
+        printf "| %s | %s | %s | %s | %s | %s |\n", lib,
+            cell("timers", lib, "total_ms", "%.0f"), cell("timers", lib, "add_ms", "%.0f"),
+            cell("timers", lib, "cancel_ms", "%.0f"), cell("timers", lib, "fire_ms", "%.0f"),
+            tr == "" ? "–" : tr
+    }
+    if (ntl == 0) print "| (not run) | | | | | |"
+    maxrep = saved
+    print ""
+
+    # ---------------------------------------------------------- targets
+    print "## libem against the targets of issue 4"
+    print ""
+    nw = split("pp1 pp100 stream connect idle", W, " ")
+    wname["pp1"] = "ping-pong C=1"; wname["pp100"] = "ping-pong C=100"; wname["stream"] = "stream"
+    wname["connect"] = "connect"; wname["idle"] = "idle setup"
+    ok = 1; txt = ""
+    for (j = 1; j <= nw; j++) {
+        x = ratio("libem", W[j], "server_cpu_us_per_op")
+        if (x == "" || x > 1.05) ok = 0
+        txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[W[j]], x == "" ? "–" : sprintf("%.2f", x))
+    }
+    print "- Server CPU per operation at most 1.05 x raw epoll on every workload: " yesno(ok) " (" txt ")."
+    ok = 1; txt = ""
+    for (j = 1; j <= nw; j++) {
+        me = stat("libem", W[j], "server_cpu_us_per_op")
+        best = ""; who = ""
+        for (i = 1; i <= ns; i++) {
+            s = S[i]
+            if (s == "libem" || s == "epoll") continue
+            v = stat(s, W[j], "server_cpu_us_per_op")
+            if (v != "" && (best == "" || v < best)) { best = v; who = s }
+        }
+        if (me == "" || (best != "" && me >= best)) ok = 0
+        txt = txt sprintf("%s%s %s vs %s %s", j > 1 ? "; " : "", wname[W[j]],
+            me == "" ? "–" : sprintf("%.2f", me), who == "" ? "–" : label(who), best == "" ? "–" : sprintf("%.2f", best))
+    }
+    print "- Server CPU per operation below every other library on every workload: " yesno(ok) " (µs, libem vs the best other library: " txt ")."
+    ok = 1; txt = ""
+    split("pp1 pp100 stream connect", TW, " "); split("ops_per_s ops_per_s mb_per_s ops_per_s", TK, " ")
+    for (j = 1; j <= 4; j++) {
+        x = ratio("libem", TW[j], TK[j])
+        if (x == "" || x < 0.95) ok = 0
+        txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[TW[j]], x == "" ? "–" : sprintf("%.2f", x))
+    }
+    print "- Throughput at least 0.95 x raw epoll on every workload: " yesno(ok) " (" txt ")."
+    me = ((("libem" SUBSEP "perf") in sys)) ? sys["libem", "perf"] : sys["libem", "strace"]
+    ep = ((("epoll" SUBSEP "perf") in sys)) ? sys["epoll", "perf"] : sys["epoll", "strace"]
+    if (me == "" || ep == "")
+        print "- System calls per echoed message as few as raw epoll's: not measured."
+    else
+        print "- System calls per echoed message as few as raw epoll's: " yesno(me <= ep + 0.05) sprintf(" (libem %.2f, raw epoll %.2f).", me, ep)
+    m = stat("libem", "idle", "bytes_per_conn")
+    if (m == "")
+        print "- Idle memory at most 128 bytes per connection: not measured."
+    else
+        print "- Idle memory at most 128 bytes per connection: " yesno(m <= 128) sprintf(" (%.0f B).", m)
+    maxrep = tmaxrep
+    a = stat("timers", "libem", "total_ms"); b = stat("timers", "libuv", "total_ms")
+    if (a == "" || b == "")
+        print "- One million timers faster than libuv: not measured."
+    else
+        print "- One million timers faster than libuv: " yesno(a < b) sprintf(" (libem %.0f ms, libuv %.0f ms).", a, b)
+}

@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# libem's benchmark suite (what `make bench` runs). See bench/README.md.
+#
+# Installs the Debian packages it needs when some are missing, builds, then
+# runs every workload against every echo server, interleaved: for each
+# repetition, for each workload, each server in turn is started, loaded and
+# stopped (the order rotates between repetitions). Then it counts the system
+# calls per echoed message of each server and runs the timer benchmark.
+# Prints a table at the end and writes it to bench/results/LATEST.md.
+#
+# Environment:
+#   BENCH_QUICK=1        smoke run (~1 minute): 1 repetition, short runs
+#   BENCH_REPS=N         repetitions (default 3; 1 when quick)
+#   BENCH_SECONDS=T      seconds per ping-pong/stream/connect run (3; 0.5 quick)
+#   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em
+#   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
+#   BENCH_OUT=FILE       where to write the table (bench/results/LATEST.md)
+#   BENCH_BUILD=DIR      build directory (default build, made by `make all`;
+#                        another one is configured with CMake directly)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+quick=${BENCH_QUICK:-0}
+if [[ "$quick" == 1 ]]; then
+    reps=${BENCH_REPS:-1}
+    secs=${BENCH_SECONDS:-0.5}
+    sys_secs=1
+    timer_reps=1
+else
+    reps=${BENCH_REPS:-3}
+    secs=${BENCH_SECONDS:-3}
+    sys_secs=2
+    timer_reps=3
+fi
+all_servers="epoll libem libuv libevent libev em"
+want_servers=${BENCH_SERVERS:-$all_servers}
+out_md=${BENCH_OUT:-bench/results/LATEST.md}
+build_dir=${BENCH_BUILD:-build}
+bin=$build_dir/bench
+results=bench/results
+mkdir -p "$results"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/libem-bench.XXXXXX")
+raw="$tmp/raw.txt"
+: >"$raw"
+t_start=$SECONDS
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ------------------------------------------------------------ cleanup
+server_pid=""
+aux_pid=""
+cleanup() {
+    for p in $aux_pid $server_pid; do
+        kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'log "bench: interrupted"; exit 130' INT TERM
+
+# ------------------------------------------------------------ packages
+install_deps() {
+    [[ "${BENCH_SKIP_DEPS:-${EM_SKIP_DEPS:-0}}" == 1 ]] && return 0
+    bash scripts/install-deps.sh || return 1
+    command -v dpkg >/dev/null 2>&1 || {
+        log "bench: no dpkg; install libuv, libevent, libev, ruby-eventmachine yourself"
+        return 0
+    }
+    local p missing=()
+    for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace; do
+        dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    local sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            log "bench: missing ${missing[*]} and no sudo: those servers are skipped"
+            return 0
+        fi
+        sudo=(sudo)
+    fi
+    log "bench: installing ${missing[*]}"
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+        ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q "${missing[@]}" >&2 ||
+        log "bench: apt-get failed; servers whose library is missing are skipped"
+}
+
+install_deps || exit 1
+# Configure again: a configuration made before the libraries were installed
+# did not find them (CMake looks again for what it did not find).
+log "bench: building in $build_dir"
+if [[ "$build_dir" == build ]]; then
+    if [[ -f build/CMakeCache.txt ]]; then
+        cmake -S . -B build >"$tmp/build.log" 2>&1 || cat "$tmp/build.log" >&2
+    fi
+    ${MAKE:-make} --no-print-directory all >>"$tmp/build.log" 2>&1
+else
+    cmake -S . -B "$build_dir" >"$tmp/build.log" 2>&1 &&
+        cmake --build "$build_dir" --parallel 2 >>"$tmp/build.log" 2>&1
+fi || {
+    cat "$tmp/build.log" >&2
+    log "bench: build failed"
+    exit 1
+}
+
+# ------------------------------------------------------------ servers
+have_eventmachine() {
+    command -v ruby >/dev/null 2>&1 && ruby -e 'require "eventmachine"' >/dev/null 2>&1
+}
+
+servers=()
+skipped=()
+for s in $want_servers; do
+    if [[ "$s" == em ]]; then
+        if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
+    elif [[ -x "$bin/echo_$s" ]]; then
+        servers+=("$s")
+    else
+        skipped+=("$s (not built: library missing)")
+    fi
+done
+[[ -x "$bin/loadgen" ]] || {
+    log "bench: $bin/loadgen was not built"
+    exit 1
+}
+if [[ " ${servers[*]} " != *" epoll "* ]]; then
+    log "bench: the raw epoll server is the reference and must be in BENCH_SERVERS"
+    exit 1
+fi
+
+# Descriptors: the idle workload holds N connections on each side.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+nofile=$(ulimit -n)
+idle_n=10000
+if [[ "$nofile" != unlimited ]] && ((nofile < idle_n + 64)); then
+    idle_n=$((nofile - 64))
+    log "bench: descriptor limit $nofile: idle uses $idle_n connections"
+fi
+
+server_cmd() { # name
+    if [[ "$1" == em ]]; then
+        echo "ruby bench/servers/echo_em.rb"
+    else
+        echo "$bin/echo_$1"
+    fi
+}
+
+# start_server NAME: sets server_pid and server_port, or returns 1.
+nstarts=0
+start_server() {
+    local name=$1 port i out
+    port=$("$bin/loadgen" freeport) || return 1
+    nstarts=$((nstarts + 1))
+    out="$tmp/server.$nstarts.out"
+    # shellcheck disable=SC2046
+    $(server_cmd "$name") "$port" >"$out" 2>"$tmp/server.err" &
+    server_pid=$!
+    for ((i = 0; i < 400; i++)); do
+        if grep -q "^ready .*port=$port\b" "$out" 2>/dev/null; then
+            server_port=$port
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "bench: server $name did not start: $(tail -n 3 "$tmp/server.err")"
+    stop_server
+    return 1
+}
+
+# SIGTERM, then SIGKILL if the server is still there 2 s later (a Ruby
+# interpreter can miss a SIGTERM that arrives while it boots).
+stop_server() {
+    local i
+    [[ -n "$server_pid" ]] || return 0
+    kill "$server_pid" 2>/dev/null
+    for ((i = 0; i < 40; i++)); do
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null
+    server_pid=""
+}
+
+# ------------------------------------------------------------ workloads
+workloads="pp1 pp100 stream connect idle"
+loadgen_args() { # workload
+    case $1 in
+    pp1) echo "pingpong --conns 1 --size 64 --seconds $secs" ;;
+    pp100) echo "pingpong --conns 100 --size 64 --seconds $secs" ;;
+    stream) echo "stream --conns 10 --size 16384 --seconds $secs" ;;
+    connect) echo "connect --conns 50 --seconds $secs" ;;
+    idle) echo "idle --conns $idle_n --seconds 0.5" ;;
+    esac
+}
+
+field() { # line key
+    sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" <<<" $1"
+}
+
+summary() { # workload line
+    case $1 in
+    pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
+    stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
+    connect) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn, errors $(field "$2" errors)" ;;
+    idle) echo "$(field "$2" bytes_per_conn) B/conn, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
+    esac
+}
+
+nserv=${#servers[@]}
+log "bench: servers: ${servers[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
+log "bench: $reps repetition(s), ${secs}s per run, idle N=$idle_n"
+for ((rep = 1; rep <= reps; rep++)); do
+    for w in $workloads; do
+        for ((k = 0; k < nserv; k++)); do
+            s=${servers[$(((k + rep - 1) % nserv))]}
+            if ! start_server "$s"; then
+                echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
+                continue
+            fi
+            # shellcheck disable=SC2046
+            line=$("$bin/loadgen" $(loadgen_args "$w") --port "$server_port" --pid "$server_pid" 2>"$tmp/loadgen.err")
+            rc=$?
+            stop_server
+            if ((rc != 0)) || [[ -z "$line" ]]; then
+                log "  rep $rep $w $s: FAILED $(tail -n 1 "$tmp/loadgen.err")"
+                echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
+                continue
+            fi
+            echo "rep=$rep server=$s workload=$w $line" >>"$raw"
+            log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") $(summary "$w" "$line")"
+        done
+    done
+done
+
+# ------------------------------------------------------------ system calls
+# Counted while a ping-pong C=1 run goes through the server: perf counts
+# raw_syscalls:sys_enter (little disturbance); strace -c -f gives the
+# breakdown by name. Either alone is used when the other is missing.
+have_perf=0
+if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true >/dev/null 2>&1; then
+    have_perf=1
+fi
+have_strace=0
+if command -v strace >/dev/null 2>&1 && strace -c -o /dev/null true >/dev/null 2>&1; then
+    have_strace=1
+fi
+
+count_syscalls() { # server tool
+    local s=$1 tool=$2 line rc calls ops
+    start_server "$s" || return 1
+    if [[ "$tool" == perf ]]; then
+        perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/sys.out" -p "$server_pid" 2>/dev/null &
+    else
+        strace -c -f -o "$tmp/sys.out" -p "$server_pid" 2>/dev/null &
+    fi
+    aux_pid=$!
+    sleep 0.3 # attach before the first message
+    line=$("$bin/loadgen" pingpong --conns 1 --size 64 --seconds "$sys_secs" --port "$server_port" 2>/dev/null)
+    rc=$?
+    kill -INT "$aux_pid" 2>/dev/null
+    wait "$aux_pid" 2>/dev/null
+    aux_pid=""
+    stop_server
+    ((rc == 0)) || return 1
+    ops=$(field "$line" ops)
+    [[ -n "$ops" && "$ops" != 0 ]] || return 1
+    if [[ "$tool" == perf ]]; then
+        calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$tmp/sys.out")
+        [[ "$calls" =~ ^[0-9]+$ ]] || return 1
+        echo "server=$s workload=syscalls tool=perf calls=$calls ops=$ops" >>"$raw"
+    else
+        # strace -c: "% time seconds usecs/call calls [errors] syscall"; the
+        # errors column may be empty, so the name is the last field.
+        local parsed
+        parsed=$(awk -v ops="$ops" '
+            /^-/ || /^%/ || NF < 4 { next }
+            $NF == "total" { total = $4; next }
+            { n[$NF] = $4; order[++k] = $NF }
+            END {
+                out = ""
+                for (i = 1; i <= k; i++) {
+                    per = n[order[i]] / ops
+                    if (per >= 0.05) out = out (out == "" ? "" : ",") order[i] ":" sprintf("%.2f", per)
+                }
+                printf "calls=%d breakdown=%s", total, out
+            }' "$tmp/sys.out")
+        echo "server=$s workload=syscalls tool=strace ops=$ops $parsed" >>"$raw"
+    fi
+}
+
+if ((have_perf || have_strace)); then
+    log "bench: system calls per echoed message (ping-pong C=1, ${sys_secs}s)"
+    for s in "${servers[@]}"; do
+        ((have_perf)) && { count_syscalls "$s" perf || log "  $s: perf count failed"; }
+        ((have_strace)) && { count_syscalls "$s" strace || log "  $s: strace count failed"; }
+        log "  $s: $(grep "^server=$s workload=syscalls" "$raw" |
+            awk '{ for (i = 1; i <= NF; i++) { split($i, a, "="); v[a[1]] = a[2] }
+                   printf "%s %.2f/msg  ", v["tool"], v["calls"] / v["ops"] }')"
+    done
+else
+    log "bench: neither perf nor strace works here: no system call counts"
+fi
+
+# ------------------------------------------------------------ timers
+log "bench: timers (1,000,000 added, half cancelled, half fired)"
+for ((rep = 1; rep <= timer_reps; rep++)); do
+    for lib in libem libuv; do
+        line=$("$bin/timers" "$lib" 2>"$tmp/timers.err")
+        if [[ $? -eq 0 && -n "$line" ]]; then
+            echo "rep=$rep $line" >>"$raw"
+            log "  rep $rep $(printf '%-6s' "$lib") $(field "$line" total_ms) ms (add $(field "$line" add_ms), cancel $(field "$line" cancel_ms), fire $(field "$line" fire_ms))"
+        else
+            log "  rep $rep $lib: skipped or failed ${line:-$(tail -n 1 "$tmp/timers.err")}"
+        fi
+    done
+done
+
+# ------------------------------------------------------------ report
+pkgver() {
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"
+}
+cc_path=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build_dir/CMakeCache.txt" 2>/dev/null)
+elapsed=$((SECONDS - t_start))
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- src include 2>/dev/null; then
+    commit="$commit + uncommitted changes in src/ or include/"
+fi
+cmdline="make bench"
+[[ "$quick" == 1 ]] && cmdline="BENCH_QUICK=1 make bench"
+{
+    echo "# libem benchmark results"
+    echo
+    echo "Produced by \`$cmdline\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${elapsed} s;"
+    echo "libem at commit $commit. $reps repetition(s), ${secs} s per ping-pong, stream"
+    echo "and connect run, idle N=$idle_n. Servers skipped: ${skipped[*]:-none}."
+    echo
+    echo "## Machine"
+    echo
+    echo "- CPUs: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "- Memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Compiler: $("${cc_path:-cc}" --version 2>/dev/null | head -n 1) (-O2 -g)"
+    echo "- libuv $(pkgver libuv1-dev), libevent $(pkgver libevent-dev), libev $(pkgver libev-dev)"
+    if command -v ruby >/dev/null 2>&1; then
+        echo "- $(ruby -v | cut -d' ' -f1-2), eventmachine $(pkgver ruby-eventmachine)"
+    fi
+    echo
+    awk -v servers="${servers[*]}" -f bench/report.awk "$raw"
+} >"$tmp/LATEST.md"
+cp "$tmp/LATEST.md" "$out_md"
+cp "$raw" "${out_md%.md}.raw.txt"
+echo
+cat "$out_md"
+echo
+log "bench: written to $out_md (raw data: ${out_md%.md}.raw.txt) in ${elapsed} s"
