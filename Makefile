@@ -4,6 +4,7 @@
 #   make asan            the same in build-asan/ with ASan + UBSan
 #   make test            install missing packages, build both, run every test
 #   make demo            build and run the chat server (PORT=8023)
+#   make bench           run the benchmark suite (bench/README.md; BENCH_QUICK=1: ~1 min)
 #   make fuzz            build the libFuzzer target in build-fuzz/ (clang) and run
 #                        it FUZZ_SECONDS (60) on fuzz/corpus (fuzz/run.sh)
 #   make install PREFIX=/some/dir
@@ -25,7 +26,7 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan test demo fuzz install deps clean
+.PHONY: all asan test demo bench fuzz install deps clean
 
 all:
 	@$(call configure,$(BUILD),)
@@ -46,6 +47,9 @@ test: deps
 demo: deps
 	@$(MAKE) all
 	./$(BUILD)/examples/chat_server $(PORT)
+
+bench: deps
+	bash bench/run.sh
 
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
