@@ -2,7 +2,10 @@
 #
 #   make                 build build/libem.a, build/libem.so, tests and examples
 #   make asan            the same in build-asan/ with ASan + UBSan
-#   make test            install missing packages, build both, run every test
+#   make tsan            the tests of threads (pool, em_schedule, reactors on
+#                        several threads) in build-tsan/ with TSan
+#   make test            install missing packages, build all three, run every
+#                        test, the TSan runs and the syscall fault injection
 #   make demo            build and run the chat server (PORT=8023)
 #   make bench           run the benchmark suite (bench/README.md; BENCH_QUICK=1: ~1 min)
 #   make fuzz            build the libFuzzer target in build-fuzz/ (clang) and run
@@ -21,12 +24,15 @@ PORT    ?= 8023
 FUZZ_SECONDS ?= 60
 BUILD   := build
 ASAN    := build-asan
+TSAN    := build-tsan
+# The test executables scripts/tsan-tests.sh runs.
+TSAN_TESTS := test_timers test_reactor test_connect
 
 MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan test demo bench fuzz install deps clean
+.PHONY: all asan tsan test demo bench fuzz install deps clean
 
 all:
 	@$(call configure,$(BUILD),)
@@ -36,12 +42,17 @@ asan:
 	@$(call configure,$(ASAN),-DEM_SANITIZE=ON)
 	$(CMAKE) --build $(ASAN) --parallel $(JOBS)
 
+tsan:
+	@$(call configure,$(TSAN),-DEM_SANITIZE=thread)
+	$(CMAKE) --build $(TSAN) --parallel $(JOBS) --target $(TSAN_TESTS)
+
 deps:
 	bash scripts/install-deps.sh
 
 test: deps
 	@$(MAKE) all
 	@$(MAKE) asan
+	@$(MAKE) tsan
 	bash scripts/run-tests.sh
 
 demo: deps
@@ -58,7 +69,7 @@ install: all
 	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
 
 clean:
-	rm -rf $(BUILD) $(ASAN) build-fuzz
+	rm -rf $(BUILD) $(ASAN) $(TSAN) build-fuzz
 
 # $(call configure,DIR,EXTRA_CMAKE_ARGS): configure DIR unless it is already
 # configured with the same arguments and, if one was asked for, compiler.
