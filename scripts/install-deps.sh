@@ -4,7 +4,7 @@
 # EM_SKIP_DEPS=1 skips the check.
 set -euo pipefail
 
-packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev)
+packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace)
 
 if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
     exit 0
