@@ -12,7 +12,8 @@
 #   BACKENDS="epoll poll"       values of EM_BACKEND
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
 #                               shell patterns allowed; bench_sanity is the
-#                               one echo through each benchmark server)
+#                               one echo through each benchmark server; tsan
+#                               and faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
 set -uo pipefail
@@ -155,6 +156,44 @@ if [[ -f bench/sanity.sh ]] && selected bench_sanity; then
         fi
     done
 fi
+
+# Suites with a runner of their own (issue 5), selected by name like the
+# executables: tsan (scripts/tsan-tests.sh: the thread tests under TSan, from
+# build-tsan/, made by `make tsan`) and faults (scripts/fault-inject.sh:
+# syscall faults injected with strace into build/'s echo tests). Each prints
+# its own lines and closes with "N passed, N failed", added to the total.
+for suite in tsan:build-tsan:scripts/tsan-tests.sh faults:build:scripts/fault-inject.sh; do
+    IFS=: read -r name dir script <<<"$suite"
+    if [[ ! -f "$script" ]] || ! selected "$name"; then
+        continue
+    fi
+    if [[ ! -d "$dir/tests" ]]; then
+        echo "SKIP $name: no $dir/tests directory (make test builds it)"
+        continue
+    fi
+    runs=$((runs + 1))
+    mkdir -p "$dir/test-logs"
+    out="$dir/test-logs/$name.out"
+    start=$SECONDS
+    BACKENDS="$backends" bash "$script" </dev/null 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    secs=$((SECONDS - start))
+    line=$(last_line "$out")
+    pass=0 fail=0 problem=""
+    if [[ "$line" =~ $closing_re ]]; then
+        pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]}
+    else
+        problem="no closing line"
+    fi
+    ((rc == 0)) || problem="${problem:+$problem, }exited with status $rc"
+    [[ -n "$problem" ]] && ((fail == 0)) && fail=1
+    total_pass=$((total_pass + pass))
+    total_fail=$((total_fail + fail))
+    status=PASS
+    ((fail == 0)) || status=FAIL
+    printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
+        "$status" "$dir" "-" "$name" "$pass" "$fail" "$secs" "${problem:+ -- $problem}"
+done
 
 if ((runs == 0)); then
     echo "FAIL no test executable ran (BUILDS='$builds' TESTS='$filter')"
