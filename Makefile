@@ -10,6 +10,8 @@
 #   make bench           run the benchmark suite (bench/README.md; BENCH_QUICK=1: ~1 min)
 #   make fuzz            build the libFuzzer target in build-fuzz/ (clang) and run
 #                        it FUZZ_SECONDS (60) on fuzz/corpus (fuzz/run.sh)
+#   make stress          15,000-connection scale run and 500 more integrity seeds
+#                        (scripts/stress.sh; STRESS_DURATION=60, INTEGRITY_SEEDS=500)
 #   make install PREFIX=/some/dir
 #   make clean
 #
@@ -32,7 +34,7 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan tsan test demo bench fuzz install deps clean
+.PHONY: all asan tsan test demo bench fuzz install deps clean stress
 
 all:
 	@$(call configure,$(BUILD),)
@@ -64,6 +66,10 @@ bench: deps
 
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+stress: deps
+	@$(MAKE) all
+	bash scripts/stress.sh
 
 install: all
 	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
