@@ -24,7 +24,15 @@ int em_set_allocator(void *(*m)(size_t), void *(*re)(void *, size_t), void (*f)(
 
 void em__allocator_pin(int delta) { atomic_fetch_add(&live_reactors, delta); }
 
-void *em__malloc(size_t n) { return malloc_fn(n ? n : 1); }
+/* A user allocator need not set errno: these do, so every caller can. */
+static void *checked(void *p)
+{
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void *em__malloc(size_t n) { return checked(malloc_fn(n ? n : 1)); }
 
 void *em__calloc(size_t n, size_t size)
 {
@@ -33,13 +41,13 @@ void *em__calloc(size_t n, size_t size)
         return NULL;
     }
     size_t bytes = n * size;
-    void *p = malloc_fn(bytes ? bytes : 1);
+    void *p = checked(malloc_fn(bytes ? bytes : 1));
     if (p)
         memset(p, 0, bytes);
     return p;
 }
 
-void *em__realloc(void *p, size_t n) { return realloc_fn(p, n ? n : 1); }
+void *em__realloc(void *p, size_t n) { return checked(realloc_fn(p, n ? n : 1)); }
 
 void em__free(void *p)
 {

@@ -39,6 +39,8 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
         flags |= EM_CF_NOT_SOCKET;
+    if ((fl & O_ACCMODE) == O_WRONLY)
+        flags |= EM_CF_EOF; /* a write end has nothing to read: never try */
     c->flags |= flags | EM_CF_NO_FD_CLOSE | EM_CF_RESTORE_FL;
     c->saved_fl = fl;
     if (h->post_init)

@@ -1,22 +1,26 @@
-/* The poll(2) poller: a dense pollfd array; each io remembers its slot, and a
- * removal moves the last slot into the hole. */
+/* The poll(2) poller: a dense pollfd array; a table indexed by descriptor
+ * finds an io's slot, and a removal moves the last slot into the hole. The
+ * scan for ready slots starts where the previous one stopped, so that slots
+ * at the end of a long array are not starved when more are ready than one
+ * batch holds. */
 #include "em-internal.h"
+
+#include <string.h>
+
+#define P (r->be.poll)
 
 static int pl_init(em_reactor *r)
 {
-    r->be.poll.fds = NULL;
-    r->be.poll.ios = NULL;
-    r->be.poll.len = r->be.poll.cap = 0;
+    memset(&P, 0, sizeof P);
     return 0;
 }
 
 static void pl_destroy(em_reactor *r)
 {
-    em__free(r->be.poll.fds);
-    em__free(r->be.poll.ios);
-    r->be.poll.fds = NULL;
-    r->be.poll.ios = NULL;
-    r->be.poll.len = r->be.poll.cap = 0;
+    em__free(P.fds);
+    em__free(P.ios);
+    em__free(P.slot_of_fd);
+    memset(&P, 0, sizeof P);
 }
 
 static short to_poll(unsigned interest)
@@ -24,68 +28,88 @@ static short to_poll(unsigned interest)
     return (short)((interest & EM_EV_READ ? POLLIN : 0) | (interest & EM_EV_WRITE ? POLLOUT : 0));
 }
 
-static int grow(em_reactor *r)
+static int grow_slots(em_reactor *r)
 {
-    int cap = r->be.poll.cap ? r->be.poll.cap * 2 : 64;
-    struct pollfd *fds = em__realloc(r->be.poll.fds, (size_t)cap * sizeof *fds);
+    int cap = P.cap ? P.cap * 2 : 64;
+    struct pollfd *fds = em__realloc(P.fds, (size_t)cap * sizeof *fds);
     if (!fds)
         return -ENOMEM;
-    r->be.poll.fds = fds;
-    em_io **ios = em__realloc(r->be.poll.ios, (size_t)cap * sizeof *ios);
+    P.fds = fds;
+    em_io **ios = em__realloc(P.ios, (size_t)cap * sizeof *ios);
     if (!ios)
         return -ENOMEM;
-    r->be.poll.ios = ios;
-    r->be.poll.cap = cap;
+    P.ios = ios;
+    P.cap = cap;
+    return 0;
+}
+
+static int grow_fd_table(em_reactor *r, int fd)
+{
+    int cap = P.fd_cap ? P.fd_cap : 64;
+    while (cap <= fd)
+        cap *= 2;
+    int *t = em__realloc(P.slot_of_fd, (size_t)cap * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    P.slot_of_fd = t;
+    P.fd_cap = cap;
     return 0;
 }
 
 static int pl_add(em_reactor *r, em_io *io, unsigned interest)
 {
-    if (r->be.poll.len == r->be.poll.cap) {
-        int err = grow(r);
-        if (err)
-            return err;
-    }
-    int i = r->be.poll.len++;
-    r->be.poll.fds[i] = (struct pollfd){.fd = io->fd, .events = to_poll(interest)};
-    r->be.poll.ios[i] = io;
-    io->poll_index = i;
+    int err = 0;
+    if (P.len == P.cap)
+        err = grow_slots(r);
+    if (!err && io->fd >= P.fd_cap)
+        err = grow_fd_table(r, io->fd);
+    if (err)
+        return err;
+    int i = P.len++;
+    P.fds[i] = (struct pollfd){.fd = io->fd, .events = to_poll(interest)};
+    P.ios[i] = io;
+    P.slot_of_fd[io->fd] = i;
     return 0;
 }
 
 static int pl_modify(em_reactor *r, em_io *io, unsigned interest)
 {
-    r->be.poll.fds[io->poll_index].events = to_poll(interest);
+    P.fds[P.slot_of_fd[io->fd]].events = to_poll(interest);
     return 0;
 }
 
 static int pl_del(em_reactor *r, em_io *io)
 {
-    int i = io->poll_index, last = --r->be.poll.len;
+    int i = P.slot_of_fd[io->fd], last = --P.len;
     if (i != last) {
-        r->be.poll.fds[i] = r->be.poll.fds[last];
-        r->be.poll.ios[i] = r->be.poll.ios[last];
-        r->be.poll.ios[i]->poll_index = i;
+        P.fds[i] = P.fds[last];
+        P.ios[i] = P.ios[last];
+        P.slot_of_fd[P.fds[i].fd] = i;
     }
-    io->poll_index = -1;
     return 0;
+}
+
+static unsigned from_poll(short re)
+{
+    return (re & POLLIN ? EM_EV_READ : 0) | (re & POLLOUT ? EM_EV_WRITE : 0) |
+           (re & (POLLERR | POLLNVAL) ? EM_EV_ERROR : 0) | (re & POLLHUP ? EM_EV_HUP : 0);
 }
 
 static int pl_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
 {
-    int n = poll(r->be.poll.fds, (nfds_t)r->be.poll.len, timeout_ms);
+    int n = poll(P.fds, (nfds_t)P.len, timeout_ms);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
-    int k = 0;
-    for (int i = 0; i < r->be.poll.len && k < n && k < max; i++) {
-        short re = r->be.poll.fds[i].revents;
-        if (!re)
+    int k = 0, len = P.len;
+    int start = P.start < len ? P.start : 0;
+    for (int j = 0; j < len && k < n && k < max; j++) {
+        int i = (start + j) % len;
+        if (!P.fds[i].revents)
             continue;
-        out[k].io = r->be.poll.ios[i];
-        out[k].events = (re & POLLIN ? EM_EV_READ : 0) | (re & POLLOUT ? EM_EV_WRITE : 0) |
-                        (re & (POLLERR | POLLNVAL) ? EM_EV_ERROR : 0) |
-                        (re & POLLHUP ? EM_EV_HUP : 0);
+        out[k].io = P.ios[i];
+        out[k].events = from_poll(P.fds[i].revents);
         k++;
+        P.start = i + 1;
     }
     return k;
 }

@@ -2,6 +2,8 @@
  * options, timeouts, statistics and accessors. */
 #include "em-internal.h"
 
+#include <float.h>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -151,7 +153,7 @@ int em_set_comm_inactivity_timeout(em_conn *c, double s)
     if (to->inactivity_timer)
         em__timer_cancel(c->r, to->inactivity_timer);
     to->inactivity_timer = 0;
-    to->inactivity = s > 1e15 ? 0 : s; /* infinite: none */
+    to->inactivity = s > DBL_MAX ? 0 : s; /* infinite: none */
     to->inactivity_set = em__clock();
     if (to->inactivity <= 0)
         return 0;

@@ -19,15 +19,18 @@
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
 {
     em_conn *c = em__calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        errno = ENOMEM; /* a user allocator need not set it */
         return NULL;
-    c->io = (em_io){.fd = fd, .type = EM_IO_CONN, .poll_index = -1};
+    }
+    c->io = (em_io){.fd = fd, .type = EM_IO_CONN};
     c->r = r;
     c->h = h;
     c->arg = arg;
     c->sig = em__next_sig(r);
-    if (em__sigmap_put(&r->sigmap, c->sig, c) < 0) {
+    if (em__sigmap_put(&r->sigmap, c) < 0) {
         em__free(c);
+        errno = ENOMEM;
         return NULL;
     }
     c->state = EM_CS_OPEN;
@@ -204,11 +207,11 @@ void em__conn_finish(em_conn *c)
 static void on_eof(em_conn *c)
 {
     c->flags |= EM_CF_EOF;
-    if (c->out.bytes && !(c->flags & EM_CF_PAUSED)) {
+    if (em__conn_pending(c) && !(c->flags & EM_CF_PAUSED)) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
         em__conn_update_interest(c);
         em__conn_mark_dirty(c);
-    } else if (c->out.bytes) {
+    } else if (em__conn_pending(c)) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
         em__conn_update_interest(c);
     } else {
@@ -289,7 +292,7 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
  * false: the connection failed. */
 static bool drain_queue(em_conn *c)
 {
-    while (c->out.bytes) {
+    while (em__conn_pending(c)) {
         size_t asked;
         ssize_t n = write_queue(c, &asked);
         if (n < 0) {
@@ -328,7 +331,7 @@ void em__conn_drained(em_conn *c, bool waited)
     em__conn_update_interest(c);
     if (waited && c->h->outbound_drained)
         c->h->outbound_drained(c);
-    if (c->state == EM_CS_OPEN && (c->flags & EM_CF_CLOSE_AFTER_WRITE) && !c->out.bytes)
+    if (c->state == EM_CS_OPEN && (c->flags & EM_CF_CLOSE_AFTER_WRITE) && !em__conn_pending(c))
         em__conn_fail(c, 0);
 }
 
@@ -342,7 +345,7 @@ void em__conn_flush(em_conn *c)
     }
     if (!drain_queue(c))
         return;
-    if (c->out.bytes) {
+    if (em__conn_pending(c)) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);
         return;
@@ -378,7 +381,7 @@ int em_close_connection(em_conn *c, bool after_writing)
         return -EINVAL;
     if (!em__conn_usable(c))
         return 0;
-    if (after_writing && c->out.bytes) {
+    if (after_writing && em__conn_pending(c)) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
         return 0;
     }
@@ -436,8 +439,8 @@ int em_resume(em_conn *c)
         return 0;
     c->flags &= (uint32_t)~EM_CF_PAUSED;
     em__conn_update_interest(c);
-    if (c->out.bytes || (c->flags & EM_CF_SHUT_WR_PENDING) ||
-        ((c->flags & EM_CF_CLOSE_AFTER_WRITE) && !c->out.bytes))
+    if (em__conn_pending(c) || (c->flags & EM_CF_SHUT_WR_PENDING) ||
+        ((c->flags & EM_CF_CLOSE_AFTER_WRITE) && !em__conn_pending(c)))
         em__conn_mark_dirty(c);
     return 0;
 }
@@ -446,4 +449,9 @@ bool em_is_paused(const em_conn *c) { return c && (c->flags & EM_CF_PAUSED); }
 
 int em_error(const em_conn *c) { return c ? c->reason : EINVAL; }
 
-size_t em_get_outbound_data_size(const em_conn *c) { return c ? c->out.bytes : 0; }
+size_t em__conn_pending(const em_conn *c)
+{
+    return c->flags & EM_CF_DGRAM ? em__dgram_bytes(c) : em__outq_bytes(&c->out);
+}
+
+size_t em_get_outbound_data_size(const em_conn *c) { return c ? em__conn_pending(c) : 0; }

@@ -168,7 +168,7 @@ static void connected(em_conn *c)
     c->state = EM_CS_OPEN;
     em__conn_touch(c);
     em__conn_update_interest(c);
-    if (c->out.bytes || (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE)))
+    if (em__conn_pending(c) || (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE)))
         em__conn_mark_dirty(c);
     if (c->state == EM_CS_OPEN && c->h->connection_completed)
         c->h->connection_completed(c);
@@ -386,10 +386,13 @@ int em_reconnect(em_conn *c, const char *host, int port)
     em_reactor *r = c->r;
     if (r->shutting_down)
         return -ECANCELED;
-    em_sig sig = em__next_sig(r);
-    if (em__sigmap_put(&r->sigmap, sig, c) < 0)
+    em_sig old = c->sig;
+    c->sig = em__next_sig(r);
+    if (em__sigmap_put(&r->sigmap, c) < 0) {
+        c->sig = old;
         return -ENOMEM;
-    c->sig = sig;
+    }
+    em_sig sig = c->sig;
     c->flags = 0;
     c->reason = 0;
     c->io.dead = false;

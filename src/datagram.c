@@ -24,6 +24,7 @@ struct em_dgram {
     struct sockaddr_storage peer; /* the last sender */
     socklen_t peer_len;           /* 0: none yet */
     em_dgram_msg *head, *tail;
+    size_t bytes; /* queued */
 };
 
 static int bind_udp(const char *host, int port)
@@ -139,7 +140,7 @@ static int enqueue(em_conn *c, const void *data, size_t len,
                    const struct sockaddr_storage *to, socklen_t to_len)
 {
     em_dgram *d = c->dgram;
-    if (c->out.bytes + len > DGRAM_QUEUE_MAX)
+    if (c->dgram->bytes + len > DGRAM_QUEUE_MAX)
         return -ENOBUFS;
     em_dgram_msg *m = em__malloc(sizeof *m + len);
     if (!m)
@@ -154,7 +155,7 @@ static int enqueue(em_conn *c, const void *data, size_t len,
     else
         d->head = m;
     d->tail = m;
-    c->out.bytes += len;
+    d->bytes += len;
     c->flags |= EM_CF_WRITE_WAITED;
     em__conn_update_interest(c);
     return 0;
@@ -208,7 +209,7 @@ void em__dgram_flush(em_conn *c)
         d->head = m->next;
         if (!d->head)
             d->tail = NULL;
-        c->out.bytes -= m->len;
+        d->bytes -= m->len;
         em__free(m);
     }
     bool waited = c->flags & EM_CF_WRITE_WAITED;
@@ -225,7 +226,7 @@ void em__dgram_clear(em_conn *c)
         em__free(m);
     }
     d->tail = NULL;
-    c->out.bytes = 0;
+    d->bytes = 0;
 }
 
 void em__dgram_free(em_conn *c)
@@ -234,6 +235,8 @@ void em__dgram_free(em_conn *c)
     em__free(c->dgram);
     c->dgram = NULL;
 }
+
+size_t em__dgram_bytes(const em_conn *c) { return c->dgram->bytes; }
 
 int em__dgram_peer(const em_conn *c, struct sockaddr_storage *ss, socklen_t *len)
 {

@@ -32,7 +32,6 @@ typedef struct em_io {
     uint8_t interest;  /* EM_EV_READ|EM_EV_WRITE as registered */
     bool registered;
     bool dead;         /* closed during this turn: skip its pending events */
-    int poll_index;    /* poll backend: slot in its arrays */
 } em_io;
 
 typedef struct em_event {
@@ -137,21 +136,36 @@ void em__pool_destroy(em_reactor *r, em_pool *p);
 
 /* -------------------------------------------------------- write queue */
 /* Outbound bytes: a chain of chunks. Standard-size chunks come from and go
- * back to the reactor's cache, so steady-state sending does not allocate. */
+ * back to the reactor's cache, so steady-state sending does not allocate. The
+ * queue itself is one pointer; its totals live in its first chunk, so a
+ * connection with nothing to send pays 8 bytes for it. */
 typedef struct em_chunk {
     struct em_chunk *next;
     size_t head, tail, cap;
+    struct em_chunk *q_tail; /* first chunk only: the queue's last chunk */
+    size_t q_bytes;          /* first chunk only: bytes queued */
     char data[];
 } em_chunk;
 
-#define EM_CHUNK_SIZE (16 * 1024 - sizeof(em_chunk))
-#define EM_CHUNK_CACHE_MAX 64
+/* Two sizes, each with its own cache in the reactor: small chunks for the
+ * small messages most protocols send (so a turn in which a thousand
+ * connections reply holds a thousand small chunks, not a thousand large
+ * ones), large ones for bulk data; a big send becomes a chain of large
+ * chunks. */
+#define EM_CHUNK_SMALL (512 - sizeof(em_chunk))
+#define EM_CHUNK_LARGE (16 * 1024 - sizeof(em_chunk))
+#define EM_CHUNK_CACHE_BYTES (2u << 20) /* per size */
+
+typedef struct em_chunk_cache {
+    em_chunk *head;
+    unsigned len, max;
+} em_chunk_cache;
 
 typedef struct em_outq {
-    em_chunk *head, *tail;
-    size_t bytes;
+    em_chunk *head;
 } em_outq;
 
+static inline size_t em__outq_bytes(const em_outq *q) { return q->head ? q->head->q_bytes : 0; }
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len);
 int em__outq_iov(const em_outq *q, struct iovec *iov, int max);
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n);
@@ -208,7 +222,7 @@ typedef struct em_timeouts {
 struct em_conn {
     em_io io;
     uint32_t flags;
-    int reason;    /* pending unbind reason / em_error() */
+    int16_t reason; /* pending unbind reason / em_error(): errno or EM_E* */
     uint8_t state;
     em_reactor *r;
     const em_handler *h;
@@ -236,6 +250,7 @@ void em__conn_mark_dirty(em_conn *c);
 void em__conn_on_event(em_conn *c, unsigned events);
 void em__conn_flush(em_conn *c);
 void em__conn_drained(em_conn *c, bool waited);
+size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
 void em__conn_discard(em_conn *c); /* free one the user never saw */
@@ -250,6 +265,7 @@ int em__dgram_send_reply(em_conn *c, const void *data, size_t len);
 void em__dgram_clear(em_conn *c);
 void em__dgram_flush(em_conn *c);
 void em__dgram_free(em_conn *c);
+size_t em__dgram_bytes(const em_conn *c);
 int em__dgram_peer(const em_conn *c, struct sockaddr_storage *ss, socklen_t *len);
 
 /* attach.c */
@@ -303,11 +319,11 @@ void em__servers_fds_freed(em_reactor *r);
 
 /* ------------------------------------------------------------- sig map */
 typedef struct em_sigmap {
-    struct em_sigmap_entry *slots;
+    em_conn **slots;
     size_t cap, len; /* cap is 0 or a power of two */
 } em_sigmap;
 
-int em__sigmap_put(em_sigmap *m, em_sig sig, em_conn *c);
+int em__sigmap_put(em_sigmap *m, em_conn *c); /* keyed by c->sig */
 em_conn *em__sigmap_get(const em_sigmap *m, em_sig sig);
 void em__sigmap_del(em_sigmap *m, em_sig sig);
 void em__sigmap_destroy(em_sigmap *m);
@@ -325,6 +341,9 @@ struct em_reactor {
             struct pollfd *fds;
             em_io **ios;
             int len, cap;
+            int *slot_of_fd; /* the pollfd slot of each descriptor */
+            int fd_cap;
+            int start;       /* where the next scan begins: fairness */
         } poll;
     } be;
     double now;
@@ -340,8 +359,7 @@ struct em_reactor {
     unsigned starved_servers;
     bool shutting_down;
     bool forked; /* freed in a forked child: no callbacks, no unlink */
-    em_chunk *chunk_cache;
-    unsigned chunk_cache_len;
+    em_chunk_cache small_chunks, large_chunks;
     char *read_buf;
     em_event events[EM_MAX_EVENTS];
     struct em_orphan *orphans;    /* popen children left running at shutdown */
@@ -360,6 +378,7 @@ struct em_reactor {
     pid_t owner_pid;
     bool running;
     bool in_turn;
+    bool freeing;
 };
 
 double em__clock(void);

@@ -1,19 +1,26 @@
-/* The outbound queue of a connection. Standard chunks are recycled through
- * the reactor's cache, so a connection that drains holds no memory and
+/* The outbound queue of a connection. Chunks are recycled through the
+ * reactor's caches, so a connection that drains holds no memory and
  * steady-state sending allocates nothing. */
 #include "em-internal.h"
 
 #include <string.h>
 
-static em_chunk *chunk_get(em_reactor *r, size_t need)
+static em_chunk_cache *cache_for(em_reactor *r, size_t cap)
 {
-    em_chunk *k;
-    if (need <= EM_CHUNK_SIZE && r->chunk_cache) {
-        k = r->chunk_cache;
-        r->chunk_cache = k->next;
-        r->chunk_cache_len--;
+    return cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
+}
+
+/* A queue that already holds data is waiting on the kernel: it grows in
+ * large chunks so that each write carries as much as possible. */
+static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
+{
+    size_t cap = need <= EM_CHUNK_SMALL && !growing ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
+    em_chunk_cache *cache = cache_for(r, cap);
+    em_chunk *k = cache->head;
+    if (k) {
+        cache->head = k->next;
+        cache->len--;
     } else {
-        size_t cap = need > EM_CHUNK_SIZE ? need : EM_CHUNK_SIZE;
         k = em__malloc(sizeof *k + cap);
         if (!k)
             return NULL;
@@ -26,47 +33,97 @@ static em_chunk *chunk_get(em_reactor *r, size_t need)
 
 static void chunk_put(em_reactor *r, em_chunk *k)
 {
-    if (k->cap == EM_CHUNK_SIZE && r->chunk_cache_len < EM_CHUNK_CACHE_MAX) {
-        k->next = r->chunk_cache;
-        r->chunk_cache = k;
-        r->chunk_cache_len++;
+    em_chunk_cache *cache = cache_for(r, k->cap);
+    if (!cache->max)
+        cache->max = EM_CHUNK_CACHE_BYTES / (unsigned)(sizeof *k + k->cap);
+    if (cache->len < cache->max) {
+        k->next = cache->head;
+        cache->head = k;
+        cache->len++;
     } else {
         em__free(k);
     }
 }
 
+static void chain_put(em_reactor *r, em_chunk *k)
+{
+    while (k) {
+        em_chunk *next = k->next;
+        chunk_put(r, k);
+        k = next;
+    }
+}
+
 void em__chunk_cache_free(em_reactor *r)
 {
-    while (r->chunk_cache) {
-        em_chunk *k = r->chunk_cache;
-        r->chunk_cache = k->next;
-        em__free(k);
+    em_chunk_cache *caches[] = {&r->small_chunks, &r->large_chunks};
+    for (size_t i = 0; i < 2; i++) {
+        while (caches[i]->head) {
+            em_chunk *k = caches[i]->head;
+            caches[i]->head = k->next;
+            em__free(k);
+        }
+        caches[i]->len = 0;
     }
-    r->chunk_cache_len = 0;
+}
+
+/* Chunks for len bytes, linked, or NULL with nothing taken. */
+static em_chunk *chain_get(em_reactor *r, size_t len, bool growing, em_chunk **last)
+{
+    em_chunk *first = NULL, *tail = NULL;
+    while (len) {
+        em_chunk *k = chunk_get(r, len, growing);
+        if (!k) {
+            chain_put(r, first);
+            return NULL;
+        }
+        if (tail)
+            tail->next = k;
+        else
+            first = k;
+        tail = k;
+        len -= len < k->cap ? len : k->cap;
+    }
+    *last = tail;
+    return first;
+}
+
+static const char *fill(em_chunk *k, const char *p, size_t *len)
+{
+    size_t n = k->cap - k->tail;
+    if (n > *len)
+        n = *len;
+    memcpy(k->data + k->tail, p, n);
+    k->tail += n;
+    *len -= n;
+    return p + n;
 }
 
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
 {
     const char *p = data;
-    size_t room = q->tail ? q->tail->cap - q->tail->tail : 0;
-    size_t first = len < room ? len : room;
-    em_chunk *extra = NULL;
-    if (len > first && !(extra = chunk_get(r, len - first)))
+    em_chunk *last = q->head ? q->head->q_tail : NULL;
+    size_t room = last ? last->cap - last->tail : 0;
+    size_t rest = len > room ? len - room : 0;
+    em_chunk *extra_last = NULL;
+    em_chunk *extra = rest ? chain_get(r, rest, last != NULL, &extra_last) : NULL;
+    if (rest && !extra)
         return -ENOMEM; /* nothing queued: all or nothing */
-    if (first) {
-        memcpy(q->tail->data + q->tail->tail, p, first);
-        q->tail->tail += first;
-    }
+    size_t left = len;
+    if (last)
+        p = fill(last, p, &left);
+    for (em_chunk *k = extra; k; k = k->next)
+        p = fill(k, p, &left);
     if (extra) {
-        memcpy(extra->data, p + first, len - first);
-        extra->tail = len - first;
-        if (q->tail)
-            q->tail->next = extra;
-        else
+        if (last) {
+            last->next = extra;
+        } else {
             q->head = extra;
-        q->tail = extra;
+            extra->q_bytes = 0;
+        }
+        q->head->q_tail = extra_last;
     }
-    q->bytes += len;
+    q->head->q_bytes += len;
     return 0;
 }
 
@@ -83,29 +140,27 @@ int em__outq_iov(const em_outq *q, struct iovec *iov, int max)
 
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n)
 {
-    q->bytes -= n;
+    size_t left = q->head->q_bytes - n;
+    em_chunk *last = q->head->q_tail;
     while (n) {
         em_chunk *k = q->head;
         size_t avail = k->tail - k->head;
         if (n < avail) {
             k->head += n;
-            return;
+            break;
         }
         n -= avail;
         q->head = k->next;
-        if (!q->head)
-            q->tail = NULL;
         chunk_put(r, k);
+    }
+    if (q->head) {
+        q->head->q_bytes = left;
+        q->head->q_tail = last;
     }
 }
 
 void em__outq_clear(em_reactor *r, em_outq *q)
 {
-    while (q->head) {
-        em_chunk *k = q->head;
-        q->head = k->next;
-        chunk_put(r, k);
-    }
-    q->tail = NULL;
-    q->bytes = 0;
+    chain_put(r, q->head);
+    q->head = NULL;
 }

@@ -106,7 +106,7 @@ void em__child_on_event(em_io *io) { try_reap(EM_CONTAINER_OF(io, em_child, io))
  * than reap by polling. */
 static int watch_child(em_reactor *r, em_child *ch)
 {
-    ch->io = (em_io){.fd = -1, .type = EM_IO_CHILD, .poll_index = -1};
+    ch->io = (em_io){.fd = -1, .type = EM_IO_CHILD};
     int fd = (int)syscall(SYS_pidfd_open, ch->pid, 0);
     if (fd < 0)
         return -errno;

@@ -34,7 +34,7 @@ static int wake_open(em_reactor *r)
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0)
         return -errno;
-    r->wake = (em_io){.fd = fd, .type = EM_IO_WAKE, .poll_index = -1};
+    r->wake = (em_io){.fd = fd, .type = EM_IO_WAKE};
     int err = em__io_watch(r, &r->wake, EM_EV_READ);
     if (err)
         close(fd);
@@ -354,7 +354,7 @@ int em_run_once(em_reactor *r, double max_wait_s)
 {
     if (!r)
         return -EINVAL;
-    if (r->in_turn)
+    if (r->in_turn || r->freeing)
         return -EBUSY;
     if (max_wait_s != max_wait_s) /* NaN */
         return -EINVAL;
@@ -392,7 +392,7 @@ int em_run(em_reactor *r)
 {
     if (!r)
         return -EINVAL;
-    if (r->running || r->in_turn)
+    if (r->running || r->in_turn || r->freeing)
         return -EBUSY;
     r->running = true;
     int err = 0;
@@ -415,9 +415,9 @@ bool em_reactor_running(const em_reactor *r) { return r && (r->running || r->in_
 
 void em_reactor_free(em_reactor *r)
 {
-    if (!r || r->running || r->in_turn)
+    if (!r || r->running || r->in_turn || r->freeing)
         return;
-    r->in_turn = true;
+    r->freeing = true; /* em_run and em_run_once are refused from here on */
     /* In a forked child: release descriptors and memory, call nothing back,
      * remove no file, and take no lock a vanished thread may hold. */
     r->forked = r->owner_pid != getpid();

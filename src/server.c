@@ -37,9 +37,11 @@ static void server_unlink(em_server *s)
 static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *arg)
 {
     em_server *s = em__calloc(1, sizeof *s);
-    if (!s)
+    if (!s) {
+        errno = ENOMEM;
         return NULL;
-    s->io = (em_io){.fd = fd, .type = EM_IO_SERVER, .poll_index = -1};
+    }
+    s->io = (em_io){.fd = fd, .type = EM_IO_SERVER};
     s->r = r;
     s->h = h;
     s->arg = arg;

@@ -1,13 +1,9 @@
 /* Signature -> connection: open addressing with linear probing and
- * backward-shift deletion (no tombstones). */
+ * backward-shift deletion (no tombstones). A slot holds only the connection
+ * pointer; the key is the connection's own sig, so an entry costs 8 bytes. */
 #include "em-internal.h"
 
-struct em_sigmap_entry {
-    em_sig sig; /* 0: empty */
-    em_conn *conn;
-};
-
-static size_t slot_of(em_sig sig, size_t cap)
+static size_t home_of(em_sig sig, size_t cap)
 {
     uint64_t h = sig * 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 32) & (cap - 1);
@@ -16,16 +12,17 @@ static size_t slot_of(em_sig sig, size_t cap)
 static int grow(em_sigmap *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 64;
-    struct em_sigmap_entry *slots = em__calloc(cap, sizeof *slots);
+    em_conn **slots = em__calloc(cap, sizeof *slots);
     if (!slots)
         return -ENOMEM;
     for (size_t i = 0; i < m->cap; i++) {
-        if (!m->slots[i].sig)
+        em_conn *c = m->slots[i];
+        if (!c)
             continue;
-        size_t j = slot_of(m->slots[i].sig, cap);
-        while (slots[j].sig)
+        size_t j = home_of(c->sig, cap);
+        while (slots[j])
             j = (j + 1) & (cap - 1);
-        slots[j] = m->slots[i];
+        slots[j] = c;
     }
     em__free(m->slots);
     m->slots = slots;
@@ -33,14 +30,15 @@ static int grow(em_sigmap *m)
     return 0;
 }
 
-int em__sigmap_put(em_sigmap *m, em_sig sig, em_conn *c)
+/* c->sig must be set. */
+int em__sigmap_put(em_sigmap *m, em_conn *c)
 {
     if ((m->len + 1) * 4 > m->cap * 3 && grow(m) < 0)
         return -ENOMEM;
-    size_t i = slot_of(sig, m->cap);
-    while (m->slots[i].sig)
+    size_t i = home_of(c->sig, m->cap);
+    while (m->slots[i])
         i = (i + 1) & (m->cap - 1);
-    m->slots[i] = (struct em_sigmap_entry){sig, c};
+    m->slots[i] = c;
     m->len++;
     return 0;
 }
@@ -49,18 +47,18 @@ static size_t find(const em_sigmap *m, em_sig sig)
 {
     if (!m->cap || !sig)
         return SIZE_MAX;
-    for (size_t i = slot_of(sig, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (m->slots[i].sig == sig)
-            return i;
-        if (!m->slots[i].sig)
+    for (size_t i = home_of(sig, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i])
             return SIZE_MAX;
+        if (m->slots[i]->sig == sig)
+            return i;
     }
 }
 
 em_conn *em__sigmap_get(const em_sigmap *m, em_sig sig)
 {
     size_t i = find(m, sig);
-    return i == SIZE_MAX ? NULL : m->slots[i].conn;
+    return i == SIZE_MAX ? NULL : m->slots[i];
 }
 
 void em__sigmap_del(em_sigmap *m, em_sig sig)
@@ -69,23 +67,19 @@ void em__sigmap_del(em_sigmap *m, em_sig sig)
     if (i == SIZE_MAX)
         return;
     size_t mask = m->cap - 1;
-    for (size_t j = (i + 1) & mask; m->slots[j].sig; j = (j + 1) & mask) {
-        size_t home = slot_of(m->slots[j].sig, m->cap);
+    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
+        size_t home = home_of(m->slots[j]->sig, m->cap);
         /* move j into the hole at i unless its home lies in (i, j] */
         if (((j - home) & mask) >= ((j - i) & mask)) {
             m->slots[i] = m->slots[j];
             i = j;
         }
     }
-    m->slots[i].sig = 0;
-    m->slots[i].conn = NULL;
+    m->slots[i] = NULL;
     m->len--;
 }
 
-em_conn *em__sigmap_at(const em_sigmap *m, size_t i)
-{
-    return i < m->cap && m->slots[i].sig ? m->slots[i].conn : NULL;
-}
+em_conn *em__sigmap_at(const em_sigmap *m, size_t i) { return i < m->cap ? m->slots[i] : NULL; }
 
 void em__sigmap_destroy(em_sigmap *m)
 {

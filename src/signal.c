@@ -81,7 +81,7 @@ static int open_pipe(em_reactor *r)
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
         return -errno;
-    r->sigpipe = (em_io){.fd = fds[0], .type = EM_IO_SIGNAL, .poll_index = -1};
+    r->sigpipe = (em_io){.fd = fds[0], .type = EM_IO_SIGNAL};
     r->sigpipe_w = fds[1];
     int err = em__io_watch(r, &r->sigpipe, EM_EV_READ);
     if (err) {

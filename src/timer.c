@@ -8,6 +8,8 @@
  * (not_before), since em_now() may be older than the call. */
 #include "em-internal.h"
 
+#include <float.h>
+
 
 #define NO_SLOT UINT32_MAX
 
@@ -243,7 +245,7 @@ void em__timers_clear(em_reactor *r)
     }
 }
 
-static bool bad_seconds(double s) { return !(s >= 0) || s > 1e15; /* NaN, <0, inf */ }
+static bool bad_seconds(double s) { return !(s >= 0 && s <= DBL_MAX); /* NaN, <0, inf */ }
 
 em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg)
 {
