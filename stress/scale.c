@@ -299,8 +299,13 @@ static void c_send(em_reactor *r, void *arg)
             continue;
         }
         x->seq++;
-        snprintf(x->expect, sizeof x->expect, "conn %06ld seq %08u .........", i,
-                 (unsigned)x->seq);
+        char line[96];
+        memset(line, '.', sizeof line);
+        int k = snprintf(line, sizeof line, "conn %06ld seq %08u ", i % 1000000,
+                         (unsigned)x->seq);
+        if (k > 0 && k < MSG)
+            line[k] = '.'; /* dots up to MSG */
+        memcpy(x->expect, line, MSG);
         x->expect[MSG - 1] = '\n';
         x->waiting = true;
         x->got = 0;
