@@ -8,7 +8,8 @@
  * and the poll backend's arrays grow past 64); em_connect to the server;
  * em_send_data of small and large data echoed back; timers added and
  * cancelled, 70 more (the timer heap grows), a periodic timer, next_tick,
- * em_schedule, em_defer; close; em_stop_server; em_reactor_free. The count
+ * em_schedule, em_defer; em_connect to "localhost" (resolved on the pool);
+ * close; em_stop_server; em_reactor_free. The count
  * of allocations varies a little with timing: the loop ends past the largest
  * count seen, after three runs in a row that never reached n.
  *
@@ -111,6 +112,8 @@ static struct {
     int t_fired, t_never, p_fired, ticked, scheduled, defer_done;
     atomic_int defer_work;
     em_timer_id periodic;
+    em_conn *name_conn;
+    int name_completed, name_unbound;
 } S;
 
 static void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -242,6 +245,30 @@ static const em_handler cli_h = {
     .unbind = cli_unbind,
 };
 
+/* ------------------------------------------ em_connect to a host name */
+
+static void name_post_init(em_conn *c) { S.name_conn = c; }
+static void name_completed(em_conn *c)
+{
+    (void)c;
+    S.name_completed++;
+}
+static void name_unbind(em_conn *c, int reason)
+{
+    (void)c;
+    S.name_conn = NULL;
+    S.name_unbound++;
+    if (reason == ENOMEM)
+        reported("localhost unbind", ENOMEM);
+    else if (!unbind_reason_ok(reason))
+        bad("em_connect(localhost) unbind(%d: %s)", reason, em_strerror(reason));
+}
+static const em_handler name_h = {
+    .post_init = name_post_init,
+    .connection_completed = name_completed,
+    .unbind = name_unbind,
+};
+
 /* ---------------------------------------------------------- callbacks */
 
 static void on_timer(em_reactor *r, void *arg)
@@ -285,6 +312,8 @@ static bool run_while(em_reactor *r, bool (*pred)(void), double secs)
     return true;
 }
 
+static bool name_settled(void) { return S.name_completed || S.name_unbound; }
+static bool name_settled_closed(void) { return S.name_unbound > 0; }
 static bool cli_settled(void) { return S.cli_completed || S.cli_unbound; }
 
 static uint64_t cli_sent;
@@ -445,6 +474,21 @@ static void scenario(void)
         }
     }
 
+    /* em_connect to a name: resolved on the pool, each address tried. */
+    if (srv) {
+        errno = 0;
+        em_conn *c = em_connect(r, "localhost", port, &name_h, NULL);
+        if (check_ptr("em_connect(localhost)", c, errno)) {
+            if (!run_while(r, name_settled, STEP_TIMEOUT))
+                bad("em_connect(localhost): neither connection_completed nor unbind in "
+                    "%.0f s", STEP_TIMEOUT);
+            if (S.name_conn)
+                em_close_connection(S.name_conn, false);
+            if (!run_while(r, name_settled_closed, STEP_TIMEOUT))
+                bad("em_connect(localhost): no unbind %.0f s after closing", STEP_TIMEOUT);
+        }
+    }
+
     /* Timers, ticks, schedule, defer. */
     errno = 0;
     em_timer_id t1 = em_add_timer(r, 0.005, on_timer, &S.t_fired);
@@ -524,7 +568,8 @@ static void child(long n, int fd)
     long live = atomic_load(&a_live);
     if (!S.bad[0] && live != 0)
         bad("%ld blocks from the allocator hook not freed after em_reactor_free", live);
-    int want_accepts = (raw_connected ? 1 + BURST : 0) + (S.cli_completed ? 1 : 0);
+    int want_accepts = (raw_connected ? 1 + BURST : 0) + (S.cli_completed ? 1 : 0) +
+                       (S.name_completed ? 1 : 0);
     if (S.bad[0])
         dprintf(fd, "bad %s (first error: %s)\n", S.bad, S.first[0] ? S.first : "none");
     else if (!atomic_load(&a_hit))
