@@ -229,6 +229,8 @@ static void do_read(em_conn *c)
             c->last_activity = r->now;
             if (c->h->receive_data)
                 c->h->receive_data(c, r->read_buf, (size_t)n);
+            if (r->borrower_count)
+                em__conn_settle_borrowed(r);
             if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED) ||
                 n < EM_READ_BUF_SIZE)
                 return;
@@ -282,8 +284,9 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     if (c->flags & EM_CF_NOT_SOCKET)
         return em__writev_nosigpipe(c->io.fd, iov, cnt);
     ssize_t n;
-    do
-        n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    do /* send() spares the kernel the iovec import in the common case */
+        n = cnt == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                     : sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     return n;
 }
@@ -355,6 +358,51 @@ void em__conn_flush(em_conn *c)
 
 /* ------------------------------------------------------- public methods */
 
+/* ------------------------------------------------ sending received bytes */
+
+/* Bytes of the read buffer (an echo, a proxy, a broadcast of what was just
+ * received) are queued without a copy: right after the receive_data call,
+ * before the buffer is read into again, they are written, and only what the
+ * kernel does not take is copied. */
+static bool borrowable(const em_conn *c, const void *data, size_t len)
+{
+    const char *p = data, *buf = c->r->read_buf;
+    return p >= buf && p + len <= buf + EM_READ_BUF_SIZE && !(c->flags & EM_CF_DGRAM);
+}
+
+static int borrow(em_conn *c, const void *data, size_t len)
+{
+    em_reactor *r = c->r;
+    unsigned i = 0;
+    while (i < r->borrower_count && r->borrowers[i] != c)
+        i++;
+    if (i == EM_MAX_BORROWERS)
+        return em__outq_append(r, &c->out, data, len);
+    int err = em__outq_borrow(r, &c->out, data, len);
+    if (!err && i == r->borrower_count)
+        r->borrowers[r->borrower_count++] = c;
+    return err;
+}
+
+static void settle(em_conn *c)
+{
+    if (c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) && !drain_queue(c))
+        return; /* failed: the queue is gone */
+    if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED)) {
+        c->flags |= EM_CF_WRITE_WAITED;
+        em__conn_update_interest(c);
+    }
+    if (em__outq_own(c->r, &c->out) < 0)
+        em__conn_fail(c, ENOMEM);
+}
+
+void em__conn_settle_borrowed(em_reactor *r)
+{
+    for (unsigned i = 0; i < r->borrower_count; i++)
+        settle(r->borrowers[i]);
+    r->borrower_count = 0;
+}
+
 int em_send_data(em_conn *c, const void *data, size_t len)
 {
     if (!c || (!data && len))
@@ -368,7 +416,8 @@ int em_send_data(em_conn *c, const void *data, size_t len)
         return em__dgram_send_reply(c, data, len);
     if (!len)
         return 0;
-    int err = em__outq_append(c->r, &c->out, data, len);
+    int err = borrowable(c, data, len) ? borrow(c, data, len)
+                                       : em__outq_append(c->r, &c->out, data, len);
     if (err)
         return err;
     em__conn_mark_dirty(c);

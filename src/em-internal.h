@@ -141,6 +141,7 @@ void em__pool_destroy(em_reactor *r, em_pool *p);
  * connection with nothing to send pays 8 bytes for it. */
 typedef struct em_chunk {
     struct em_chunk *next;
+    char *base;              /* data, or borrowed bytes of the read buffer */
     size_t head, tail, cap;
     struct em_chunk *q_tail; /* first chunk only: the queue's last chunk */
     size_t q_bytes;          /* first chunk only: bytes queued */
@@ -167,6 +168,8 @@ typedef struct em_outq {
 
 static inline size_t em__outq_bytes(const em_outq *q) { return q->head ? q->head->q_bytes : 0; }
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len);
+int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len);
+int em__outq_own(em_reactor *r, em_outq *q); /* copy borrowed bytes; -ENOMEM */
 int em__outq_iov(const em_outq *q, struct iovec *iov, int max);
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n);
 void em__outq_clear(em_reactor *r, em_outq *q);
@@ -250,6 +253,7 @@ void em__conn_mark_dirty(em_conn *c);
 void em__conn_on_event(em_conn *c, unsigned events);
 void em__conn_flush(em_conn *c);
 void em__conn_drained(em_conn *c, bool waited);
+void em__conn_settle_borrowed(em_reactor *r);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
@@ -331,6 +335,7 @@ em_conn *em__sigmap_at(const em_sigmap *m, size_t i); /* slot i: NULL if empty *
 
 /* --------------------------------------------------------------- reactor */
 #define EM_READ_BUF_SIZE (64 * 1024)
+#define EM_MAX_BORROWERS 16
 #define EM_MAX_EVENTS 256
 
 struct em_reactor {
@@ -361,6 +366,10 @@ struct em_reactor {
     bool forked; /* freed in a forked child: no callbacks, no unlink */
     em_chunk_cache small_chunks, large_chunks;
     char *read_buf;
+    /* Connections whose queue points into read_buf (em_send_data of received
+     * bytes): written or copied before read_buf is read into again. */
+    em_conn *borrowers[EM_MAX_BORROWERS];
+    unsigned borrower_count;
     em_event events[EM_MAX_EVENTS];
     struct em_orphan *orphans;    /* popen children left running at shutdown */
     em_sighandler *sighandlers;

@@ -5,9 +5,12 @@
 
 #include <string.h>
 
-static em_chunk_cache *cache_for(em_reactor *r, size_t cap)
+/* A borrowed chunk is a small one whose base points elsewhere. */
+static bool borrowed(const em_chunk *k) { return k->base != k->data; }
+
+static em_chunk_cache *cache_for(em_reactor *r, const em_chunk *k)
 {
-    return cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
+    return borrowed(k) || k->cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
 }
 
 /* A queue that already holds data is waiting on the kernel: it grows in
@@ -15,7 +18,7 @@ static em_chunk_cache *cache_for(em_reactor *r, size_t cap)
 static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
 {
     size_t cap = need <= EM_CHUNK_SMALL && !growing ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
-    em_chunk_cache *cache = cache_for(r, cap);
+    em_chunk_cache *cache = cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
     em_chunk *k = cache->head;
     if (k) {
         cache->head = k->next;
@@ -24,8 +27,9 @@ static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
         k = em__malloc(sizeof *k + cap);
         if (!k)
             return NULL;
-        k->cap = cap;
     }
+    k->cap = cap;
+    k->base = k->data;
     k->next = NULL;
     k->head = k->tail = 0;
     return k;
@@ -33,9 +37,10 @@ static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
 
 static void chunk_put(em_reactor *r, em_chunk *k)
 {
-    em_chunk_cache *cache = cache_for(r, k->cap);
+    em_chunk_cache *cache = cache_for(r, k);
+    size_t cap = cache == &r->small_chunks ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
     if (!cache->max)
-        cache->max = EM_CHUNK_CACHE_BYTES / (unsigned)(sizeof *k + k->cap);
+        cache->max = EM_CHUNK_CACHE_BYTES / (unsigned)(sizeof *k + cap);
     if (cache->len < cache->max) {
         k->next = cache->head;
         cache->head = k;
@@ -93,10 +98,23 @@ static const char *fill(em_chunk *k, const char *p, size_t *len)
     size_t n = k->cap - k->tail;
     if (n > *len)
         n = *len;
-    memcpy(k->data + k->tail, p, n);
+    memcpy(k->base + k->tail, p, n);
     k->tail += n;
     *len -= n;
     return p + n;
+}
+
+static void link_chain(em_outq *q, em_chunk *first, em_chunk *last, size_t len)
+{
+    em_chunk *tail = q->head ? q->head->q_tail : NULL;
+    if (tail) {
+        tail->next = first;
+    } else {
+        q->head = first;
+        first->q_bytes = 0;
+    }
+    q->head->q_tail = last;
+    q->head->q_bytes += len;
 }
 
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
@@ -114,16 +132,56 @@ int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
         p = fill(last, p, &left);
     for (em_chunk *k = extra; k; k = k->next)
         p = fill(k, p, &left);
-    if (extra) {
-        if (last) {
-            last->next = extra;
-        } else {
-            q->head = extra;
-            extra->q_bytes = 0;
+    if (extra)
+        link_chain(q, extra, extra_last, len);
+    else
+        q->head->q_bytes += len;
+    return 0;
+}
+
+/* Queues bytes of the read buffer without copying them; the caller makes
+ * sure they are written or copied (em__outq_own) before the next read. */
+int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len)
+{
+    em_chunk *k = chunk_get(r, 0, false);
+    if (!k)
+        return -ENOMEM;
+    k->base = (char *)data;
+    k->cap = k->tail = len;
+    link_chain(q, k, k, len);
+    return 0;
+}
+
+/* Replaces every borrowed chunk by owned copies of its unsent bytes. */
+int em__outq_own(em_reactor *r, em_outq *q)
+{
+    em_chunk **link = &q->head;
+    size_t total = em__outq_bytes(q);
+    em_chunk *last = q->head ? q->head->q_tail : NULL;
+    while (*link) {
+        em_chunk *k = *link;
+        if (!borrowed(k)) {
+            link = &k->next;
+            continue;
         }
-        q->head->q_tail = extra_last;
+        size_t n = k->tail - k->head;
+        em_chunk *copy_last = NULL, *copy = chain_get(r, n, true, &copy_last);
+        if (!copy)
+            return -ENOMEM;
+        const char *p = k->base + k->head;
+        for (em_chunk *c = copy; c; c = c->next)
+            p = fill(c, p, &n);
+        copy_last->next = k->next;
+        if (last == k)
+            last = copy_last;
+        *link = copy;
+        chunk_put(r, k);
+        link = &copy_last->next;
     }
-    q->head->q_bytes += len;
+    if (q->head) {
+        q->head->q_bytes = total;
+        q->head->q_tail = last;
+    }
     return 0;
 }
 
@@ -131,7 +189,7 @@ int em__outq_iov(const em_outq *q, struct iovec *iov, int max)
 {
     int n = 0;
     for (em_chunk *k = q->head; k && n < max; k = k->next) {
-        iov[n].iov_base = k->data + k->head;
+        iov[n].iov_base = k->base + k->head;
         iov[n].iov_len = k->tail - k->head;
         n++;
     }
