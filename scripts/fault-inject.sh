@@ -4,7 +4,7 @@
 # EAGAIN or EMFILE; they must still pass.
 #
 #   read                   EINTR, EAGAIN   (every 2nd read from the 4th on)
-#   sendmsg, writev        EINTR, EAGAIN   (every 2nd call; sockets, pipes)
+#   sendmsg, sendto, writev EINTR, EAGAIN  (every 2nd call; sockets, pipes)
 #   accept4                EINTR, EAGAIN   (every 2nd call), EMFILE (every 25th)
 #   epoll_wait / poll      EINTR, EAGAIN   (every 2nd call; per backend)
 #
@@ -82,8 +82,8 @@ run_cases=(
 injections=(
     "read=EINTR|epoll poll|read|read:error=EINTR:when=4+2|echo_cases recv_cases pipe_read_cases"
     "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|echo_cases recv_cases pipe_read_cases"
-    "send=EINTR|epoll poll|sendmsg,writev|sendmsg,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases"
-    "send=EAGAIN|epoll poll|sendmsg,writev|sendmsg,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases"
+    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases"
+    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
     "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
