@@ -91,8 +91,11 @@ EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);
 
 /* Runs turns until em_stop(). Then every connection is unbound with reason 0
  * (unsent data dropped), every server, timer, tick and scheduled callback is
- * freed, and 0 is returned; the reactor may be run again. -EINVAL for NULL,
- * -EBUSY when already running (em_run called from a callback). */
+ * freed, and 0 is returned; the reactor may be run again. A poller short of
+ * memory (EAGAIN, ENOMEM) is retried; a broken one ends the run the same way
+ * with its negative errno. -EINVAL for NULL, -EBUSY when already running
+ * (em_run called from a callback). Deferred work still in flight keeps its
+ * done callback for a later turn, or for em_reactor_free. */
 EM_EXPORT int em_run(em_reactor *r);
 
 /* One turn (see the top of this file), waiting at most max_wait_s seconds

@@ -30,6 +30,12 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
     if (!(flags & EM_CF_WATCH) && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return NULL;
     em_conn *c = em__conn_new(r, fd, h, arg);
+    if (c)
+        c->flags |= EM_CF_NO_FD_CLOSE;
+    if (c && !em__conn_cold(c)) {
+        em__conn_discard(c);
+        c = NULL;
+    }
     if (!c) {
         fcntl(fd, F_SETFL, fl);
         errno = ENOMEM;
@@ -42,7 +48,7 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
     if ((fl & O_ACCMODE) == O_WRONLY)
         flags |= EM_CF_EOF; /* a write end has nothing to read: never try */
     c->flags |= flags | EM_CF_NO_FD_CLOSE | EM_CF_RESTORE_FL;
-    c->saved_fl = fl;
+    c->cold->saved_fl = fl;
     if (h->post_init)
         h->post_init(c);
     if (c->state == EM_CS_OPEN)

@@ -113,7 +113,7 @@ int em_disable_keepalive(em_conn *c)
 
 static double idle_since(const em_conn *c)
 {
-    double set = c->to->inactivity_set;
+    double set = c->cold->inactivity_set;
     return c->last_activity > set ? c->last_activity : set;
 }
 
@@ -122,20 +122,20 @@ static double idle_since(const em_conn *c)
 static void inactivity_due(em_reactor *r, void *arg)
 {
     em_conn *c = arg;
-    c->to->inactivity_timer = 0;
-    double due = idle_since(c) + c->to->inactivity;
+    c->cold->inactivity_timer = 0;
+    double due = idle_since(c) + c->cold->inactivity;
     if (r->now >= due) {
         em__conn_fail(c, ETIMEDOUT);
         return;
     }
-    c->to->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
-    if (!c->to->inactivity_timer)
+    c->cold->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
+    if (!c->cold->inactivity_timer)
         em__conn_fail(c, ENOMEM);
 }
 
 double em_get_comm_inactivity_timeout(const em_conn *c)
 {
-    return c && c->to ? c->to->inactivity : 0;
+    return c && c->cold ? c->cold->inactivity : 0;
 }
 
 /* Also re-arms the timer, as em_reconnect needs for the revived object. */
@@ -145,9 +145,9 @@ int em_set_comm_inactivity_timeout(em_conn *c, double s)
         return -EINVAL;
     if (!em__conn_usable(c) && c->state != EM_CS_UNBINDING)
         return -ENOTCONN;
-    if (!c->to && s == 0)
+    if (!c->cold && s == 0)
         return 0;
-    em_timeouts *to = em__conn_timeouts(c);
+    em_cold *to = em__conn_cold(c);
     if (!to)
         return -ENOMEM;
     if (to->inactivity_timer)
@@ -175,8 +175,8 @@ int em_get_stats(const em_conn *c, em_conn_stats *st)
     if (!c || !st)
         return -EINVAL;
     *st = (em_conn_stats){
-        .bytes_in = c->bytes_in,
-        .bytes_out = c->bytes_out,
+        .bytes_in = ((uint64_t)(c->cold ? c->cold->in_hi : 0) << 32) | c->in_lo,
+        .bytes_out = ((uint64_t)(c->cold ? c->cold->out_hi : 0) << 32) | c->out_lo,
         .created = c->created,
         .last_activity = c->last_activity,
     };

@@ -39,17 +39,33 @@ em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
     return c;
 }
 
-em_timeouts *em__conn_timeouts(em_conn *c)
+em_cold *em__conn_cold(em_conn *c)
 {
-    if (!c->to && (c->to = em__calloc(1, sizeof *c->to)))
-        c->to->connect = EM_DEFAULT_CONNECT_TIMEOUT;
-    return c->to;
+    if (!c->cold && (c->cold = em__calloc(1, sizeof *c->cold)))
+        c->cold->connect_timeout = EM_DEFAULT_CONNECT_TIMEOUT;
+    return c->cold;
 }
+
+static void count(em_conn *c, uint32_t *lo, size_t n, bool out)
+{
+    uint64_t sum = (uint64_t)*lo + n;
+    *lo = (uint32_t)sum;
+    if (sum >> 32) {
+        em_cold *k = em__conn_cold(c);
+        if (k)
+            *(out ? &k->out_hi : &k->in_hi) += (uint32_t)(sum >> 32);
+        else
+            *lo = UINT32_MAX; /* statistics only: saturate rather than fail */
+    }
+}
+
+void em__count_in(em_conn *c, size_t n) { count(c, &c->in_lo, n, false); }
+void em__count_out(em_conn *c, size_t n) { count(c, &c->out_lo, n, true); }
 
 static void conn_free(em_conn *c)
 {
     c->r->conn_count--;
-    em__free(c->to);
+    em__free(c->cold);
     em__free(c);
 }
 
@@ -110,10 +126,10 @@ void em__conn_touch(em_conn *c) { c->last_activity = c->r->now; }
 
 static void cancel_timers(em_conn *c)
 {
-    if (c->to && c->to->inactivity_timer)
-        em__timer_cancel(c->r, c->to->inactivity_timer);
-    if (c->to)
-        c->to->inactivity_timer = 0;
+    if (c->cold && c->cold->inactivity_timer)
+        em__timer_cancel(c->r, c->cold->inactivity_timer);
+    if (c->cold)
+        c->cold->inactivity_timer = 0;
 }
 
 static void drop_output(em_conn *c)
@@ -165,7 +181,7 @@ static void close_fd(em_conn *c)
     if (c->io.fd < 0)
         return;
     if (c->flags & EM_CF_RESTORE_FL)
-        fcntl(c->io.fd, F_SETFL, c->saved_fl);
+        fcntl(c->io.fd, F_SETFL, c->cold->saved_fl);
     if (!(c->flags & (EM_CF_DETACHED | EM_CF_NO_FD_CLOSE)))
         close(c->io.fd);
     c->io.fd = -1;
@@ -225,7 +241,7 @@ static void do_read(em_conn *c)
     for (int i = 0; i < READS_PER_EVENT; i++) {
         ssize_t n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
         if (n > 0) {
-            c->bytes_in += (uint64_t)n;
+            em__count_in(c, (size_t)n);
             c->last_activity = r->now;
             if (c->h->receive_data)
                 c->h->receive_data(c, r->read_buf, (size_t)n);
@@ -305,7 +321,7 @@ static bool drain_queue(em_conn *c)
             return false;
         }
         em__outq_consume(c->r, &c->out, (size_t)n);
-        c->bytes_out += (uint64_t)n;
+        em__count_out(c, (size_t)n);
         c->last_activity = c->r->now;
         if ((size_t)n < asked)
             return true;

@@ -70,33 +70,33 @@ int em__sockaddr_unix(const char *path, struct sockaddr_storage *ss, socklen_t *
 
 void em__connect_abandon(em_conn *c)
 {
-    if (!(c->flags & EM_CF_OUTBOUND) || !c->connect)
+    if (!(c->flags & EM_CF_OUTBOUND) || !c->cold || !c->cold->connect)
         return;
-    if (c->connect->timer)
-        em__timer_cancel(c->r, c->connect->timer);
-    em__free(c->connect->target_name);
-    em__free(c->connect->bind_name);
-    em__free(c->connect->addrs);
-    em__free(c->connect);
-    c->connect = NULL;
+    if (c->cold->connect->timer)
+        em__timer_cancel(c->r, c->cold->connect->timer);
+    em__free(c->cold->connect->target_name);
+    em__free(c->cold->connect->bind_name);
+    em__free(c->cold->connect->addrs);
+    em__free(c->cold->connect);
+    c->cold->connect = NULL;
 }
 
 static void connect_timed_out(em_reactor *r, void *arg)
 {
     EM_UNUSED(r);
     em_conn *c = arg;
-    c->connect->timer = 0;
+    c->cold->connect->timer = 0;
     em__conn_fail(c, ETIMEDOUT);
 }
 
 static double connect_limit(const em_conn *c)
 {
-    return c->to ? c->to->connect : EM_DEFAULT_CONNECT_TIMEOUT;
+    return c->cold ? c->cold->connect_timeout : EM_DEFAULT_CONNECT_TIMEOUT;
 }
 
 static void arm_connect_timer(em_conn *c)
 {
-    em_connect_state *cs = c->connect;
+    em_connect_state *cs = c->cold ? c->cold->connect : NULL;
     if (!cs)
         return;
     if (cs->timer)
@@ -121,7 +121,7 @@ static void drop_socket(em_conn *c)
 /* Starts a connect to one address: 0 in flight, else a positive errno. */
 static int attempt(em_conn *c, const em_addr *a)
 {
-    em_connect_state *cs = c->connect;
+    em_connect_state *cs = c->cold->connect;
     int family = a->ss.ss_family;
     if (cs->has_bind && cs->bind.ss.ss_family != family)
         return EAFNOSUPPORT;
@@ -150,7 +150,7 @@ static int attempt(em_conn *c, const em_addr *a)
 
 static void try_next(em_conn *c)
 {
-    em_connect_state *cs = c->connect;
+    em_connect_state *cs = c->cold->connect;
     while (cs->next < cs->count) {
         int err = attempt(c, &cs->addrs[cs->next++]);
         if (!err)
@@ -184,7 +184,7 @@ void em__connect_on_writable(em_conn *c)
         connected(c);
         return;
     }
-    c->connect->last_err = err;
+    c->cold->connect->last_err = err;
     drop_socket(c);
     try_next(c);
 }
@@ -204,10 +204,10 @@ static int take_addresses(em_conn *c, struct addrinfo *ai)
         memcpy(&addrs[k].ss, p->ai_addr, p->ai_addrlen);
         addrs[k++].len = p->ai_addrlen;
     }
-    em__free(c->connect->addrs);
-    c->connect->addrs = addrs;
-    c->connect->count = k;
-    c->connect->next = 0;
+    em__free(c->cold->connect->addrs);
+    c->cold->connect->addrs = addrs;
+    c->cold->connect->count = k;
+    c->cold->connect->next = 0;
     return 0;
 }
 
@@ -215,7 +215,7 @@ static int take_addresses(em_conn *c, struct addrinfo *ai)
 static em_conn *waiting(em_reactor *r, em_sig sig)
 {
     em_conn *c = em__sigmap_get(&r->sigmap, sig);
-    return c && c->state == EM_CS_RESOLVING && c->connect ? c : NULL;
+    return c && c->state == EM_CS_RESOLVING && c->cold && c->cold->connect ? c : NULL;
 }
 
 static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
@@ -238,7 +238,7 @@ static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
 /* The target: tried at once when it is a literal, else resolved first. */
 static int start_target(em_conn *c)
 {
-    em_connect_state *cs = c->connect;
+    em_connect_state *cs = c->cold->connect;
     if (!cs->target_name) {
         try_next(c);
         return 0;
@@ -250,12 +250,12 @@ static void bind_resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int er
 {
     em_conn *c = waiting(r, sig);
     if (c) {
-        if (!err && (!ai || ai->ai_addrlen > sizeof c->connect->bind.ss))
+        if (!err && (!ai || ai->ai_addrlen > sizeof c->cold->connect->bind.ss))
             err = EM_ERESOLVE;
         if (!err) {
-            memcpy(&c->connect->bind.ss, ai->ai_addr, ai->ai_addrlen);
-            c->connect->bind.len = ai->ai_addrlen;
-            c->connect->has_bind = true;
+            memcpy(&c->cold->connect->bind.ss, ai->ai_addr, ai->ai_addrlen);
+            c->cold->connect->bind.len = ai->ai_addrlen;
+            c->cold->connect->has_bind = true;
             err = -start_target(c);
         }
         if (err)
@@ -299,10 +299,10 @@ static int parse_target(em_connect_state *cs, const char *host, int port)
 int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const char *host,
                       int port)
 {
-    em_connect_state *cs = em__calloc(1, sizeof *cs);
+    em_connect_state *cs = em__conn_cold(c) ? em__calloc(1, sizeof *cs) : NULL;
     if (!cs)
         return -ENOMEM;
-    c->connect = cs;
+    c->cold->connect = cs;
     c->flags |= EM_CF_OUTBOUND;
     int err = parse_bind(cs, bind_host, bind_port);
     if (!err && !(cs->addrs = em__calloc(1, sizeof *cs->addrs)))
@@ -403,8 +403,8 @@ int em_reconnect(em_conn *c, const char *host, int port)
         c->state = EM_CS_UNBINDING;
         return err;
     }
-    if (c->to && c->to->inactivity > 0)
-        em_set_comm_inactivity_timeout(c, c->to->inactivity);
+    if (c->cold && c->cold->inactivity > 0)
+        em_set_comm_inactivity_timeout(c, c->cold->inactivity);
     return 0;
 }
 
@@ -414,11 +414,11 @@ int em_set_pending_connect_timeout(em_conn *c, double s)
 {
     if (!c || !(s >= 0))
         return -EINVAL;
-    if (!c->to && s == EM_DEFAULT_CONNECT_TIMEOUT)
+    if (!c->cold && s == EM_DEFAULT_CONNECT_TIMEOUT)
         return 0;
-    if (!em__conn_timeouts(c))
+    if (!em__conn_cold(c))
         return -ENOMEM;
-    c->to->connect = s;
+    c->cold->connect_timeout = s;
     if (c->state == EM_CS_RESOLVING || c->state == EM_CS_CONNECTING)
         arm_connect_timer(c);
     return 0;

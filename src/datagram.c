@@ -67,14 +67,20 @@ em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
     }
     em_dgram *d = em__calloc(1, sizeof *d);
     em_conn *c = d ? em__conn_new(r, fd, h, arg) : NULL;
+    if (c && !em__conn_cold(c)) {
+        em__conn_discard(c); /* closes fd */
+        fd = -1;
+        c = NULL;
+    }
     if (!c) {
         em__free(d);
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         errno = ENOMEM;
         return NULL;
     }
     c->flags |= EM_CF_DGRAM;
-    c->dgram = d;
+    c->cold->dgram = d;
     if (h->post_init)
         h->post_init(c);
     if (c->state == EM_CS_OPEN)
@@ -87,7 +93,7 @@ em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
 void em__dgram_on_event(em_conn *c, unsigned events)
 {
     em_reactor *r = c->r;
-    em_dgram *d = c->dgram;
+    em_dgram *d = c->cold->dgram;
     if ((events & (EM_EV_READ | EM_EV_ERROR)) && !(c->flags & EM_CF_PAUSED)) {
         for (int i = 0; i < DGRAMS_PER_EVENT && c->state == EM_CS_OPEN &&
                         !(c->flags & EM_CF_PAUSED);
@@ -107,7 +113,7 @@ void em__dgram_on_event(em_conn *c, unsigned events)
             }
             memcpy(&d->peer, &from, from_len);
             d->peer_len = from_len;
-            c->bytes_in += (uint64_t)n;
+            em__count_in(c, (size_t)n);
             c->last_activity = r->now;
             if (c->h->receive_data)
                 c->h->receive_data(c, r->read_buf, (size_t)n);
@@ -130,7 +136,7 @@ static ssize_t send_one(em_conn *c, const void *data, size_t len,
                    (const struct sockaddr *)to, to_len);
     while (n < 0 && errno == EINTR);
     if (n >= 0) {
-        c->bytes_out += (uint64_t)len;
+        em__count_out(c, len);
         c->last_activity = c->r->now;
     }
     return n;
@@ -141,8 +147,8 @@ static bool refused_for_now(int err) { return err == EAGAIN || err == EWOULDBLOC
 static int enqueue(em_conn *c, const void *data, size_t len,
                    const struct sockaddr_storage *to, socklen_t to_len)
 {
-    em_dgram *d = c->dgram;
-    if (c->dgram->bytes + len > DGRAM_QUEUE_MAX)
+    em_dgram *d = c->cold->dgram;
+    if (c->cold->dgram->bytes + len > DGRAM_QUEUE_MAX)
         return -ENOBUFS;
     em_dgram_msg *m = em__malloc(sizeof *m + len);
     if (!m)
@@ -171,7 +177,7 @@ static int send_to(em_conn *c, const void *data, size_t len,
     size_t max = to->ss_family == AF_INET6 ? UDP6_MAX : UDP4_MAX;
     if (len > max)
         return -EMSGSIZE;
-    if (c->dgram->head || (c->flags & EM_CF_PAUSED))
+    if (c->cold->dgram->head || (c->flags & EM_CF_PAUSED))
         return enqueue(c, data, len, to, to_len);
     if (send_one(c, data, len, to, to_len) >= 0)
         return 0;
@@ -182,9 +188,9 @@ static int send_to(em_conn *c, const void *data, size_t len,
 
 int em__dgram_send_reply(em_conn *c, const void *data, size_t len)
 {
-    if (!c->dgram->peer_len)
+    if (!c->cold->dgram->peer_len)
         return -EDESTADDRREQ;
-    return send_to(c, data, len, &c->dgram->peer, c->dgram->peer_len);
+    return send_to(c, data, len, &c->cold->dgram->peer, c->cold->dgram->peer_len);
 }
 
 int em_send_datagram(em_conn *c, const void *data, size_t len, const char *host, int port)
@@ -202,7 +208,7 @@ int em_send_datagram(em_conn *c, const void *data, size_t len, const char *host,
 /* Sends what waited, in order; called by em__conn_flush for datagrams. */
 void em__dgram_flush(em_conn *c)
 {
-    em_dgram *d = c->dgram;
+    em_dgram *d = c->cold->dgram;
     while (d->head) {
         em_dgram_msg *m = d->head;
         if (send_one(c, m->data, m->len, &m->addr, m->addr_len) < 0 && refused_for_now(errno))
@@ -221,7 +227,7 @@ void em__dgram_flush(em_conn *c)
 
 void em__dgram_clear(em_conn *c)
 {
-    em_dgram *d = c->dgram;
+    em_dgram *d = c->cold->dgram;
     while (d->head) {
         em_dgram_msg *m = d->head;
         d->head = m->next;
@@ -234,17 +240,17 @@ void em__dgram_clear(em_conn *c)
 void em__dgram_free(em_conn *c)
 {
     em__dgram_clear(c);
-    em__free(c->dgram);
-    c->dgram = NULL;
+    em__free(c->cold->dgram);
+    c->cold->dgram = NULL;
 }
 
-size_t em__dgram_bytes(const em_conn *c) { return c->dgram->bytes; }
+size_t em__dgram_bytes(const em_conn *c) { return c->cold->dgram->bytes; }
 
 int em__dgram_peer(const em_conn *c, struct sockaddr_storage *ss, socklen_t *len)
 {
-    if (!c->dgram->peer_len)
+    if (!c->cold->dgram->peer_len)
         return -ENOTCONN;
-    memcpy(ss, &c->dgram->peer, c->dgram->peer_len);
-    *len = c->dgram->peer_len;
+    memcpy(ss, &c->cold->dgram->peer, c->cold->dgram->peer_len);
+    *len = c->cold->dgram->peer_len;
     return 0;
 }

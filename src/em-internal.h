@@ -210,13 +210,22 @@ typedef struct em_connect_state em_connect_state;
 typedef struct em_dgram em_dgram;
 typedef struct em_child em_child;
 
-/* Timeouts are rare: kept apart so an idle connection stays small. */
-typedef struct em_timeouts {
+/* What most connections never need, kept apart so that an accepted
+ * connection with no timeout set stays small: timeouts, the high halves of
+ * the byte counters, and the state of the other kinds of connection. */
+typedef struct em_cold {
     double inactivity;     /* 0: none */
     double inactivity_set; /* when it was set: idle time counts from here too */
-    double connect;        /* pending-connect limit */
+    double connect_timeout;
     em_timer_id inactivity_timer;
-} em_timeouts;
+    uint32_t in_hi, out_hi; /* bytes_in / bytes_out >> 32 */
+    union {
+        em_connect_state *connect; /* outbound stream, while resolving/connecting */
+        em_dgram *dgram;           /* EM_CF_DGRAM */
+        em_child *child;           /* EM_CF_POPEN */
+        int saved_fl;              /* attached: the fd's status flags before */
+    };
+} em_cold;
 
 #define EM_DEFAULT_CONNECT_TIMEOUT 20.0
 
@@ -236,14 +245,8 @@ struct em_conn {
      * flush list moves to the close list when the flush reaches it. */
     struct em_conn *list_next;
     double created, last_activity;
-    uint64_t bytes_in, bytes_out;
-    em_timeouts *to; /* NULL: none set */
-    union {
-        em_connect_state *connect; /* outbound stream, while resolving/connecting */
-        em_dgram *dgram;           /* EM_CF_DGRAM */
-        em_child *child;           /* EM_CF_POPEN */
-        int saved_fl;              /* attached: the fd's status flags before */
-    };
+    uint32_t in_lo, out_lo; /* byte counters; the high halves are cold */
+    em_cold *cold;          /* NULL until needed */
 };
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg);
@@ -260,7 +263,9 @@ void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
 void em__conn_discard(em_conn *c); /* free one the user never saw */
 void em__conn_shutdown(em_conn *c);  /* reactor stopping: close with reason 0 */
 void em__conn_touch(em_conn *c);
-em_timeouts *em__conn_timeouts(em_conn *c); /* allocated on first use; NULL: ENOMEM */
+em_cold *em__conn_cold(em_conn *c); /* allocated on first use; NULL: ENOMEM */
+void em__count_in(em_conn *c, size_t n);
+void em__count_out(em_conn *c, size_t n);
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
 
 /* datagram.c */

@@ -134,7 +134,7 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
     em_conn *c = err ? NULL : em__conn_new(r, sv[0], h, arg);
     if (c) {
         ch->conn = c;
-        err = -watch_child(r, ch);
+        err = em__conn_cold(c) ? -watch_child(r, ch) : ENOMEM;
     } else if (!err) {
         err = ENOMEM;
     }
@@ -152,7 +152,7 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
         return NULL;
     }
     c->flags |= EM_CF_POPEN;
-    c->child = ch;
+    c->cold->child = ch;
     if (h->post_init)
         h->post_init(c);
     if (c->state == EM_CS_OPEN)
@@ -196,7 +196,7 @@ static void orphan(em_reactor *r, em_child *ch)
  * Unbind waits for the child, unless the reactor is shutting down. */
 bool em__child_may_unbind(em_conn *c)
 {
-    em_child *ch = c->child;
+    em_child *ch = c->cold->child;
     if (ch->exited || try_reap(ch) || c->r->forked)
         return true;
     if (c->r->shutting_down) {
@@ -215,7 +215,7 @@ bool em__child_may_unbind(em_conn *c)
 
 void em__child_free(em_conn *c)
 {
-    em_child *ch = c->child;
+    em_child *ch = c->cold->child;
     if (!ch)
         return;
     em__io_unwatch(c->r, &ch->io);
@@ -224,7 +224,7 @@ void em__child_free(em_conn *c)
     if (ch->timer)
         em__timer_cancel(c->r, ch->timer);
     em__free(ch);
-    c->child = NULL;
+    c->cold->child = NULL;
 }
 
 /* At em_reactor_free: children that outlived their reactor's run. SIGTERM
@@ -245,15 +245,15 @@ void em__orphans_reap(em_reactor *r)
 
 pid_t em_get_pid(const em_conn *c)
 {
-    return c && (c->flags & EM_CF_POPEN) && c->child ? c->child->pid : -1;
+    return c && (c->flags & EM_CF_POPEN) && c->cold->child ? c->cold->child->pid : -1;
 }
 
 int em_get_status(const em_conn *c, int *wstatus)
 {
-    if (!c || !wstatus || !(c->flags & EM_CF_POPEN) || !c->child)
+    if (!c || !wstatus || !(c->flags & EM_CF_POPEN) || !c->cold->child)
         return -EINVAL;
-    if (!c->child->exited)
+    if (!c->cold->child->exited)
         return -EAGAIN;
-    *wstatus = c->child->status;
+    *wstatus = c->cold->child->status;
     return 0;
 }

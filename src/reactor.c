@@ -398,8 +398,12 @@ int em_run(em_reactor *r)
     int err = 0;
     while (!atomic_load(&r->stop_requested)) {
         int n = em_run_once(r, -1);
-        if (n < 0) {
-            err = n;
+        if (n == -EAGAIN || n == -ENOMEM || n == -EINTR) {
+            /* the poller is short of memory for now: try again shortly */
+            struct timespec pause = {0, 1000 * 1000};
+            nanosleep(&pause, NULL);
+        } else if (n < 0) {
+            err = n; /* EBADF, EINVAL: the poller itself is broken */
             break;
         }
     }
