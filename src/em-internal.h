@@ -387,6 +387,7 @@ struct em_reactor {
     em_job *done_head, *done_tail;
     em_io wake;
     atomic_bool wake_pending;
+    atomic_bool xpending; /* scheduled callbacks or finished jobs queued */
     atomic_bool stop_requested;
     em_pool pool;
     pid_t owner_pid;

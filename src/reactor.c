@@ -157,6 +157,7 @@ int em_schedule(em_reactor *r, em_cb cb, void *arg)
     pthread_mutex_lock(&r->xlock);
     em__cbq_push(&r->scheduled, c);
     pthread_mutex_unlock(&r->xlock);
+    atomic_store_explicit(&r->xpending, true, memory_order_release);
     em__wake(r);
     return 0;
 }
@@ -171,6 +172,7 @@ void em__job_done(em_reactor *r, em_job *job)
         r->done_head = job;
     r->done_tail = job;
     pthread_mutex_unlock(&r->xlock);
+    atomic_store_explicit(&r->xpending, true, memory_order_release);
     em__wake(r);
 }
 
@@ -203,8 +205,12 @@ static void run_callbacks(em_reactor *r, em_callback *c)
     }
 }
 
+/* The flag spares the lock in the turns where no other thread queued
+ * anything, which is nearly all of them. */
 static void run_cross_thread(em_reactor *r)
 {
+    if (!atomic_exchange_explicit(&r->xpending, false, memory_order_acquire))
+        return;
     pthread_mutex_lock(&r->xlock);
     em_callback *scheduled = em__cbq_take_all(&r->scheduled);
     pthread_mutex_unlock(&r->xlock);
@@ -458,7 +464,7 @@ double em_backend_timeout(const em_reactor *r)
 {
     if (!r)
         return -1;
-    if (work_pending((em_reactor *)r) || r->scheduled.head || r->done_head)
+    if (work_pending((em_reactor *)r) || atomic_load(&((em_reactor *)r)->xpending))
         return 0;
     double next = em__timers_next(&r->timers);
     if (next < 0)
