@@ -413,6 +413,29 @@ EM_EXPORT pid_t em_get_pid(const em_conn *c);
  * -EINVAL for other connections. */
 EM_EXPORT int em_get_status(const em_conn *c, int *wstatus);
 
+/* ------------------------------------------ framing (BufferedTokenizer) */
+
+typedef struct em_tokenizer em_tokenizer;
+
+/* A tokenizer splitting a byte stream on delimiter (any non-empty string,
+ * copied). size_limit 0: no limit. NULL + errno EINVAL for a NULL or empty
+ * delimiter, ENOMEM. */
+EM_EXPORT em_tokenizer *em_tokenizer_new(const char *delimiter, size_t size_limit);
+
+/* Feeds len bytes; calls token(arg, tok, len) for each complete token, in
+ * order, without its delimiter (a delimiter may be split across calls; tok
+ * is valid only during the call; token may be NULL to count). Returns how
+ * many tokens it delivered. A token longer than size_limit makes it return
+ * -EMSGSIZE: that token is discarded up to and including its delimiter (also
+ * across later calls) and the tokens after it are still delivered. -EINVAL,
+ * -ENOMEM. Not reentrant: do not feed or free t from inside token. */
+EM_EXPORT int em_tokenizer_extract(em_tokenizer *t, const char *data, size_t len,
+                                   void (*token)(void *arg, const char *tok, size_t len),
+                                   void *arg);
+
+/* Frees t and any incomplete token; NULL is a no-op. */
+EM_EXPORT void em_tokenizer_free(em_tokenizer *t);
+
 #ifdef __cplusplus
 }
 #endif
