@@ -60,6 +60,9 @@ static int reserve(em_tokenizer *t, size_t n)
 /* p may point into buf itself. */
 static int keep(em_tokenizer *t, const char *p, size_t n)
 {
+    t->len = 0;
+    if (!n)
+        return 0;
     int err = reserve(t, n);
     if (err)
         return err;
