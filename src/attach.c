@@ -49,10 +49,7 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
         flags |= EM_CF_EOF; /* a write end has nothing to read: never try */
     c->flags |= flags | EM_CF_NO_FD_CLOSE | EM_CF_RESTORE_FL;
     c->cold->saved_fl = fl;
-    if (h->post_init)
-        h->post_init(c);
-    if (c->state == EM_CS_OPEN)
-        em__conn_start(c);
+    em__conn_begin(c);
     return c;
 }
 

@@ -107,10 +107,14 @@ void em__conn_update_interest(em_conn *c)
         em__conn_fail(c, -err);
 }
 
-int em__conn_start(em_conn *c)
+/* As EventMachine does: post_init runs before the connection joins the
+ * poller, so it may send, pause or close before any byte is read. */
+void em__conn_begin(em_conn *c)
 {
-    em__conn_update_interest(c);
-    return 0;
+    if (c->h->post_init)
+        c->h->post_init(c);
+    if (c->state == EM_CS_OPEN)
+        em__conn_update_interest(c);
 }
 
 void em__conn_mark_dirty(em_conn *c)

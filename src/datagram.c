@@ -81,10 +81,7 @@ em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
     }
     c->flags |= EM_CF_DGRAM;
     c->cold->dgram = d;
-    if (h->post_init)
-        h->post_init(c);
-    if (c->state == EM_CS_OPEN)
-        em__conn_start(c);
+    em__conn_begin(c);
     return c;
 }
 

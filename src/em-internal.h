@@ -250,7 +250,7 @@ struct em_conn {
 };
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg);
-int em__conn_start(em_conn *c); /* join the poller as an open connection */
+void em__conn_begin(em_conn *c); /* post_init, then join the poller */
 void em__conn_fail(em_conn *c, int reason); /* close at once with a reason */
 void em__conn_mark_dirty(em_conn *c);
 void em__conn_on_event(em_conn *c, unsigned events);

@@ -153,10 +153,7 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
     }
     c->flags |= EM_CF_POPEN;
     c->cold->child = ch;
-    if (h->post_init)
-        h->post_init(c);
-    if (c->state == EM_CS_OPEN)
-        em__conn_start(c);
+    em__conn_begin(c);
     return c;
 }
 

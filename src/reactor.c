@@ -132,15 +132,23 @@ void em_stop(em_reactor *r)
 
 /* ------------------------------------------------------- cross-thread */
 
+static em_callback *callback_new(em_cb cb, void *arg)
+{
+    em_callback *c = em__malloc(sizeof *c);
+    if (c) {
+        c->cb = cb;
+        c->arg = arg;
+    }
+    return c;
+}
+
 int em_next_tick(em_reactor *r, em_cb cb, void *arg)
 {
     if (!r || !cb)
         return -EINVAL;
-    em_callback *c = em__malloc(sizeof *c);
+    em_callback *c = callback_new(cb, arg);
     if (!c)
         return -ENOMEM;
-    c->cb = cb;
-    c->arg = arg;
     em__cbq_push(&r->ticks, c);
     return 0;
 }
@@ -149,11 +157,9 @@ int em_schedule(em_reactor *r, em_cb cb, void *arg)
 {
     if (!r || !cb)
         return -EINVAL;
-    em_callback *c = em__malloc(sizeof *c);
+    em_callback *c = callback_new(cb, arg);
     if (!c)
         return -ENOMEM;
-    c->cb = cb;
-    c->arg = arg;
     pthread_mutex_lock(&r->xlock);
     em__cbq_push(&r->scheduled, c);
     pthread_mutex_unlock(&r->xlock);

@@ -111,10 +111,7 @@ static void accepted(em_server *s, int fd)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    if (s->h->post_init)
-        s->h->post_init(c);
-    if (c->state == EM_CS_OPEN)
-        em__conn_start(c);
+    em__conn_begin(c);
 }
 
 void em__server_on_event(em_server *s)
