@@ -318,6 +318,7 @@ struct em_server {
     dev_t unix_dev;
     ino_t unix_ino;
     bool starved;    /* out of descriptors: not accepting for now */
+    uint16_t batch;  /* accepts per wake-up, adapted to the backlog */
     em_timer_id retry_timer;
     struct em_server *prev, *next;
 };

@@ -114,11 +114,19 @@ static void accepted(em_server *s, int fd)
     em__conn_begin(c);
 }
 
+/* Accepts in a loop, but only as many as the last wake-ups suggest are
+ * waiting: a server whose clients come one at a time would otherwise pay a
+ * second accept4 (EAGAIN) per connection. The batch doubles while it is used
+ * up, up to ACCEPTS_PER_EVENT, and shrinks to what was there when the
+ * backlog runs dry; connections left over keep the socket readable, so the
+ * next turn takes them. */
 void em__server_on_event(em_server *s)
 {
-    for (int i = 0; i < ACCEPTS_PER_EVENT && !s->io.dead; i++) {
+    unsigned batch = s->batch ? s->batch : 1, n = 0;
+    while (n < batch && !s->io.dead) {
         int fd = accept4(s->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            n++;
             accepted(s, fd);
             continue;
         }
@@ -126,8 +134,11 @@ void em__server_on_event(em_server *s)
             continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
             starve(s);
+        s->batch = (uint16_t)(n ? n : 1);
         return;
     }
+    if (batch < ACCEPTS_PER_EVENT)
+        s->batch = (uint16_t)(batch * 2);
 }
 
 /* ------------------------------------------------------------- creation */
