@@ -2,8 +2,8 @@
  * loadgen: the load generator of libem's benchmark suite.
  *
  * Plain C on raw epoll (level-triggered), single-threaded, so that it is not
- * built on any library under test. It talks to an echo server on 127.0.0.1
- * and prints one key=value line per run.
+ * built on any library under test. It talks to echo servers on 127.0.0.1
+ * and prints one key=value line per server.
  *
  *   loadgen pingpong --port P [--conns C] [--size S] [--seconds T] [--pid PID]
  *       C connections; each sends an S-byte message, waits for the whole
@@ -24,18 +24,50 @@
  *   loadgen freeport
  *       Prints a TCP port of 127.0.0.1 that was free a moment ago.
  *
- * With --pid, the server's CPU time (utime + stime from /proc/PID/stat) is
- * read before and after the measured interval and printed as
- * server_cpu_us_per_op: µs of server CPU per round trip (pingpong), per
- * S-byte message echoed (stream), per connection (connect, idle).
+ * Several servers at once, interleaved (pingpong, stream and connect):
  *
- * Exit status: 0 on success, 1 on a failed run (connection errors, no
+ *   loadgen MODE --targets PORT:PID[,PORT:PID...] [--slice L] [--conns C]
+ *                [--size S] [--seconds T]
+ *       Sets every target up first (pingpong and stream open their C
+ *       connections to each, all in one epoll set), then runs rounds. In a
+ *       round each target in turn gets one slice: for L seconds (default
+ *       0.25) the load goes to it alone; then no new work is started for it
+ *       and its work in flight is drained (every outstanding echo read, every
+ *       started connect loop finished). Work completed in the drain counts,
+ *       and so does the drain's time, in the target's elapsed time. Rounds go
+ *       on until every target has had T seconds of slices; the target that
+ *       goes first rotates from one round to the next. On a machine whose
+ *       speed drifts over seconds, targets measured this way see the same
+ *       machine, so the ratios between them hold still. One line per target,
+ *       in the order given, each starting with "target=K port=P " (K counts
+ *       from 1) followed by the fields of the single-target line. PID 0 (or
+ *       none, "PORT") means no CPU reading. A target that fails (refused or
+ *       broken connection, no echo, its server process gone, no operation
+ *       completed) is dropped from the run and its line says "failed=1"; the
+ *       others go on.
+ *
+ * The single-target form (--port) is the same run with one target and, unless
+ * --slice says otherwise, one slice of T seconds and its drain.
+ *
+ * With a PID, the server's CPU time is read once after the set-up, before the
+ * first slice, and once 100 ms after the last drain (so that what the server
+ * does after the load, such as closing connections the loader closed,
+ * counts). It is the sum over the server's threads of the first field of
+ * /proc/PID/task/TID/schedstat (ns spent on a CPU), or utime + stime from
+ * /proc/PID/stat (clock ticks, usually 10 ms) where schedstat is missing. It
+ * is printed as server_cpu_us_per_op: µs of server CPU per round trip
+ * (pingpong), per S-byte message echoed (stream), per connection (connect,
+ * idle). A server waiting in epoll_wait while other targets are loaded costs
+ * next to nothing.
+ *
+ * Exit status: 0 on success, 1 on a failed run (a failed target, no
  * progress), 2 on bad usage.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -56,6 +88,10 @@
 #define STREAM_WINDOW (64 * 1024) /* bytes in flight per stream connection */
 #define MAX_EVENTS 256
 #define IDLE_IN_PROGRESS 100 /* idle mode: connections being set up at once */
+#define MAX_TARGETS 64
+#define DEFAULT_SLICE 0.25 /* seconds, with --targets */
+#define SETTLE_S 0.1 /* after the last drain, before the CPU readings */
+#define DRAIN_TIMEOUT_MS 5000 /* a drain without any event this long fails */
 
 static struct {
     const char *mode;
@@ -63,8 +99,10 @@ static struct {
     int conns;
     size_t size;
     double seconds;
+    double slice; /* seconds; < 0: not given */
     long pid;
-} opt = {.port = 0, .conns = -1, .size = 64, .seconds = -1, .pid = 0};
+    const char *targets; /* --targets, as given */
+} opt = {.port = 0, .conns = -1, .size = 64, .seconds = -1, .slice = -1, .pid = 0};
 
 static int ep = -1;
 
@@ -93,15 +131,20 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 /* ------------------------------------------------------------ /proc */
 
-/* Server CPU time (user + system) in seconds; -1 when unknown. */
-static double server_cpu_s(void)
+/* CPU time of process pid from /proc/PID/stat (utime + stime, whole clock
+ * ticks), in seconds; -1 when unknown. */
+static double stat_cpu_s(long pid)
 {
-    if (opt.pid <= 0)
-        return -1;
     char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%ld/stat", opt.pid);
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -120,6 +163,41 @@ static double server_cpu_s(void)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
     return (double)(utime + stime) / (double)(hz > 0 ? hz : 100);
+}
+
+/* CPU time of process pid in seconds; -1 when unknown (or pid <= 0). The sum
+ * over its threads of the first field of /proc/PID/task/TID/schedstat, the
+ * nanoseconds the thread has spent on a CPU; utime + stime of /proc/PID/stat
+ * when the kernel has no schedstat. (Threads that have exited drop out of the
+ * sum; the echo servers keep theirs.) */
+static double server_cpu_s(long pid)
+{
+    if (pid <= 0)
+        return -1;
+    char path[320];
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    unsigned long long ns = 0;
+    int threads = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/task/%.32s/schedstat", pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* no schedstat, or the thread has just exited */
+        unsigned long long v;
+        if (fscanf(f, "%llu", &v) == 1) {
+            ns += v;
+            threads++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return threads ? (double)ns * 1e-9 : stat_cpu_s(pid);
 }
 
 /* Server VmRSS in kB; -1 when unknown. */
@@ -144,23 +222,17 @@ static long server_rss_kb(void)
 
 /* ------------------------------------------------------------ sockets */
 
-static struct sockaddr_in server_addr(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return sa;
-}
-
-/* A non-blocking TCP socket with TCP_NODELAY, connecting to the server.
+/* A non-blocking TCP socket with TCP_NODELAY, connecting to 127.0.0.1:port.
  * Returns the fd (connection possibly in progress) or -errno. */
-static int start_connect(void)
+static int start_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = server_addr();
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
@@ -169,9 +241,15 @@ static int start_connect(void)
     return fd;
 }
 
-/* Waits for a connect started by start_connect to finish (blocking). */
-static void wait_connected(int fd)
+/* A connection to 127.0.0.1:port, connected (waits up to 5 s). Returns the fd,
+ * or -1 with the reason in why. */
+static int connect_blocking(int port, char *why, size_t whylen)
 {
+    int fd = start_connect(port);
+    if (fd < 0) {
+        snprintf(why, whylen, "connect to 127.0.0.1:%d: %s", port, strerror(-fd));
+        return -1;
+    }
     int e = 0;
     socklen_t len = sizeof e;
     struct epoll_event ev = {.events = EPOLLOUT};
@@ -179,20 +257,16 @@ static void wait_connected(int fd)
     if (tmp < 0)
         die("epoll_create1: %s", strerror(errno));
     epoll_ctl(tmp, EPOLL_CTL_ADD, fd, &ev);
-    if (epoll_wait(tmp, &ev, 1, 5000) != 1)
-        die("connect to 127.0.0.1:%d timed out", opt.port);
+    int n = epoll_wait(tmp, &ev, 1, 5000);
     close(tmp);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e != 0)
-        die("connect to 127.0.0.1:%d: %s", opt.port, strerror(e ? e : errno));
-}
-
-static int connect_blocking(void)
-{
-    int fd = start_connect();
-    if (fd < 0)
-        die("connect to 127.0.0.1:%d: %s", opt.port, strerror(-fd));
-    wait_connected(fd);
-    return fd;
+    if (n != 1)
+        snprintf(why, whylen, "connect to 127.0.0.1:%d timed out", port);
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e != 0)
+        snprintf(why, whylen, "connect to 127.0.0.1:%d: %s", port, strerror(e ? e : errno));
+    else
+        return fd;
+    close(fd);
+    return -1;
 }
 
 static void ep_ctl(int op, int fd, uint32_t events, uint64_t data)
@@ -213,8 +287,6 @@ static void raise_nofile(void)
 
 /* ------------------------------------------------------------ output */
 
-static double cpu0, cpu1;
-
 static void print_common(double elapsed, uint64_t ops)
 {
     printf("mode=%s conns=%d size=%zu seconds=%.3f ops=%llu ops_per_s=%.1f", opt.mode,
@@ -222,7 +294,7 @@ static void print_common(double elapsed, uint64_t ops)
            elapsed > 0 ? (double)ops / elapsed : 0.0);
 }
 
-static void print_cpu(uint64_t ops)
+static void print_cpu(double cpu0, double cpu1, uint64_t ops)
 {
     if (cpu0 >= 0 && cpu1 >= 0) {
         double used = cpu1 - cpu0;
@@ -233,7 +305,7 @@ static void print_cpu(uint64_t ops)
     }
 }
 
-/* ------------------------------------------------------------ pingpong */
+/* ------------------------------------------------------------ latencies */
 
 typedef struct {
     uint32_t *v;
@@ -257,7 +329,8 @@ static int cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double percentile_us(samples *s, double p)
+/* The p-quantile in µs of samples sorted in increasing order. */
+static double percentile_us(const samples *s, double p)
 {
     if (s->n == 0)
         return 0;
@@ -265,244 +338,438 @@ static double percentile_us(samples *s, double p)
     return (double)s->v[i] / 1000.0;
 }
 
-static int run_pingpong(void)
+/* ------------------------------------------------------------ targets */
+
+/* One connection of a target (pingpong, stream) or one connect loop
+ * (connect). Each mode uses its own fields. */
+typedef struct {
+    int fd;    /* -1: none (connect: the loop is not running) */
+    bool busy; /* work in flight that a drain waits for */
+    /* pingpong */
+    size_t got;       /* bytes of the echo read so far */
+    uint64_t sent_at; /* when the message was written, ns */
+    /* stream */
+    uint64_t sent, received; /* bytes */
+    size_t off;              /* bytes of the current message already written */
+    bool want_out;           /* EPOLLOUT is watched */
+    /* connect */
+    bool connecting; /* waiting for the connect to finish, then for the echo */
+} conn;
+
+/* One server under load and what has been measured of it. */
+typedef struct {
+    int num;           /* position in --targets, from 1 */
+    int port;          /* on 127.0.0.1 */
+    long pid;          /* 0: no CPU reading */
+    conn *conns;       /* opt.conns of them */
+    int busy;          /* connections with work in flight */
+    bool active;       /* in its slice: new work may start */
+    bool failed;       /* dropped from the run, its connections closed */
+    double sliced;     /* seconds of slices had */
+    double elapsed;    /* seconds of slices and drains */
+    uint64_t ops, errors, bytes;
+    samples lat;       /* pingpong: round-trip times, ns */
+    double cpu0, cpu1; /* server CPU seconds before and after; -1 unknown */
+} target;
+
+static target targets[MAX_TARGETS];
+static int ntargets;
+static bool multi;      /* --targets: a line per target, a failure ends only its target */
+static char *msg, *buf; /* the message written; the read buffer */
+static size_t bufsize;
+
+/* The epoll data of connection i of target t. */
+static uint64_t ev_key(const target *t, int i)
 {
-    int C = opt.conns;
-    size_t S = opt.size;
-    int *fds = calloc((size_t)C, sizeof *fds);
-    size_t *got = calloc((size_t)C, sizeof *got);
-    uint64_t *sent_at = calloc((size_t)C, sizeof *sent_at);
-    char *msg = malloc(S), *buf = malloc(S);
-    if (!fds || !got || !sent_at || !msg || !buf)
-        die("out of memory");
-    for (size_t i = 0; i < S; i++)
-        msg[i] = (char)('a' + i % 26);
-    for (int i = 0; i < C; i++) {
-        fds[i] = connect_blocking();
-        ep_ctl(EPOLL_CTL_ADD, fds[i], EPOLLIN, (uint64_t)i);
-    }
-    samples lat = {0};
-    uint64_t ops = 0;
-    cpu0 = server_cpu_s();
-    double t0 = now_s(), end = t0 + opt.seconds;
-    for (int i = 0; i < C; i++) {
-        sent_at[i] = now_ns();
-        if (write(fds[i], msg, S) != (ssize_t)S)
-            die("write: %s", strerror(errno));
-    }
-    struct epoll_event evs[MAX_EVENTS];
-    double t = t0;
-    while (t < end) {
-        int ms = (int)((end - t) * 1000) + 1;
-        int n = epoll_wait(ep, evs, MAX_EVENTS, ms);
-        if (n < 0 && errno != EINTR)
-            die("epoll_wait: %s", strerror(errno));
-        for (int k = 0; k < n; k++) {
-            int i = (int)evs[k].data.u64;
-            ssize_t r = read(fds[i], buf, S - got[i]);
-            if (r <= 0) {
-                if (r < 0 && errno == EAGAIN)
-                    continue;
-                die("connection %d: %s", i, r ? strerror(errno) : "closed by the server");
-            }
-            got[i] += (size_t)r;
-            if (got[i] < S)
-                continue;
-            uint64_t tn = now_ns();
-            sample_add(&lat, tn - sent_at[i]);
-            ops++;
-            got[i] = 0;
-            sent_at[i] = tn;
-            if (write(fds[i], msg, S) != (ssize_t)S)
-                die("write: %s", strerror(errno));
-        }
-        t = now_s();
-    }
-    cpu1 = server_cpu_s();
-    double elapsed = t - t0;
-    qsort(lat.v, lat.n, sizeof *lat.v, cmp_u32);
-    print_common(elapsed, ops);
-    printf(" p50_us=%.1f p99_us=%.1f", percentile_us(&lat, 0.50), percentile_us(&lat, 0.99));
-    print_cpu(ops);
-    printf("\n");
-    return ops ? 0 : 1;
+    return ((uint64_t)(t - targets) << 32) | (uint32_t)i;
 }
+
+static void set_busy(target *t, conn *c, bool busy)
+{
+    if (c->busy != busy) {
+        c->busy = busy;
+        t->busy += busy ? 1 : -1;
+    }
+}
+
+/* Target t failed. Alone it ends the run, as die() does; with --targets it
+ * is reported, its connections are closed and it gets no more slices. */
+static void fail(target *t, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (!multi)
+        die("%s", why);
+    fprintf(stderr, "loadgen: target %d (port %d): %s\n", t->num, t->port, why);
+    for (int i = 0; i < opt.conns; i++) {
+        conn *c = &t->conns[i];
+        if (c->fd >= 0)
+            close(c->fd); /* also leaves the epoll set */
+        c->fd = -1;
+        c->busy = false;
+    }
+    t->failed = true;
+    t->active = false;
+    t->busy = 0;
+}
+
+/* Opens the C connections of t, each registered for EPOLLIN. */
+static void open_conns(target *t)
+{
+    char why[200];
+    for (int i = 0; i < opt.conns; i++) {
+        int fd = connect_blocking(t->port, why, sizeof why);
+        if (fd < 0) {
+            fail(t, "%s", why);
+            return;
+        }
+        t->conns[i].fd = fd;
+        ep_ctl(EPOLL_CTL_ADD, fd, EPOLLIN, ev_key(t, i));
+    }
+}
+
+/* What a load mode does, in steps the slice runner calls. */
+typedef struct {
+    /* Before the first CPU reading: connections (or t fails). */
+    void (*setup)(target *t);
+    /* A slice of t begins (t->active is set): start work everywhere. */
+    void (*start)(target *t);
+    /* Connection i of t is ready with the epoll events ev. Starts new work
+     * only while t->active; clears the connection's busy flag when its work
+     * in flight is done. */
+    void (*event)(target *t, int i, uint32_t ev);
+    /* The slice of t is over (t->active is clear), before the drain; NULL
+     * when nothing is to be done. */
+    void (*stop)(target *t);
+    /* After each batch of events during the slice of t; NULL when none. */
+    void (*tick)(target *t);
+    /* The mode's own fields of the output line. */
+    void (*print)(target *t);
+} mode_ops;
+
+/* ------------------------------------------------------------ pingpong */
+
+/* Connection i of t writes its message, at time tn (ns). */
+static void pp_send(target *t, int i, uint64_t tn)
+{
+    conn *c = &t->conns[i];
+    c->got = 0;
+    c->sent_at = tn;
+    if (write(c->fd, msg, opt.size) != (ssize_t)opt.size) {
+        fail(t, "write: %s", strerror(errno));
+        return;
+    }
+    set_busy(t, c, true);
+}
+
+static void pp_start(target *t)
+{
+    for (int i = 0; i < opt.conns && !t->failed; i++)
+        pp_send(t, i, now_ns());
+}
+
+static void pp_event(target *t, int i, uint32_t ev)
+{
+    (void)ev;
+    conn *c = &t->conns[i];
+    ssize_t r = read(c->fd, buf, opt.size - c->got);
+    if (r <= 0) {
+        if (r < 0 && errno == EAGAIN)
+            return;
+        fail(t, "connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+        return;
+    }
+    c->got += (size_t)r;
+    if (c->got < opt.size)
+        return;
+    uint64_t tn = now_ns();
+    sample_add(&t->lat, tn - c->sent_at);
+    t->ops++;
+    set_busy(t, c, false);
+    if (t->active)
+        pp_send(t, i, tn);
+}
+
+static void pp_print(target *t)
+{
+    qsort(t->lat.v, t->lat.n, sizeof *t->lat.v, cmp_u32);
+    printf(" p50_us=%.1f p99_us=%.1f", percentile_us(&t->lat, 0.50),
+           percentile_us(&t->lat, 0.99));
+}
+
+static const mode_ops pingpong_ops = {
+    .setup = open_conns, .start = pp_start, .event = pp_event, .print = pp_print};
 
 /* ------------------------------------------------------------ stream */
 
-typedef struct {
-    int fd;
-    uint64_t sent, received;
-    size_t off; /* bytes of the current message already written */
-    bool want_out;
-} sconn;
-
-static void stream_fill(sconn *c, int i, const char *msg)
+/* Writes on connection i of t, while t is active, as much as the window
+ * allows; watches EPOLLOUT when the kernel refused some. */
+static void stream_fill(target *t, int i)
 {
+    conn *c = &t->conns[i];
     size_t S = opt.size;
-    while (c->sent - c->received + (S - c->off) <= STREAM_WINDOW) {
-        ssize_t w = write(c->fd, msg + c->off, S - c->off);
-        if (w < 0) {
-            if (errno != EAGAIN)
-                die("write: %s", strerror(errno));
-            break;
+    bool blocked = false;
+    if (t->active) {
+        while (c->sent - c->received + (S - c->off) <= STREAM_WINDOW) {
+            ssize_t w = write(c->fd, msg + c->off, S - c->off);
+            if (w < 0) {
+                if (errno != EAGAIN) {
+                    fail(t, "write: %s", strerror(errno));
+                    return;
+                }
+                break;
+            }
+            c->sent += (uint64_t)w;
+            c->off += (size_t)w;
+            if (c->off < S)
+                break; /* the kernel took part of it: wait for EPOLLOUT */
+            c->off = 0;
         }
-        c->sent += (uint64_t)w;
-        c->off += (size_t)w;
-        if (c->off < S)
-            break; /* the kernel took part of it: wait for EPOLLOUT */
-        c->off = 0;
+        blocked = c->off != 0 ||
+                  (c->sent - c->received + S <= STREAM_WINDOW); /* EAGAIN on a fresh one */
     }
-    bool blocked = c->off != 0 ||
-                   (c->sent - c->received + S <= STREAM_WINDOW); /* EAGAIN on a fresh one */
     if (blocked != c->want_out) {
         c->want_out = blocked;
-        ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN | (blocked ? EPOLLOUT : 0), (uint64_t)i);
+        ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN | (blocked ? EPOLLOUT : 0), ev_key(t, i));
     }
+    set_busy(t, c, c->sent != c->received);
 }
 
-static int run_stream(void)
+/* Slice start: every connection fills its window. Slice end: every
+ * connection stops watching EPOLLOUT, the partly written message stays so
+ * until the next slice and the drain waits only for what was written. */
+static void stream_fill_all(target *t)
 {
-    int C = opt.conns;
-    size_t S = opt.size;
-    if (S > STREAM_WINDOW)
-        die("--size must be at most %d for stream", STREAM_WINDOW);
-    sconn *cs = calloc((size_t)C, sizeof *cs);
-    char *msg = malloc(S);
-    size_t bufsize = 256 * 1024;
-    char *buf = malloc(bufsize);
-    if (!cs || !msg || !buf)
-        die("out of memory");
-    memset(msg, 'x', S);
-    for (int i = 0; i < C; i++) {
-        cs[i].fd = connect_blocking();
-        ep_ctl(EPOLL_CTL_ADD, cs[i].fd, EPOLLIN, (uint64_t)i);
-    }
-    cpu0 = server_cpu_s();
-    double t0 = now_s(), end = t0 + opt.seconds;
-    uint64_t total = 0;
-    for (int i = 0; i < C; i++)
-        stream_fill(&cs[i], i, msg);
-    struct epoll_event evs[MAX_EVENTS];
-    double t = t0;
-    while (t < end) {
-        int ms = (int)((end - t) * 1000) + 1;
-        int n = epoll_wait(ep, evs, MAX_EVENTS, ms);
-        if (n < 0 && errno != EINTR)
-            die("epoll_wait: %s", strerror(errno));
-        for (int k = 0; k < n; k++) {
-            int i = (int)evs[k].data.u64;
-            sconn *c = &cs[i];
-            if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                ssize_t r = read(c->fd, buf, bufsize);
-                if (r <= 0) {
-                    if (r < 0 && errno == EAGAIN)
-                        continue;
-                    die("connection %d: %s", i, r ? strerror(errno) : "closed by the server");
-                }
-                c->received += (uint64_t)r;
-                total += (uint64_t)r;
-            }
-            stream_fill(c, i, msg);
-        }
-        t = now_s();
-    }
-    cpu1 = server_cpu_s();
-    double elapsed = t - t0;
-    uint64_t ops = total / S;
-    print_common(elapsed, ops);
-    printf(" bytes=%llu mb_per_s=%.2f", (unsigned long long)total,
-           elapsed > 0 ? (double)total / 1e6 / elapsed : 0.0);
-    print_cpu(ops);
-    printf("\n");
-    return ops ? 0 : 1;
+    for (int i = 0; i < opt.conns && !t->failed; i++)
+        stream_fill(t, i);
 }
+
+static void st_event(target *t, int i, uint32_t ev)
+{
+    conn *c = &t->conns[i];
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        ssize_t r = read(c->fd, buf, bufsize);
+        if (r <= 0) {
+            if (r < 0 && errno == EAGAIN)
+                return;
+            fail(t, "connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+            return;
+        }
+        c->received += (uint64_t)r;
+        t->bytes += (uint64_t)r;
+        t->ops = t->bytes / opt.size;
+    }
+    stream_fill(t, i);
+}
+
+static void st_print(target *t)
+{
+    printf(" bytes=%llu mb_per_s=%.2f", (unsigned long long)t->bytes,
+           t->elapsed > 0 ? (double)t->bytes / 1e6 / t->elapsed : 0.0);
+}
+
+static const mode_ops stream_ops = {.setup = open_conns,
+                                    .start = stream_fill_all,
+                                    .event = st_event,
+                                    .stop = stream_fill_all,
+                                    .print = st_print};
 
 /* ------------------------------------------------------------ connect */
 
-enum { CS_CONNECTING, CS_WAITING };
-
-typedef struct {
-    int fd;
-    int state;
-} cconn;
-
-/* Starts one connect of loop slot i; returns false on failure (counted). */
-static bool connect_slot(cconn *c, int i)
+static void cn_setup(target *t)
 {
-    int fd = start_connect();
-    if (fd < 0) {
-        c->fd = -1;
-        return false;
-    }
-    c->fd = fd;
-    c->state = CS_CONNECTING;
-    ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, (uint64_t)i);
-    return true;
+    (void)t; /* nothing: every loop starts with its own connect */
 }
 
-static int run_connect(void)
+/* Starts the loop of slot i of t with a connect; a connect that fails at
+ * once is an error and the slot stays empty (cn_tick tries it again). */
+static void cn_open(target *t, int i)
 {
-    int C = opt.conns;
-    cconn *cs = calloc((size_t)C, sizeof *cs);
-    if (!cs)
-        die("out of memory");
-    uint64_t ops = 0, errors = 0;
-    cpu0 = server_cpu_s();
-    double t0 = now_s(), end = t0 + opt.seconds;
-    for (int i = 0; i < C; i++)
-        if (!connect_slot(&cs[i], i))
-            errors++;
+    conn *c = &t->conns[i];
+    int fd = start_connect(t->port);
+    if (fd < 0) {
+        t->errors++;
+        return;
+    }
+    c->fd = fd;
+    c->connecting = true;
+    ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, ev_key(t, i));
+    set_busy(t, c, true);
+}
+
+static void cn_start(target *t)
+{
+    for (int i = 0; i < opt.conns; i++)
+        cn_open(t, i);
+}
+
+static void cn_event(target *t, int i, uint32_t ev)
+{
+    (void)ev;
+    conn *c = &t->conns[i];
+    bool bad = false, done = false;
+    if (c->connecting) {
+        char one = '!';
+        if (write(c->fd, &one, 1) == 1) {
+            c->connecting = false;
+            ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN, ev_key(t, i));
+        } else if (errno != EAGAIN) {
+            bad = true;
+        }
+    } else {
+        char b;
+        ssize_t r = read(c->fd, &b, 1);
+        if (r == 1)
+            done = true;
+        else if (r == 0 || errno != EAGAIN)
+            bad = true;
+    }
+    if (done || bad) {
+        close(c->fd);
+        c->fd = -1;
+        set_busy(t, c, false);
+        if (done)
+            t->ops++;
+        else
+            t->errors++;
+        if (t->active)
+            cn_open(t, i);
+    }
+}
+
+/* Slots whose connect failed at once are tried again. */
+static void cn_tick(target *t)
+{
+    for (int i = 0; i < opt.conns; i++)
+        if (t->conns[i].fd < 0)
+            cn_open(t, i);
+}
+
+static void cn_print(target *t)
+{
+    printf(" errors=%llu", (unsigned long long)t->errors);
+}
+
+static const mode_ops connect_ops = {.setup = cn_setup,
+                                     .start = cn_start,
+                                     .event = cn_event,
+                                     .tick = cn_tick,
+                                     .print = cn_print};
+
+/* ------------------------------------------------------------ slices */
+
+static const mode_ops *mode;
+
+/* Runs the events of every target's connections (only t's are expected to
+ * have any) until the time `until` (now_s()), or, with drain, until t has no
+ * work in flight. Returns early when t fails. */
+static void pump(target *t, double until, bool drain)
+{
     struct epoll_event evs[MAX_EVENTS];
-    double t = t0;
-    while (t < end) {
-        int ms = (int)((end - t) * 1000) + 1;
+    double tn = now_s();
+    while (!t->failed && (drain ? t->busy > 0 : tn < until)) {
+        int ms = drain ? DRAIN_TIMEOUT_MS : (int)((until - tn) * 1000) + 1;
         int n = epoll_wait(ep, evs, MAX_EVENTS, ms);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
-        for (int k = 0; k < n; k++) {
-            int i = (int)evs[k].data.u64;
-            cconn *c = &cs[i];
-            bool fail = false, done = false;
-            if (c->state == CS_CONNECTING) {
-                char one = '!';
-                if (write(c->fd, &one, 1) == 1) {
-                    c->state = CS_WAITING;
-                    ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN, (uint64_t)i);
-                } else if (errno != EAGAIN) {
-                    fail = true;
-                }
-            } else {
-                char b;
-                ssize_t r = read(c->fd, &b, 1);
-                if (r == 1)
-                    done = true;
-                else if (r == 0 || errno != EAGAIN)
-                    fail = true;
-            }
-            if (done || fail) {
-                close(c->fd);
-                if (done)
-                    ops++;
-                else
-                    errors++;
-                if (!connect_slot(c, i))
-                    errors++;
-            }
+        if (n == 0 && drain) {
+            fail(t, "no echo for %d ms after the slice (%d connections waiting)",
+                 DRAIN_TIMEOUT_MS, t->busy);
+            break;
         }
-        /* Slots whose connect failed at once are retried here. */
-        for (int i = 0; i < C; i++)
-            if (cs[i].fd < 0 && !connect_slot(&cs[i], i))
-                errors++;
-        t = now_s();
+        for (int k = 0; k < n; k++) {
+            target *x = &targets[evs[k].data.u64 >> 32];
+            if (!x->failed)
+                mode->event(x, (int)(uint32_t)evs[k].data.u64, evs[k].events);
+        }
+        if (!drain && mode->tick && !t->failed)
+            mode->tick(t);
+        tn = now_s();
     }
-    cpu1 = server_cpu_s();
-    double elapsed = t - t0;
-    print_common(elapsed, ops);
-    printf(" errors=%llu", (unsigned long long)errors);
-    print_cpu(ops);
-    printf("\n");
-    return ops ? 0 : 1;
+}
+
+/* One slice of len seconds for t, then its drain. */
+static void run_slice(target *t, double len)
+{
+    double t0 = now_s();
+    t->active = true;
+    mode->start(t);
+    pump(t, t0 + len, false);
+    t->active = false;
+    if (!t->failed && mode->stop)
+        mode->stop(t);
+    pump(t, 0, true);
+    t->elapsed += now_s() - t0;
+    t->sliced += len;
+}
+
+/* pingpong, stream, connect: every target set up, then rounds of slices
+ * until each target has had opt.seconds, then one line per target. */
+static int run_load(void)
+{
+    size_t S = opt.size;
+    bufsize = S > 256 * 1024 ? S : 256 * 1024;
+    msg = malloc(S);
+    buf = malloc(bufsize);
+    if (!msg || !buf)
+        die("out of memory");
+    for (size_t i = 0; i < S; i++)
+        msg[i] = (char)('a' + i % 26);
+    for (int k = 0; k < ntargets; k++) {
+        target *t = &targets[k];
+        t->conns = calloc((size_t)opt.conns, sizeof *t->conns);
+        if (!t->conns)
+            die("out of memory");
+        for (int i = 0; i < opt.conns; i++)
+            t->conns[i].fd = -1;
+        mode->setup(t);
+    }
+    for (int k = 0; k < ntargets; k++)
+        targets[k].cpu0 = server_cpu_s(targets[k].pid);
+    for (int round = 0;; round++) {
+        bool any = false;
+        for (int k = 0; k < ntargets; k++) {
+            target *t = &targets[(round + k) % ntargets];
+            double left = opt.seconds - t->sliced;
+            if (t->failed || left < 1e-6)
+                continue;
+            run_slice(t, left < opt.slice ? left : opt.slice);
+            any = true;
+        }
+        if (!any)
+            break;
+    }
+    sleep_s(SETTLE_S);
+    for (int k = 0; k < ntargets; k++) {
+        target *t = &targets[k];
+        t->cpu1 = server_cpu_s(t->pid);
+        /* A server that has gone shows, in connect mode, only as errors. */
+        if (multi && t->pid > 0 && !t->failed && t->cpu1 < 0)
+            fail(t, "server process %ld has gone", t->pid);
+        if (multi && !t->failed && t->ops == 0)
+            fail(t, "no operation completed (%llu errors)", (unsigned long long)t->errors);
+    }
+    int status = 0;
+    for (int k = 0; k < ntargets; k++) {
+        target *t = &targets[k];
+        if (multi)
+            printf("target=%d port=%d ", t->num, t->port);
+        if (t->failed) {
+            printf("mode=%s failed=1\n", opt.mode);
+            status = 1;
+            continue;
+        }
+        print_common(t->elapsed, t->ops);
+        mode->print(t);
+        print_cpu(t->cpu0, t->cpu1, t->ops);
+        printf("\n");
+        if (t->ops == 0)
+            status = 1;
+    }
+    return status;
 }
 
 /* ------------------------------------------------------------ idle */
@@ -517,13 +784,13 @@ static int run_idle(void)
     if (!fds)
         die("out of memory");
     long rss0 = server_rss_kb();
-    cpu0 = server_cpu_s();
+    double cpu0 = server_cpu_s(opt.pid);
     double t0 = now_s();
     int started = 0, done = 0, active = 0;
     struct epoll_event evs[MAX_EVENTS];
     while (done < N) {
         while (active < IDLE_IN_PROGRESS && started < N) {
-            int fd = start_connect();
+            int fd = start_connect(opt.port);
             if (fd < 0)
                 die("connection %d: %s (raise the descriptor limit?)", started,
                     strerror(-fd));
@@ -563,19 +830,18 @@ static int run_idle(void)
     }
     double setup = now_s() - t0;
     /* Let the server settle (lazily freed buffers, deferred work). */
-    double settle = opt.seconds;
-    struct timespec ts = {(time_t)settle, (long)((settle - (double)(time_t)settle) * 1e9)};
-    nanosleep(&ts, NULL);
+    sleep_s(opt.seconds);
     long rss1 = server_rss_kb();
-    cpu1 = server_cpu_s();
+    double cpu1 = server_cpu_s(opt.pid);
     print_common(setup, (uint64_t)N);
     printf(" rss_before_kb=%ld rss_after_kb=%ld bytes_per_conn=%.1f", rss0, rss1,
            (rss0 >= 0 && rss1 >= 0) ? (double)(rss1 - rss0) * 1024.0 / N : -1.0);
-    print_cpu((uint64_t)N);
+    print_cpu(cpu0, cpu1, (uint64_t)N);
     printf("\n");
     fflush(stdout);
     for (int i = 0; i < N; i++)
         close(fds[i]);
+    free(fds);
     return 0;
 }
 
@@ -584,12 +850,15 @@ static int run_idle(void)
 static int run_check(void)
 {
     size_t S = opt.size;
-    char *msg = malloc(S), *buf = malloc(S);
-    if (!msg || !buf)
+    char *m = malloc(S), *b = malloc(S);
+    if (!m || !b)
         die("out of memory");
     for (size_t i = 0; i < S; i++)
-        msg[i] = (char)('A' + (i * 7) % 53);
-    int fd = connect_blocking();
+        m[i] = (char)('A' + (i * 7) % 53);
+    char why[200];
+    int fd = connect_blocking(opt.port, why, sizeof why);
+    if (fd < 0)
+        die("%s", why);
     ep_ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLOUT, 0);
     size_t off = 0, got = 0;
     double end = now_s() + 5;
@@ -603,7 +872,7 @@ static int run_check(void)
         if (n <= 0)
             continue;
         if ((ev.events & EPOLLOUT) && off < S) {
-            ssize_t w = write(fd, msg + off, S - off);
+            ssize_t w = write(fd, m + off, S - off);
             if (w < 0 && errno != EAGAIN)
                 die("write: %s", strerror(errno));
             if (w > 0)
@@ -612,7 +881,7 @@ static int run_check(void)
                 ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, 0);
         }
         if (ev.events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            ssize_t r = read(fd, buf + got, S - got);
+            ssize_t r = read(fd, b + got, S - got);
             if (r < 0 && errno == EAGAIN)
                 continue;
             if (r <= 0)
@@ -620,11 +889,11 @@ static int run_check(void)
             got += (size_t)r;
         }
     }
-    if (memcmp(msg, buf, S) != 0)
+    if (memcmp(m, b, S) != 0)
         die("the echo differs from what was sent");
     close(fd);
-    free(msg);
-    free(buf);
+    free(m);
+    free(b);
     printf("mode=check port=%d size=%zu ok=1\n", opt.port, S);
     return 0;
 }
@@ -649,8 +918,46 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen pingpong|stream|connect|idle|check|freeport --port P\n"
-            "               [--conns C] [--size S] [--seconds T] [--pid SERVER_PID]\n");
+            "               [--conns C] [--size S] [--seconds T] [--pid SERVER_PID]\n"
+            "       loadgen pingpong|stream|connect --targets PORT:PID[,PORT:PID...]\n"
+            "               [--slice L] [--conns C] [--size S] [--seconds T]\n");
     exit(2);
+}
+
+/* A whole decimal number in [lo, hi] from s, which it must fill up to end
+ * (or to its terminating 0 when end is NULL); -1 when it is not one. */
+static long parse_num(const char *s, const char *end, long lo, long hi)
+{
+    char *e;
+    errno = 0;
+    long v = strtol(s, &e, 10);
+    if (e == s || errno || v < lo || v > hi || (end ? e != end : *e != 0))
+        return -1;
+    return v;
+}
+
+/* Parses --targets PORT[:PID],... into targets[]; false when malformed. */
+static bool parse_targets(const char *list)
+{
+    const char *p = list;
+    while (*p) {
+        if (ntargets == MAX_TARGETS)
+            return false;
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        target *t = &targets[ntargets];
+        t->num = ntargets + 1;
+        t->port = (int)parse_num(p, colon ? colon : end, 1, 65535);
+        t->pid = colon ? parse_num(colon + 1, end, 0, 0x7fffffffL) : 0;
+        if (t->port < 0 || t->pid < 0)
+            return false;
+        ntargets++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return ntargets > 0;
 }
 
 int main(int argc, char **argv)
@@ -673,39 +980,57 @@ int main(int argc, char **argv)
             opt.seconds = atof(v);
         else if (!strcmp(a, "--pid"))
             opt.pid = atol(v);
+        else if (!strcmp(a, "--targets"))
+            opt.targets = v;
+        else if (!strcmp(a, "--slice") && atof(v) > 0)
+            opt.slice = atof(v);
         else
             usage();
     }
     signal(SIGPIPE, SIG_IGN);
     if (!strcmp(opt.mode, "freeport"))
         return run_freeport();
-    if (opt.port <= 0 || opt.port > 65535)
+    bool idle = !strcmp(opt.mode, "idle");
+    if (!strcmp(opt.mode, "pingpong"))
+        mode = &pingpong_ops;
+    else if (!strcmp(opt.mode, "stream"))
+        mode = &stream_ops;
+    else if (!strcmp(opt.mode, "connect"))
+        mode = &connect_ops;
+    else if (!idle && strcmp(opt.mode, "check"))
         usage();
+    if (opt.targets) {
+        /* Several targets: load modes only, and not with --port/--pid. */
+        if (!mode || opt.port || opt.pid || !parse_targets(opt.targets))
+            usage();
+        multi = true;
+    } else {
+        if (opt.port <= 0 || opt.port > 65535)
+            usage();
+        targets[0] = (target){.num = 1, .port = opt.port, .pid = opt.pid};
+        ntargets = 1;
+    }
     if (opt.size == 0)
         usage();
     raise_nofile();
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1: %s", strerror(errno));
-    bool idle = !strcmp(opt.mode, "idle");
     if (opt.conns <= 0)
         opt.conns = idle ? 10000 : 1;
     if (opt.seconds < 0)
         opt.seconds = idle ? 0.5 : 5;
-    if (!strcmp(opt.mode, "pingpong"))
-        return run_pingpong();
-    if (!strcmp(opt.mode, "stream"))
-        return run_stream();
-    if (!strcmp(opt.mode, "connect")) {
-        opt.size = 1;
-        return run_connect();
-    }
+    if (opt.slice < 0)
+        opt.slice = multi ? DEFAULT_SLICE : opt.seconds;
     if (idle) {
         opt.size = 1;
         return run_idle();
     }
-    if (!strcmp(opt.mode, "check"))
+    if (!mode)
         return run_check();
-    usage();
-    return 2;
+    if (mode == &connect_ops)
+        opt.size = 1;
+    if (mode == &stream_ops && opt.size > STREAM_WINDOW)
+        die("--size must be at most %d for stream", STREAM_WINDOW);
+    return run_load();
 }

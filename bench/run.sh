@@ -2,16 +2,22 @@
 # libem's benchmark suite (what `make bench` runs). See bench/README.md.
 #
 # Installs the Debian packages it needs when some are missing, builds, then
-# runs every workload against every echo server, interleaved: for each
-# repetition, for each workload, each server in turn is started, loaded and
-# stopped (the order rotates between repetitions). Then it counts the system
-# calls per echoed message of each server and runs the timer benchmark.
-# Prints a table at the end and writes it to bench/results/LATEST.md.
+# runs every workload against every echo server. For each repetition and
+# each of the timed workloads (ping-pong C=1 and C=100, stream, connect) all
+# the servers are started together and one loadgen run loads them in turns
+# of 0.25 s slices (loadgen --targets; the order rotates between
+# repetitions), so that every server sees the same machine even when its
+# speed drifts; then they are all stopped. The idle workload takes one server
+# at a time. Then it counts the system calls per echoed message of each
+# server and runs the timer benchmark. Servers run on the last CPU and the
+# load generator on the first when taskset exists and there are 2 CPUs or
+# more. Prints a table at the end and writes it to bench/results/LATEST.md.
 #
 # Environment:
 #   BENCH_QUICK=1        smoke run (~1 minute): 1 repetition, short runs
-#   BENCH_REPS=N         repetitions (default 3; 1 when quick)
-#   BENCH_SECONDS=T      seconds per ping-pong/stream/connect run (3; 0.5 quick)
+#   BENCH_REPS=N         repetitions (default 5; 1 when quick)
+#   BENCH_SECONDS=T      seconds of load per server in each ping-pong, stream
+#                        and connect run (default 2; 0.5 when quick)
 #   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em
 #   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
 #   BENCH_OUT=FILE       where to write the table (bench/results/LATEST.md)
@@ -27,8 +33,8 @@ if [[ "$quick" == 1 ]]; then
     sys_secs=1
     timer_reps=1
 else
-    reps=${BENCH_REPS:-3}
-    secs=${BENCH_SECONDS:-3}
+    reps=${BENCH_REPS:-5}
+    secs=${BENCH_SECONDS:-2}
     sys_secs=2
     timer_reps=3
 fi
@@ -47,11 +53,12 @@ t_start=$SECONDS
 log() { printf '%s\n' "$*" >&2; }
 
 # ------------------------------------------------------------ cleanup
-server_pid=""
+srv_pid=()
 aux_pid=""
 cleanup() {
-    for p in $aux_pid $server_pid; do
-        kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    local p
+    for p in $aux_pid ${srv_pid[@]+"${srv_pid[@]}"}; do
+        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
     rm -rf "$tmp"
 }
@@ -146,46 +153,97 @@ server_cmd() { # name
     fi
 }
 
-# start_server NAME: sets server_pid and server_port, or returns 1.
+# Pinning: every server on the last CPU this script may use, the load
+# generator on the first, so that the loaded server has a CPU of its own and
+# the scheduler does not move either around. Without taskset or with one CPU,
+# nothing is pinned.
+pin_server=()
+pin_load=()
+if command -v taskset >/dev/null 2>&1; then
+    cpus=$(taskset -pc $$ 2>/dev/null | sed 's/.*: *//' | awk -v RS=, '
+        { n = split($0, r, "-"); if (n == 2) for (i = r[1]; i <= r[2]; i++) print i; else print r[1] + 0 }')
+    if (($(wc -w <<<"$cpus") >= 2)); then
+        pin_load=(taskset -c "$(head -n 1 <<<"$cpus")")
+        pin_server=(taskset -c "$(tail -n 1 <<<"$cpus")")
+    fi
+fi
+
+# start_servers NAME...: starts them all at once (a Ruby interpreter takes a
+# second or so to boot), each on a port of its own, and waits up to 20 s for
+# every "ready" line. Sets srv_name[i], srv_pid[i] and srv_port[i]; srv_port[i]
+# is empty for a server that did not start (the reason is logged).
 nstarts=0
-start_server() {
-    local name=$1 port i out
-    port=$("$bin/loadgen" freeport) || return 1
-    nstarts=$((nstarts + 1))
-    out="$tmp/server.$nstarts.out"
-    # shellcheck disable=SC2046
-    $(server_cmd "$name") "$port" >"$out" 2>"$tmp/server.err" &
-    server_pid=$!
-    for ((i = 0; i < 400; i++)); do
-        if grep -q "^ready .*port=$port\b" "$out" 2>/dev/null; then
-            server_port=$port
-            return 0
-        fi
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
+start_servers() {
+    local i j n=$# port out
+    srv_name=("$@")
+    srv_pid=()
+    srv_port=()
+    srv_out=()
+    local state=() # "" waiting, 1 ready, 0 gone
+    for ((i = 0; i < n; i++)); do
+        for ((j = 0; j < 5; j++)); do # freeport twice in a row may agree
+            port=$("$bin/loadgen" freeport) || port=""
+            [[ " ${srv_port[*]} " == *" $port "* ]] || break
+        done
+        nstarts=$((nstarts + 1))
+        out="$tmp/server.$nstarts"
+        # shellcheck disable=SC2046
+        ${pin_server[@]+"${pin_server[@]}"} $(server_cmd "${srv_name[i]}") "$port" \
+            >"$out.out" 2>"$out.err" &
+        srv_pid[i]=$!
+        srv_port[i]=$port
+        state[i]=""
+        srv_out[i]=$out
     done
-    log "bench: server $name did not start: $(tail -n 3 "$tmp/server.err")"
-    stop_server
-    return 1
+    local waiting=$n tries
+    for ((tries = 0; tries < 400 && waiting > 0; tries++)); do
+        waiting=0
+        for ((i = 0; i < n; i++)); do
+            [[ -z "${state[i]}" ]] || continue
+            if grep -q "^ready .*port=${srv_port[i]}\b" "${srv_out[i]}.out" 2>/dev/null; then
+                state[i]=1
+            elif ! kill -0 "${srv_pid[i]}" 2>/dev/null; then
+                state[i]=0
+            else
+                waiting=$((waiting + 1))
+            fi
+        done
+        ((waiting == 0)) || sleep 0.05
+    done
+    for ((i = 0; i < n; i++)); do
+        [[ "${state[i]}" == 1 ]] && continue
+        log "bench: server ${srv_name[i]} did not start: $(tail -n 3 "${srv_out[i]}.err")"
+        stop_pid "${srv_pid[i]}"
+        srv_pid[i]=""
+        srv_port[i]=""
+    done
 }
 
-# SIGTERM, then SIGKILL if the server is still there 2 s later (a Ruby
-# interpreter can miss a SIGTERM that arrives while it boots).
-stop_server() {
-    local i
-    [[ -n "$server_pid" ]] || return 0
-    kill "$server_pid" 2>/dev/null
+# stop_pid PID...: SIGTERM, then SIGKILL to those still there 2 s later (a
+# Ruby interpreter can miss a SIGTERM that arrives while it boots).
+stop_pid() {
+    local p i alive
+    kill "$@" 2>/dev/null
     for ((i = 0; i < 40; i++)); do
-        kill -0 "$server_pid" 2>/dev/null || break
+        alive=0
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
         sleep 0.05
     done
-    kill -KILL "$server_pid" 2>/dev/null
-    wait "$server_pid" 2>/dev/null
-    server_pid=""
+    for p in "$@"; do
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+}
+
+stop_servers() {
+    local p live=()
+    for p in ${srv_pid[@]+"${srv_pid[@]}"}; do [[ -n "$p" ]] && live+=("$p"); done
+    ((${#live[@]} == 0)) || stop_pid "${live[@]}"
+    srv_pid=()
 }
 
 # ------------------------------------------------------------ workloads
-workloads="pp1 pp100 stream connect idle"
 loadgen_args() { # workload
     case $1 in
     pp1) echo "pingpong --conns 1 --size 64 --seconds $secs" ;;
@@ -209,29 +267,85 @@ summary() { # workload line
     esac
 }
 
+# run_timed REP WORKLOAD NAME...: the servers started together, one loadgen
+# run with all of them as targets in the order given, a raw line per server.
+run_timed() {
+    local rep=$1 w=$2 i k s line why targets="" names=()
+    shift 2
+    start_servers "$@"
+    for ((i = 0; i < ${#srv_name[@]}; i++)); do
+        s=${srv_name[i]}
+        if [[ -z "${srv_port[i]}" ]]; then
+            echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
+            continue
+        fi
+        targets+="${targets:+,}${srv_port[i]}:${srv_pid[i]}"
+        names+=("$s")
+    done
+    if ((${#names[@]} == 0)); then
+        stop_servers
+        return
+    fi
+    # shellcheck disable=SC2046
+    ${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" $(loadgen_args "$w") --targets "$targets" \
+        >"$tmp/loadgen.out" 2>"$tmp/loadgen.err"
+    stop_servers
+    for ((k = 1; k <= ${#names[@]}; k++)); do
+        s=${names[k - 1]}
+        line=$(grep "^target=$k " "$tmp/loadgen.out")
+        line=${line#* } # drop "target=K"
+        line=${line#* } # and "port=P"
+        if [[ -z "$line" || " $line " == *" failed=1 "* ]]; then
+            why=$(grep "^loadgen: target $k " "$tmp/loadgen.err" | tail -n 1)
+            log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") FAILED ${why:-$(tail -n 1 "$tmp/loadgen.err")}"
+            echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
+            continue
+        fi
+        echo "rep=$rep server=$s workload=$w $line" >>"$raw"
+        log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") $(summary "$w" "$line")"
+    done
+}
+
+# run_idle REP NAME: one server started, loaded with idle connections, stopped.
+run_idle() {
+    local rep=$1 s=$2 line rc
+    start_servers "$s"
+    if [[ -z "${srv_port[0]}" ]]; then
+        echo "rep=$rep server=$s workload=idle failed=1" >>"$raw"
+        return
+    fi
+    # shellcheck disable=SC2046
+    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" $(loadgen_args idle) \
+        --port "${srv_port[0]}" --pid "${srv_pid[0]}" 2>"$tmp/loadgen.err")
+    rc=$?
+    stop_servers
+    if ((rc != 0)) || [[ -z "$line" ]]; then
+        log "  rep $rep idle    $(printf '%-8s' "$s") FAILED $(tail -n 1 "$tmp/loadgen.err")"
+        echo "rep=$rep server=$s workload=idle failed=1" >>"$raw"
+        return
+    fi
+    echo "rep=$rep server=$s workload=idle $line" >>"$raw"
+    log "  rep $rep idle    $(printf '%-8s' "$s") $(summary idle "$line")"
+}
+
 nserv=${#servers[@]}
 log "bench: servers: ${servers[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
-log "bench: $reps repetition(s), ${secs}s per run, idle N=$idle_n"
+log "bench: $reps repetition(s), ${secs}s of load per server and workload, idle N=$idle_n"
+if ((${#pin_server[@]})); then
+    log "bench: servers pinned with '${pin_server[*]}', the load generator with '${pin_load[*]}'"
+else
+    log "bench: nothing pinned (no taskset, or a single CPU)"
+fi
 for ((rep = 1; rep <= reps; rep++)); do
-    for w in $workloads; do
-        for ((k = 0; k < nserv; k++)); do
-            s=${servers[$(((k + rep - 1) % nserv))]}
-            if ! start_server "$s"; then
-                echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
-                continue
-            fi
-            # shellcheck disable=SC2046
-            line=$("$bin/loadgen" $(loadgen_args "$w") --port "$server_port" --pid "$server_pid" 2>"$tmp/loadgen.err")
-            rc=$?
-            stop_server
-            if ((rc != 0)) || [[ -z "$line" ]]; then
-                log "  rep $rep $w $s: FAILED $(tail -n 1 "$tmp/loadgen.err")"
-                echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
-                continue
-            fi
-            echo "rep=$rep server=$s workload=$w $line" >>"$raw"
-            log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") $(summary "$w" "$line")"
-        done
+    order=()
+    for ((k = 0; k < nserv; k++)); do
+        order+=("${servers[$(((k + rep - 1) % nserv))]}")
+    done
+    for w in pp1 pp100 stream connect; do
+        run_timed "$rep" "$w" "${order[@]}"
+    done
+    for s in "${order[@]}"; do
+        run_idle "$rep" "$s"
     done
 done
 
@@ -250,20 +364,22 @@ fi
 
 count_syscalls() { # server tool
     local s=$1 tool=$2 line rc calls ops
-    start_server "$s" || return 1
+    start_servers "$s"
+    [[ -n "${srv_port[0]}" ]] || return 1
     if [[ "$tool" == perf ]]; then
-        perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/sys.out" -p "$server_pid" 2>/dev/null &
+        perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/sys.out" -p "${srv_pid[0]}" 2>/dev/null &
     else
-        strace -c -f -o "$tmp/sys.out" -p "$server_pid" 2>/dev/null &
+        strace -c -f -o "$tmp/sys.out" -p "${srv_pid[0]}" 2>/dev/null &
     fi
     aux_pid=$!
     sleep 0.3 # attach before the first message
-    line=$("$bin/loadgen" pingpong --conns 1 --size 64 --seconds "$sys_secs" --port "$server_port" 2>/dev/null)
+    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" pingpong --conns 1 --size 64 \
+        --seconds "$sys_secs" --port "${srv_port[0]}" 2>/dev/null)
     rc=$?
     kill -INT "$aux_pid" 2>/dev/null
     wait "$aux_pid" 2>/dev/null
     aux_pid=""
-    stop_server
+    stop_servers
     ((rc == 0)) || return 1
     ops=$(field "$line" ops)
     [[ -n "$ops" && "$ops" != 0 ]] || return 1
@@ -334,8 +450,14 @@ cmdline="make bench"
     echo "# libem benchmark results"
     echo
     echo "Produced by \`$cmdline\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${elapsed} s;"
-    echo "libem at commit $commit. $reps repetition(s), ${secs} s per ping-pong, stream"
-    echo "and connect run, idle N=$idle_n. Servers skipped: ${skipped[*]:-none}."
+    echo "libem at commit $commit. $reps repetition(s), ${secs} s of load per server in"
+    echo "each ping-pong, stream and connect run (all servers in one run, in slices),"
+    if ((${#pin_server[@]})); then
+        echo "idle N=$idle_n. Pinned: servers \`${pin_server[*]}\`, load generator \`${pin_load[*]}\`."
+    else
+        echo "idle N=$idle_n. Nothing pinned."
+    fi
+    echo "Servers skipped: ${skipped[*]:-none}."
     echo
     echo "## Machine"
     echo
