@@ -75,12 +75,26 @@ function yesno(b) { return b ? "**holds**" : "**misses**" }
     }
     s = kv["server"]; w = kv["workload"]
     if (w == "syscalls") {
-        if (kv["ops"] + 0 > 0) sys[s, kv["tool"]] = kv["calls"] / kv["ops"]
-        if (kv["breakdown"] != "") breakdown[s] = kv["breakdown"]
+        of = kv["of"] == "" ? "pp1" : kv["of"]
+        if (kv["ops"] + 0 > 0) sys[s, of, kv["tool"]] = kv["calls"] / kv["ops"]
+        if (kv["breakdown"] != "") breakdown[s, of] = kv["breakdown"]
         next
     }
     if (kv["failed"] == 1) { failed[s, w] = 1; next }
     for (k in kv) if (kv[k] ~ /^[0-9.]+$/) val[s, w, k, r] = kv[k]
+}
+
+function syscalls(s, of) {
+    if ((s SUBSEP of SUBSEP "perf") in sys) return sprintf("%.2f", sys[s, of, "perf"])
+    if ((s SUBSEP of SUBSEP "strace") in sys) return sprintf("%.2f", sys[s, of, "strace"])
+    return "–"
+}
+
+function names(s, of,    bd) {
+    bd = breakdown[s, of]
+    if (bd == "") return "–"
+    gsub(/:/, " ", bd); gsub(/,/, ", ", bd)
+    return bd
 }
 
 END {
@@ -131,16 +145,22 @@ END {
     print "|---|---|---|---|---|---|"
     for (i = 1; i <= ns; i++) {
         s = S[i]
-        sc = ((s SUBSEP "perf") in sys) ? sys[s, "perf"] : ((s SUBSEP "strace") in sys) ? sys[s, "strace"] : ""
-        bd = breakdown[s]; gsub(/:/, " ", bd); gsub(/,/, ", ", bd)
         l1 = stat(s, "pp1", "p50_us"); l1b = stat(s, "pp1", "p99_us")
         l2 = stat(s, "pp100", "p50_us"); l2b = stat(s, "pp100", "p99_us")
         printf "| %s | %s | %s | %s | %s | %s |\n", label(s),
             l1 == "" ? "–" : sprintf("%.0f / %.0f", l1, l1b),
             l2 == "" ? "–" : sprintf("%.0f / %.0f", l2, l2b),
             cell(s, "idle", "bytes_per_conn", "%.0f"),
-            sc == "" ? "–" : sprintf("%.2f", sc), bd == "" ? "–" : bd
+            syscalls(s, "pp1"), names(s, "pp1")
     }
+    print ""
+    print "System calls per connection: server system calls during a connect C=50 run"
+    print "(open, 1-byte echo, close), divided by the connections."
+    print ""
+    print "| server | syscalls/conn | by name (per conn) |"
+    print "|---|---|---|"
+    for (i = 1; i <= ns; i++)
+        printf "| %s | %s | %s |\n", label(S[i]), syscalls(S[i], "connect"), names(S[i], "connect")
     print ""
     print "## Timers"
     print ""
@@ -204,12 +224,11 @@ END {
         txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[TW[j]], x == "" ? "–" : sprintf("%.2f", x))
     }
     print "- Throughput at least 0.95 x raw epoll on every workload: " yesno(ok) " (" txt ")."
-    me = ((("libem" SUBSEP "perf") in sys)) ? sys["libem", "perf"] : sys["libem", "strace"]
-    ep = ((("epoll" SUBSEP "perf") in sys)) ? sys["epoll", "perf"] : sys["epoll", "strace"]
-    if (me == "" || ep == "")
+    me = syscalls("libem", "pp1"); ep = syscalls("epoll", "pp1")
+    if (me == "–" || ep == "–")
         print "- System calls per echoed message as few as raw epoll's: not measured."
     else
-        print "- System calls per echoed message as few as raw epoll's: " yesno(me <= ep + 0.05) sprintf(" (libem %.2f, raw epoll %.2f).", me, ep)
+        print "- System calls per echoed message as few as raw epoll's: " yesno(me + 0 <= ep + 0.05) sprintf(" (libem %s, raw epoll %s; per connection: libem %s, raw epoll %s).", me, ep, syscalls("libem", "connect"), syscalls("epoll", "connect"))
     m = stat("libem", "idle", "bytes_per_conn")
     if (m == "")
         print "- Idle memory at most 128 bytes per connection: not measured."

@@ -350,7 +350,8 @@ for ((rep = 1; rep <= reps; rep++)); do
 done
 
 # ------------------------------------------------------------ system calls
-# Counted while a ping-pong C=1 run goes through the server: perf counts
+# Counted while a ping-pong C=1 run goes through the server (per echoed
+# message), then a connect run (per connection): perf counts
 # raw_syscalls:sys_enter (little disturbance); strace -c -f gives the
 # breakdown by name. Either alone is used when the other is missing.
 have_perf=0
@@ -362,8 +363,16 @@ if command -v strace >/dev/null 2>&1 && strace -c -o /dev/null true >/dev/null 2
     have_strace=1
 fi
 
-count_syscalls() { # server tool
-    local s=$1 tool=$2 line rc calls ops
+sys_load_args() { # pp1|connect
+    if [[ "$1" == connect ]]; then
+        echo "connect --conns 50 --seconds $sys_secs"
+    else
+        echo "pingpong --conns 1 --size 64 --seconds $sys_secs"
+    fi
+}
+
+count_syscalls() { # server tool pp1|connect
+    local s=$1 tool=$2 of=$3 line rc calls ops
     start_servers "$s"
     [[ -n "${srv_port[0]}" ]] || return 1
     if [[ "$tool" == perf ]]; then
@@ -373,8 +382,9 @@ count_syscalls() { # server tool
     fi
     aux_pid=$!
     sleep 0.3 # attach before the first message
-    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" pingpong --conns 1 --size 64 \
-        --seconds "$sys_secs" --port "${srv_port[0]}" 2>/dev/null)
+    # shellcheck disable=SC2046
+    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" $(sys_load_args "$of") \
+        --port "${srv_port[0]}" 2>/dev/null)
     rc=$?
     kill -INT "$aux_pid" 2>/dev/null
     wait "$aux_pid" 2>/dev/null
@@ -386,7 +396,7 @@ count_syscalls() { # server tool
     if [[ "$tool" == perf ]]; then
         calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$tmp/sys.out")
         [[ "$calls" =~ ^[0-9]+$ ]] || return 1
-        echo "server=$s workload=syscalls tool=perf calls=$calls ops=$ops" >>"$raw"
+        echo "server=$s workload=syscalls of=$of tool=perf calls=$calls ops=$ops" >>"$raw"
     else
         # strace -c: "% time seconds usecs/call calls [errors] syscall"; the
         # errors column may be empty, so the name is the last field.
@@ -403,18 +413,20 @@ count_syscalls() { # server tool
                 }
                 printf "calls=%d breakdown=%s", total, out
             }' "$tmp/sys.out")
-        echo "server=$s workload=syscalls tool=strace ops=$ops $parsed" >>"$raw"
+        echo "server=$s workload=syscalls of=$of tool=strace ops=$ops $parsed" >>"$raw"
     fi
 }
 
 if ((have_perf || have_strace)); then
-    log "bench: system calls per echoed message (ping-pong C=1, ${sys_secs}s)"
+    log "bench: system calls per echoed message (ping-pong C=1) and per connection (connect C=50), ${sys_secs}s each"
     for s in "${servers[@]}"; do
-        ((have_perf)) && { count_syscalls "$s" perf || log "  $s: perf count failed"; }
-        ((have_strace)) && { count_syscalls "$s" strace || log "  $s: strace count failed"; }
+        for of in pp1 connect; do
+            ((have_perf)) && { count_syscalls "$s" perf "$of" || log "  $s: perf count failed"; }
+            ((have_strace)) && { count_syscalls "$s" strace "$of" || log "  $s: strace count failed"; }
+        done
         log "  $s: $(grep "^server=$s workload=syscalls" "$raw" |
             awk '{ for (i = 1; i <= NF; i++) { split($i, a, "="); v[a[1]] = a[2] }
-                   printf "%s %.2f/msg  ", v["tool"], v["calls"] / v["ops"] }')"
+                   printf "%s %.2f/%s  ", v["tool"], v["calls"] / v["ops"], v["of"] == "connect" ? "conn" : "msg" }')"
     done
 else
     log "bench: neither perf nor strace works here: no system call counts"
