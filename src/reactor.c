@@ -97,9 +97,11 @@ int em__io_watch(em_reactor *r, em_io *io, unsigned interest)
     return err;
 }
 
+/* A forked child shares the parent's epoll set: a removal there would take
+ * the parent's registrations of the same sockets with it. */
 void em__io_unwatch(em_reactor *r, em_io *io)
 {
-    if (io->registered)
+    if (io->registered && !r->forked)
         r->backend->del(r, io);
     io->registered = false;
     io->interest = 0;
