@@ -125,8 +125,10 @@ EM_EXPORT size_t em_connection_count(const em_reactor *r);
 EM_EXPORT const char *em_backend_name(const em_reactor *r);
 
 /* A descriptor that polls readable when em_run_once(r, 0) has I/O to do, for
- * embedding in another loop; combine with em_backend_timeout(). The poll
- * backend has no such descriptor: -EOPNOTSUPP. */
+ * embedding in another loop; combine with em_backend_timeout(). Made on the
+ * first call (an epoll set holding the reactor's), the same for the
+ * reactor's life, closed by em_reactor_free. -EMFILE or -ENOMEM when it
+ * cannot be made; the poll backend has no such descriptor: -EOPNOTSUPP. */
 EM_EXPORT int em_backend_fd(const em_reactor *r);
 
 /* Seconds until the next timer; -1 when there is none; 0 when ticks,

@@ -114,7 +114,7 @@ static int pl_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     return k;
 }
 
-static int pl_fd(const em_reactor *r)
+static int pl_fd(em_reactor *r)
 {
     EM_UNUSED(r);
     return -EOPNOTSUPP;

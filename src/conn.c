@@ -155,6 +155,21 @@ static void free_ext(em_conn *c)
         em__connect_abandon(c);
 }
 
+static bool closes_fd(const em_conn *c)
+{
+    return !(c->flags & (EM_CF_DETACHED | EM_CF_NO_FD_CLOSE));
+}
+
+/* The descriptor is closed in the close phase of this turn, before the
+ * poller is asked again. */
+static void leave_poller(em_conn *c)
+{
+    if (closes_fd(c))
+        em__io_forget(c->r, &c->io);
+    else
+        em__io_unwatch(c->r, &c->io);
+}
+
 void em__conn_fail(em_conn *c, int reason)
 {
     if (!em__conn_usable(c))
@@ -162,7 +177,7 @@ void em__conn_fail(em_conn *c, int reason)
     if (!c->reason)
         c->reason = reason;
     c->state = EM_CS_CLOSING;
-    em__io_unwatch(c->r, &c->io);
+    leave_poller(c);
     c->io.dead = true;
     drop_output(c);
     em__connect_abandon(c);
@@ -186,7 +201,7 @@ static void close_fd(em_conn *c)
         return;
     if (c->flags & EM_CF_RESTORE_FL)
         fcntl(c->io.fd, F_SETFL, c->cold->saved_fl);
-    if (!(c->flags & (EM_CF_DETACHED | EM_CF_NO_FD_CLOSE)))
+    if (closes_fd(c))
         close(c->io.fd);
     c->io.fd = -1;
     if (c->r->starved_servers)
@@ -196,7 +211,7 @@ static void close_fd(em_conn *c)
 void em__conn_discard(em_conn *c)
 {
     em__sigmap_del(&c->r->sigmap, c->sig);
-    em__io_unwatch(c->r, &c->io);
+    leave_poller(c);
     close_fd(c);
     drop_output(c);
     free_ext(c);

@@ -48,7 +48,10 @@ typedef struct em_backend {
     int (*del)(em_reactor *r, em_io *io);
     /* Fills out[0..n) and returns n, or a negative errno. */
     int (*wait)(em_reactor *r, int timeout_ms, em_event *out, int max);
-    int (*fd)(const em_reactor *r);
+    int (*fd)(em_reactor *r);
+    /* Closing a descriptor ends its registration (epoll, once no other
+     * descriptor refers to the file): em__io_forget then needs no call. */
+    bool close_unregisters;
 } em_backend;
 
 extern const em_backend em__backend_epoll;
@@ -56,6 +59,12 @@ extern const em_backend em__backend_poll;
 
 int em__io_watch(em_reactor *r, em_io *io, unsigned interest);
 void em__io_unwatch(em_reactor *r, em_io *io);
+/* io's descriptor is about to be closed by libem: unwatch it, with no system
+ * call where the close itself does that. */
+void em__io_forget(em_reactor *r, em_io *io);
+/* Calls fn for every io registered with the poller (epoll rebuilds its set
+ * with it when a registration outlived its connection). */
+void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx);
 
 /* --------------------------------------------------------------- timers */
 typedef struct em_heap_entry {
@@ -286,6 +295,7 @@ ssize_t em__writev_nosigpipe(int fd, const struct iovec *iov, int cnt);
 bool em__child_may_unbind(em_conn *c); /* false: wait for the child first */
 void em__child_free(em_conn *c);
 void em__child_on_event(em_io *io);
+em_io *em__child_io(em_conn *c); /* the pidfd's io; NULL if none */
 void em__orphans_reap(em_reactor *r);
 
 /* signal.c */
@@ -347,7 +357,10 @@ em_conn *em__sigmap_at(const em_sigmap *m, size_t i); /* slot i: NULL if empty *
 struct em_reactor {
     const em_backend *backend;
     union {
-        int epfd;
+        struct {
+            int epfd;
+            int outer; /* em_backend_fd: an epoll set holding epfd; -1 until asked */
+        } ep;
         struct {
             struct pollfd *fds;
             em_io **ios;

@@ -102,6 +102,8 @@ static bool try_reap(em_child *ch)
 
 void em__child_on_event(em_io *io) { try_reap(EM_CONTAINER_OF(io, em_child, io)); }
 
+em_io *em__child_io(em_conn *c) { return c->cold && c->cold->child ? &c->cold->child->io : NULL; }
+
 /* pidfds exist since Linux 5.3; without one em_popen fails (ENOSYS) rather
  * than reap by polling. */
 static int watch_child(em_reactor *r, em_child *ch)

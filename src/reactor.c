@@ -107,6 +107,38 @@ void em__io_unwatch(em_reactor *r, em_io *io)
     io->interest = 0;
 }
 
+void em__io_forget(em_reactor *r, em_io *io)
+{
+    if (r->backend->close_unregisters) {
+        io->registered = false;
+        io->interest = 0;
+    } else {
+        em__io_unwatch(r, io);
+    }
+}
+
+static void visit(em_io *io, void (*fn)(em_io *io, void *ctx), void *ctx)
+{
+    if (io && io->registered)
+        fn(io, ctx);
+}
+
+void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx)
+{
+    visit(&r->wake, fn, ctx);
+    visit(&r->sigpipe, fn, ctx);
+    for (em_server *s = r->servers; s; s = s->next)
+        visit(&s->io, fn, ctx);
+    for (size_t i = 0; i < r->sigmap.cap; i++) {
+        em_conn *c = em__sigmap_at(&r->sigmap, i);
+        if (!c)
+            continue;
+        visit(&c->io, fn, ctx);
+        if (c->flags & EM_CF_POPEN)
+            visit(em__child_io(c), fn, ctx);
+    }
+}
+
 void em__wake(em_reactor *r)
 {
     if (atomic_exchange(&r->wake_pending, true))
@@ -466,7 +498,9 @@ size_t em_connection_count(const em_reactor *r) { return r ? r->conn_count : 0; 
 
 const char *em_backend_name(const em_reactor *r) { return r ? r->backend->name : NULL; }
 
-int em_backend_fd(const em_reactor *r) { return r ? r->backend->fd(r) : -EINVAL; }
+/* The epoll backend makes its descriptor on the first call: const in what
+ * the caller can observe. */
+int em_backend_fd(const em_reactor *r) { return r ? r->backend->fd((em_reactor *)r) : -EINVAL; }
 
 double em_backend_timeout(const em_reactor *r)
 {

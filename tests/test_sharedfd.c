@@ -1,10 +1,213 @@
-/* A reactor freed in a forked child must leave the parent's registrations
- * alone: the child shares the parent's epoll set. */
+/* Sockets that another descriptor also refers to: a dup() of em_conn_fd or
+ * a forked child. On epoll a closed connection's registration then outlives
+ * it; libem must not report it (the connection is freed), must not spin on
+ * it, and must keep every other registration working. A reactor freed in a
+ * forked child must leave the parent's registrations alone. */
 #include "harness.h"
 
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+typedef struct {
+    int closed;      /* connections closed by close_sharing */
+    int dup_fd;      /* kept alive by the test */
+    bool fork_child; /* hold the socket in a forked child instead */
+    pid_t holder;
+} sharer;
+
+/* On the first bytes, when the socket is registered: share it, close it. */
+static void close_sharing(em_conn *c, const char *d, size_t n)
+{
+    (void)d, (void)n;
+    sharer *s = em_conn_arg(c);
+    if (s->closed)
+        FAIL("receive_data after em_close_connection");
+    if (s->fork_child) {
+        s->holder = fork();
+        if (s->holder == 0) { /* holds every inherited descriptor */
+            alarm(10);
+            pause();
+            _exit(0);
+        }
+    } else {
+        s->dup_fd = dup(em_conn_fd(c));
+    }
+    em_close_connection(c, false);
+    s->closed++;
+}
+
+static const em_handler sharing_handler = {.receive_data = close_sharing};
+
+static void echo_data(em_conn *c, const char *d, size_t n) { em_send_data(c, d, n); }
+
+static const em_handler echo_handler = {.receive_data = echo_data};
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void expect_echo(em_reactor *r, int port)
+{
+    int fd = tcp_connect_raw("127.0.0.1", port);
+    write_all(fd, "ping", 4);
+    set_nonblock(fd);
+    char buf[8];
+    size_t got = 0;
+    double end = now_mono() + 5;
+    while (got < 4 && now_mono() < end) {
+        em_run_once(r, 0.01);
+        ssize_t n = read(fd, buf + got, sizeof buf - got);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    ASSERT_EQ(got, 4);
+    ASSERT(memcmp(buf, "ping", 4) == 0);
+    close(fd);
+}
+
+/* A client writes to a socket whose connection was closed while another
+ * descriptor kept it open: its readiness must reach nobody, without a busy
+ * loop, and an echo server on the same reactor must still answer. */
+static void stale_registration_case(bool fork_child)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int backend_fd = em_backend_fd(r);
+    sharer s = {.dup_fd = -1, .fork_child = fork_child};
+    em_server *closer = em_start_server(r, "127.0.0.1", 0, &sharing_handler, &s);
+    em_server *echo = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(closer);
+    ASSERT_NOT_NULL(echo);
+    int client = tcp_connect_raw("127.0.0.1", em_server_port(closer));
+    write_all(client, "x", 1);
+    ASSERT(run_until(r, &s.closed, 5));
+    run_for(r, 0.05); /* the close phase has run: the connection is freed */
+    ASSERT_EQ(em_connection_count(r), 0);
+    write_all(client, "stale", 5); /* the shared socket becomes readable */
+
+    double cpu0 = cpu_seconds();
+    run_for(r, 0.5);
+    double used = cpu_seconds() - cpu0;
+    ASSERT_DBL_LE(used, 0.25); /* a level-triggered leftover would spin */
+    ASSERT_EQ(em_backend_fd(r), backend_fd);
+    if (backend_fd >= 0) { /* an outer loop embedding it still wakes */
+        int other = tcp_connect_raw("127.0.0.1", em_server_port(echo));
+        struct pollfd p = {.fd = backend_fd, .events = POLLIN};
+        ASSERT_EQ(poll(&p, 1, 2000), 1);
+        close(other);
+    }
+    expect_echo(r, em_server_port(echo));
+
+    if (fork_child) {
+        kill(s.holder, SIGKILL);
+        ASSERT_EQ(waitpid(s.holder, NULL, 0), s.holder);
+    } else {
+        close(s.dup_fd);
+    }
+    close(client);
+    em_stop_server(closer);
+    em_stop_server(echo);
+    run_for(r, 0.05);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(closed_connection_whose_socket_was_duplicated) { stale_registration_case(false); }
+
+TEST(closed_connection_whose_socket_a_forked_child_holds) { stale_registration_case(true); }
+
+/* ---------------------------------------- every kind of registration */
+
+static int signalled, scheduled, child_unbound;
+
+static void on_signal(em_reactor *r, void *arg)
+{
+    (void)r, (void)arg;
+    signalled++;
+}
+
+static void on_scheduled(em_reactor *r, void *arg)
+{
+    (void)r, (void)arg;
+    scheduled++;
+}
+
+static void *schedule_later(void *arg)
+{
+    usleep(100 * 1000);
+    em_schedule(arg, on_scheduled, NULL);
+    return NULL;
+}
+
+static void child_unbind(em_conn *c, int reason)
+{
+    (void)reason;
+    int st = -1;
+    ASSERT_EQ(em_get_status(c, &st), 0);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    child_unbound++;
+}
+
+static const em_handler child_handler = {.unbind = child_unbind};
+
+/* After the set is rebuilt, a listening socket, the signal pipe, the
+ * cross-thread wake-up, a child's pidfd and a connection's pipe still
+ * report. */
+TEST(every_registration_survives_a_rebuild)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    ASSERT_EQ(em_add_signal_handler(r, SIGUSR1, on_signal, NULL), 0);
+    /* Its end of the pipe closes at once: only its pidfd tells when it exits. */
+    const char *argv[] = {"sh", "-c", "exec <&- >&-; sleep 0.4", NULL};
+    double started = now_mono();
+    em_conn *child = em_popen(r, argv, &child_handler, NULL);
+    ASSERT_NOT_NULL(child);
+    sharer s = {.dup_fd = -1};
+    em_server *closer = em_start_server(r, "127.0.0.1", 0, &sharing_handler, &s);
+    em_server *echo = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(closer);
+    ASSERT_NOT_NULL(echo);
+    int client = tcp_connect_raw("127.0.0.1", em_server_port(closer));
+    write_all(client, "x", 1);
+    ASSERT(run_until(r, &s.closed, 5));
+    run_for(r, 0.05);
+    write_all(client, "stale", 5);
+    run_for(r, 0.05); /* the stale event arrives: the set is rebuilt */
+
+    ASSERT(run_until(r, &child_unbound, 5));
+    ASSERT_DBL_LE(now_mono() - started, 1.5); /* not the 2 s grace timer */
+    raise(SIGUSR1);
+    ASSERT(run_until(r, &signalled, 5));
+    expect_echo(r, em_server_port(echo));
+
+    /* Nothing else is due: only the wake-up ends this wait early. */
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, schedule_later, r), 0);
+    double t0 = now_mono();
+    while (!scheduled && now_mono() - t0 < 4)
+        em_run_once(r, 4.0);
+    pthread_join(t, NULL);
+    ASSERT_EQ(scheduled, 1);
+    ASSERT_DBL_LE(now_mono() - t0, 2.0);
+
+    close(s.dup_fd);
+    close(client);
+    em_stop_server(closer);
+    em_stop_server(echo);
+    run_for(r, 0.05);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
 
 /* ------------------------------------------------ freed in a forked child */
 
