@@ -328,9 +328,20 @@ struct em_server {
     dev_t unix_dev;
     ino_t unix_ino;
     bool starved;    /* out of descriptors: not accepting for now */
+    uint8_t nodelay; /* EM_NODELAY_*: how accepted sockets get TCP_NODELAY */
     uint16_t batch;  /* accepts per wake-up, adapted to the backlog */
     em_timer_id retry_timer;
     struct em_server *prev, *next;
+};
+
+/* Linux gives an accepted socket the listener's TCP_NODELAY: set on the
+ * listener, it costs no system call per connection. The first accepted
+ * socket is checked, so a kernel that does not copy it is still served. */
+enum {
+    EM_NODELAY_NONE,      /* not TCP */
+    EM_NODELAY_SET_EACH,  /* set on every accepted socket */
+    EM_NODELAY_CHECK,     /* the listener has it: see if the next one got it */
+    EM_NODELAY_INHERITED, /* accepted sockets get it from the listener */
 };
 
 void em__server_on_event(em_server *s);

@@ -34,6 +34,24 @@ static void server_unlink(em_server *s)
         s->next->prev = s->prev;
 }
 
+static bool has_nodelay(int fd)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    return getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0 && v;
+}
+
+/* The listener's own TCP_NODELAY: an attached one is left as its owner set
+ * it, and then each accepted socket gets it. */
+static uint8_t nodelay_mode(int listen_fd)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) < 0)
+        return EM_NODELAY_NONE;
+    return v ? EM_NODELAY_CHECK : EM_NODELAY_SET_EACH;
+}
+
 static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *arg)
 {
     em_server *s = em__calloc(1, sizeof *s);
@@ -52,6 +70,7 @@ static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *a
         return NULL;
     }
     s->sig = em__next_sig(r);
+    s->nodelay = nodelay_mode(fd);
     server_link(r, s);
     return s;
 }
@@ -100,6 +119,16 @@ void em__servers_fds_freed(em_reactor *r)
 
 /* ---------------------------------------------------------------- accept */
 
+static void give_nodelay(em_server *s, int fd)
+{
+    if (s->nodelay == EM_NODELAY_CHECK)
+        s->nodelay = has_nodelay(fd) ? EM_NODELAY_INHERITED : EM_NODELAY_SET_EACH;
+    if (s->nodelay == EM_NODELAY_SET_EACH) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+}
+
 static void accepted(em_server *s, int fd)
 {
     em_conn *c = em__conn_new(s->r, fd, s->h, s->arg);
@@ -107,10 +136,7 @@ static void accepted(em_server *s, int fd)
         close(fd);
         return;
     }
-    if (s->unix_path == NULL) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
+    give_nodelay(s, fd);
     em__conn_begin(c);
 }
 
@@ -149,8 +175,10 @@ static int listen_on(const struct sockaddr *sa, socklen_t len)
     if (fd < 0)
         return -errno;
     int one = 1;
-    if (sa->sa_family != AF_UNIX)
+    if (sa->sa_family != AF_UNIX) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if (bind(fd, sa, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
         int err = -errno;
         close(fd);

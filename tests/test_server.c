@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,6 +313,60 @@ TEST(attach_server)
     rec_free(&srv);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* Every accepted TCP socket has TCP_NODELAY: the first, which shows whether
+ * the kernel copies it from the listener, and the ones after. */
+static void check_nodelay_on_accepted(em_reactor *r, em_server *s, rec *srv, const char *ip)
+{
+    enum { N = 3 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_connect_raw(ip, em_server_port(s));
+        ASSERT(run_until(r, &srv->pool[i].post_inits, 5));
+        int v = 0;
+        socklen_t len = sizeof v;
+        ASSERT_EQ(em_get_sock_opt(srv->pool[i].conn, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+        ASSERT_NE(v, 0);
+    }
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    ASSERT(run_until(r, &srv->pool[N - 1].unbinds, 5));
+}
+
+static void nodelay_case(const char *ip, bool attach, bool listener_nodelay)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 4);
+    int lfd = -1, port;
+    em_server *s;
+    if (attach) {
+        lfd = tcp_listen_raw(ip, 16, &port);
+        int v = listener_nodelay;
+        ASSERT_EQ(setsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v), 0);
+        s = em_attach_server(r, lfd, &rec_handler, &srv);
+    } else {
+        s = em_start_server(r, ip, 0, &rec_handler, &srv);
+    }
+    ASSERT_NOT_NULL(s);
+    check_nodelay_on_accepted(r, s, &srv, ip);
+    if (attach) { /* the owner's listener is left as it was */
+        int v = -1;
+        socklen_t len = sizeof v;
+        ASSERT_EQ(getsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+        ASSERT_EQ(v != 0, listener_nodelay);
+    }
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(accepted_sockets_get_nodelay_ipv4) { nodelay_case("127.0.0.1", false, false); }
+TEST(accepted_sockets_get_nodelay_ipv6) { nodelay_case("::1", false, false); }
+TEST(attached_listener_without_nodelay) { nodelay_case("127.0.0.1", true, false); }
+TEST(attached_listener_with_nodelay) { nodelay_case("127.0.0.1", true, true); }
 
 /* Many clients at once in one wake-up: accept loops. */
 TEST(server_accepts_burst)
