@@ -138,10 +138,12 @@ static void cancel_timers(em_conn *c)
 
 static void drop_output(em_conn *c)
 {
-    if (c->flags & EM_CF_DGRAM)
+    if (c->flags & EM_CF_DGRAM) {
         em__dgram_clear(c);
-    else
+    } else {
         em__outq_clear(c->r, &c->out);
+        c->flags &= ~(uint32_t)EM_CF_SPAN;
+    }
 }
 
 /* Kind-specific state, freed with the connection. */
@@ -308,16 +310,11 @@ void em__conn_on_event(em_conn *c, unsigned events)
 
 /* ---------------------------------------------------------------- write */
 
-static ssize_t write_queue(em_conn *c, size_t *asked)
+static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt)
 {
-    struct iovec iov[IOV_PER_WRITE];
-    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-    *asked = 0;
-    for (int i = 0; i < cnt; i++)
-        *asked += iov[i].iov_len;
     if (c->flags & EM_CF_NOT_SOCKET)
         return em__writev_nosigpipe(c->io.fd, iov, cnt);
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
     ssize_t n;
     do /* send() spares the kernel the iovec import in the common case */
         n = cnt == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
@@ -326,11 +323,27 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     return n;
 }
 
+static ssize_t write_queue(em_conn *c, size_t *asked)
+{
+    struct iovec iov[IOV_PER_WRITE];
+    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
+    *asked = 0;
+    for (int i = 0; i < cnt; i++)
+        *asked += iov[i].iov_len;
+    return write_iov(c, iov, cnt);
+}
+
+static void sent(em_conn *c, size_t n)
+{
+    em__count_out(c, n);
+    c->last_activity = c->r->now;
+}
+
 /* Writes until the queue is empty or the kernel takes less than offered.
  * false: the connection failed. */
 static bool drain_queue(em_conn *c)
 {
-    while (em__conn_pending(c)) {
+    while (em__outq_bytes(&c->out)) {
         size_t asked;
         ssize_t n = write_queue(c, &asked);
         if (n < 0) {
@@ -340,8 +353,7 @@ static bool drain_queue(em_conn *c)
             return false;
         }
         em__outq_consume(c->r, &c->out, (size_t)n);
-        em__count_out(c, (size_t)n);
-        c->last_activity = c->r->now;
+        sent(c, (size_t)n);
         if ((size_t)n < asked)
             return true;
     }
@@ -398,21 +410,56 @@ void em__conn_flush(em_conn *c)
 /* Bytes of the read buffer (an echo, a proxy, a broadcast of what was just
  * received) are queued without a copy: right after the receive_data call,
  * before the buffer is read into again, they are written, and only what the
- * kernel does not take is copied. */
+ * kernel does not take is copied. A connection whose queue was empty keeps
+ * them as a span of the buffer (EM_CF_SPAN), which grows while what it is
+ * sent continues it: the echo of a read is then one send() and nothing
+ * else; anything else sent turns the span into a queued chunk first. */
 static bool borrowable(const em_conn *c, const void *data, size_t len)
 {
     const char *p = data, *buf = c->r->read_buf;
     return p >= buf && p + len <= buf + EM_READ_BUF_SIZE && !(c->flags & EM_CF_DGRAM);
 }
 
-static int borrow(em_conn *c, const void *data, size_t len)
+static unsigned borrower_index(const em_reactor *r, const em_conn *c)
 {
-    em_reactor *r = c->r;
     unsigned i = 0;
     while (i < r->borrower_count && r->borrowers[i] != c)
         i++;
-    if (i == EM_MAX_BORROWERS)
+    return i;
+}
+
+static int unspan(em_conn *c)
+{
+    em_reactor *r = c->r;
+    struct em_span *s = &r->spans[borrower_index(r, c)];
+    int err = em__outq_borrow(r, &c->out, s->p, s->len);
+    if (!err)
+        c->flags &= ~(uint32_t)EM_CF_SPAN;
+    return err;
+}
+
+static int queue_borrowed(em_conn *c, const char *data, size_t len)
+{
+    em_reactor *r = c->r;
+    unsigned i = borrower_index(r, c);
+    if (i == EM_MAX_BORROWERS) /* no room to remember it: copy */
         return em__outq_append(r, &c->out, data, len);
+    if (i == r->borrower_count && !em__outq_bytes(&c->out)) {
+        r->spans[i] = (struct em_span){.p = data, .len = len};
+        r->borrowers[r->borrower_count++] = c;
+        c->flags |= EM_CF_SPAN;
+        return 0;
+    }
+    if (c->flags & EM_CF_SPAN) {
+        struct em_span *s = &r->spans[i];
+        if (s->p + s->len == data) {
+            s->len += len;
+            return 0;
+        }
+        int err = unspan(c);
+        if (err)
+            return err;
+    }
     int err = em__outq_borrow(r, &c->out, data, len);
     if (!err && i == r->borrower_count)
         r->borrowers[r->borrower_count++] = c;
@@ -431,10 +478,46 @@ static void settle(em_conn *c)
         em__conn_fail(c, ENOMEM);
 }
 
+/* Was never on the flush list: goes there only for what a flush must do. */
+static void settle_span(em_conn *c, struct em_span s)
+{
+    c->flags &= ~(uint32_t)EM_CF_SPAN;
+    bool writable = c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED);
+    size_t done = 0;
+    if (writable) {
+        struct iovec v = {.iov_base = (void *)s.p, .iov_len = s.len};
+        ssize_t n = write_iov(c, &v, 1);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            em__conn_fail(c, errno);
+            return;
+        }
+        if (n > 0)
+            sent(c, done = (size_t)n);
+    }
+    if (done == s.len) {
+        if (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING))
+            em__conn_mark_dirty(c);
+        return;
+    }
+    if (em__outq_append(c->r, &c->out, s.p + done, s.len - done) < 0) {
+        em__conn_fail(c, ENOMEM);
+    } else if (writable) {
+        c->flags |= EM_CF_WRITE_WAITED;
+        em__conn_update_interest(c);
+    } else {
+        em__conn_mark_dirty(c);
+    }
+}
+
 void em__conn_settle_borrowed(em_reactor *r)
 {
-    for (unsigned i = 0; i < r->borrower_count; i++)
-        settle(r->borrowers[i]);
+    for (unsigned i = 0; i < r->borrower_count; i++) {
+        em_conn *c = r->borrowers[i];
+        if (c->flags & EM_CF_SPAN)
+            settle_span(c, r->spans[i]);
+        else
+            settle(c);
+    }
     r->borrower_count = 0;
 }
 
@@ -451,10 +534,18 @@ int em_send_data(em_conn *c, const void *data, size_t len)
         return em__dgram_send_reply(c, data, len);
     if (!len)
         return 0;
-    int err = borrowable(c, data, len) ? borrow(c, data, len)
-                                       : em__outq_append(c->r, &c->out, data, len);
-    if (err)
-        return err;
+    int err;
+    if (borrowable(c, data, len)) {
+        err = queue_borrowed(c, data, len);
+        if (err || (c->flags & EM_CF_SPAN))
+            return err; /* a span is written by the settle, not the flush */
+    } else {
+        err = (c->flags & EM_CF_SPAN) ? unspan(c) : 0;
+        if (!err)
+            err = em__outq_append(c->r, &c->out, data, len);
+        if (err)
+            return err;
+    }
     em__conn_mark_dirty(c);
     return 0;
 }
@@ -535,7 +626,12 @@ int em_error(const em_conn *c) { return c ? c->reason : EINVAL; }
 
 size_t em__conn_pending(const em_conn *c)
 {
-    return c->flags & EM_CF_DGRAM ? em__dgram_bytes(c) : em__outq_bytes(&c->out);
+    if (c->flags & EM_CF_DGRAM)
+        return em__dgram_bytes(c);
+    size_t n = em__outq_bytes(&c->out);
+    if (c->flags & EM_CF_SPAN)
+        n += c->r->spans[borrower_index(c->r, c)].len;
+    return n;
 }
 
 size_t em_get_outbound_data_size(const em_conn *c) { return c ? em__conn_pending(c) : 0; }

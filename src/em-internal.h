@@ -213,6 +213,7 @@ enum em_conn_flag {
     EM_CF_NOTIFY_R = 1u << 15,
     EM_CF_NOTIFY_W = 1u << 16,
     EM_CF_RESTORE_FL = 1u << 17,     /* attached: give the fd back with its flags */
+    EM_CF_SPAN = 1u << 18,           /* its output is a span of read_buf (borrowers) */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -399,6 +400,12 @@ struct em_reactor {
     /* Connections whose queue points into read_buf (em_send_data of received
      * bytes): written or copied before read_buf is read into again. */
     em_conn *borrowers[EM_MAX_BORROWERS];
+    /* A borrower whose queue was empty holds its bytes here instead, while
+     * they are one run of read_buf (EM_CF_SPAN): an echo is one send(). */
+    struct em_span {
+        const char *p;
+        size_t len;
+    } spans[EM_MAX_BORROWERS];
     unsigned borrower_count;
     em_event events[EM_MAX_EVENTS];
     struct em_orphan *orphans;    /* popen children left running at shutdown */
