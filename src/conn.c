@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READS_PER_EVENT 16
 #define IOV_PER_WRITE 64
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
@@ -256,31 +255,27 @@ static void on_eof(em_conn *c)
     }
 }
 
+/* One read per readiness event, as raw epoll servers do: polling is
+ * level-triggered, so what is left is reported again on the next turn, and
+ * a second read after a full buffer would mostly find nothing (EAGAIN). */
 static void do_read(em_conn *c)
 {
     em_reactor *r = c->r;
-    for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
-        if (n > 0) {
-            em__count_in(c, (size_t)n);
-            c->last_activity = r->now;
-            if (c->h->receive_data)
-                c->h->receive_data(c, r->read_buf, (size_t)n);
-            if (r->borrower_count)
-                em__conn_settle_borrowed(r);
-            if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED) ||
-                n < EM_READ_BUF_SIZE)
-                return;
-        } else if (n == 0) {
-            on_eof(c);
-            return;
-        } else if (errno == EINTR) {
-            continue;
-        } else {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                em__conn_fail(c, errno);
-            return;
-        }
+    ssize_t n;
+    do
+        n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        em__count_in(c, (size_t)n);
+        c->last_activity = r->now;
+        if (c->h->receive_data)
+            c->h->receive_data(c, r->read_buf, (size_t)n);
+        if (r->borrower_count)
+            em__conn_settle_borrowed(r);
+    } else if (n == 0) {
+        on_eof(c);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        em__conn_fail(c, errno);
     }
 }
 
