@@ -214,6 +214,21 @@ bool run_until_pred(em_reactor *r, bool (*pred)(void *arg), void *arg, double ti
     return true;
 }
 
+void free_in_forked_child(em_reactor *r)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        alarm(5);
+        em_reactor_free(r);
+        _exit(0);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        test_fail(__FILE__, __LINE__, "the child freeing the reactor failed (status %d)", st);
+}
+
 void run_for(em_reactor *r, double secs)
 {
     double deadline = now_mono() + secs;

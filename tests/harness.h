@@ -138,6 +138,8 @@ void run_for(em_reactor *r, double secs);
 
 /* A new reactor with the backend of $EM_BACKEND (or the default); asserts. */
 em_reactor *new_reactor(void);
+/* Forks; the child frees r and exits; asserts that it exited with 0. */
+void free_in_forked_child(em_reactor *r);
 
 /* Raw sockets for tests (blocking unless said otherwise). */
 int tcp_listen_raw(const char *ip, int backlog, int *port_out); /* port 0 */

@@ -74,25 +74,55 @@ static void expect_echo(em_reactor *r, int port)
     close(fd);
 }
 
-/* A client writes to a socket whose connection was closed while another
- * descriptor kept it open: its readiness must reach nobody, without a busy
- * loop, and an echo server on the same reactor must still answer. */
+/* A socket shared with a dup or a forked child, whose connection has been
+ * closed and freed, made readable: its registration outlives the
+ * connection. Next to it, an echo server. */
+typedef struct {
+    em_reactor *r;
+    sharer s;
+    em_server *closer, *echo;
+    int client;
+} stale;
+
+static void make_stale_registration(stale *f, em_reactor *r, bool fork_child)
+{
+    f->r = r;
+    f->s = (sharer){.dup_fd = -1, .fork_child = fork_child};
+    f->closer = em_start_server(r, "127.0.0.1", 0, &sharing_handler, &f->s);
+    f->echo = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(f->closer);
+    ASSERT_NOT_NULL(f->echo);
+    f->client = tcp_connect_raw("127.0.0.1", em_server_port(f->closer));
+    write_all(f->client, "x", 1);
+    ASSERT(run_until(r, &f->s.closed, 5));
+    run_for(r, 0.05); /* the close phase has run: the connection is freed */
+    write_all(f->client, "stale", 5);
+}
+
+static void release_stale(stale *f)
+{
+    if (f->s.fork_child) {
+        kill(f->s.holder, SIGKILL);
+        ASSERT_EQ(waitpid(f->s.holder, NULL, 0), f->s.holder);
+    } else {
+        close(f->s.dup_fd);
+    }
+    close(f->client);
+    em_stop_server(f->closer);
+    em_stop_server(f->echo);
+    run_for(f->r, 0.05);
+}
+
+/* The leftover's readiness must reach nobody, without a busy loop, and the
+ * echo server must still answer, also through an embedding loop. */
 static void stale_registration_case(bool fork_child)
 {
     int fd0 = open_fd_count();
     em_reactor *r = new_reactor();
     int backend_fd = em_backend_fd(r);
-    sharer s = {.dup_fd = -1, .fork_child = fork_child};
-    em_server *closer = em_start_server(r, "127.0.0.1", 0, &sharing_handler, &s);
-    em_server *echo = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(closer);
-    ASSERT_NOT_NULL(echo);
-    int client = tcp_connect_raw("127.0.0.1", em_server_port(closer));
-    write_all(client, "x", 1);
-    ASSERT(run_until(r, &s.closed, 5));
-    run_for(r, 0.05); /* the close phase has run: the connection is freed */
+    stale f;
+    make_stale_registration(&f, r, fork_child);
     ASSERT_EQ(em_connection_count(r), 0);
-    write_all(client, "stale", 5); /* the shared socket becomes readable */
 
     double cpu0 = cpu_seconds();
     run_for(r, 0.5);
@@ -100,23 +130,14 @@ static void stale_registration_case(bool fork_child)
     ASSERT_DBL_LE(used, 0.25); /* a level-triggered leftover would spin */
     ASSERT_EQ(em_backend_fd(r), backend_fd);
     if (backend_fd >= 0) { /* an outer loop embedding it still wakes */
-        int other = tcp_connect_raw("127.0.0.1", em_server_port(echo));
+        int other = tcp_connect_raw("127.0.0.1", em_server_port(f.echo));
         struct pollfd p = {.fd = backend_fd, .events = POLLIN};
         ASSERT_EQ(poll(&p, 1, 2000), 1);
         close(other);
     }
-    expect_echo(r, em_server_port(echo));
+    expect_echo(r, em_server_port(f.echo));
 
-    if (fork_child) {
-        kill(s.holder, SIGKILL);
-        ASSERT_EQ(waitpid(s.holder, NULL, 0), s.holder);
-    } else {
-        close(s.dup_fd);
-    }
-    close(client);
-    em_stop_server(closer);
-    em_stop_server(echo);
-    run_for(r, 0.05);
+    release_stale(&f);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
@@ -172,23 +193,15 @@ TEST(every_registration_survives_a_rebuild)
     double started = now_mono();
     em_conn *child = em_popen(r, argv, &child_handler, NULL);
     ASSERT_NOT_NULL(child);
-    sharer s = {.dup_fd = -1};
-    em_server *closer = em_start_server(r, "127.0.0.1", 0, &sharing_handler, &s);
-    em_server *echo = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(closer);
-    ASSERT_NOT_NULL(echo);
-    int client = tcp_connect_raw("127.0.0.1", em_server_port(closer));
-    write_all(client, "x", 1);
-    ASSERT(run_until(r, &s.closed, 5));
-    run_for(r, 0.05);
-    write_all(client, "stale", 5);
+    stale f;
+    make_stale_registration(&f, r, false);
     run_for(r, 0.05); /* the stale event arrives: the set is rebuilt */
 
     ASSERT(run_until(r, &child_unbound, 5));
     ASSERT_DBL_LE(now_mono() - started, 1.5); /* not the 2 s grace timer */
     raise(SIGUSR1);
     ASSERT(run_until(r, &signalled, 5));
-    expect_echo(r, em_server_port(echo));
+    expect_echo(r, em_server_port(f.echo));
 
     /* Nothing else is due: only the wake-up ends this wait early. */
     pthread_t t;
@@ -200,11 +213,7 @@ TEST(every_registration_survives_a_rebuild)
     ASSERT_EQ(scheduled, 1);
     ASSERT_DBL_LE(now_mono() - t0, 2.0);
 
-    close(s.dup_fd);
-    close(client);
-    em_stop_server(closer);
-    em_stop_server(echo);
-    run_for(r, 0.05);
+    release_stale(&f);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
@@ -230,16 +239,7 @@ TEST(reactor_freed_in_forked_child_leaves_parent_registrations)
     write_all(client, "a", 1);
     ASSERT(run_until(r, &got, 5));
 
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        alarm(5);
-        em_reactor_free(r);
-        _exit(0);
-    }
-    int st = 0;
-    ASSERT_EQ(waitpid(pid, &st, 0), pid);
-    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    free_in_forked_child(r);
 
     write_all(client, "bc", 2);
     double end = now_mono() + 3;
