@@ -100,7 +100,9 @@ EM_EXPORT int em_run(em_reactor *r);
 
 /* One turn (see the top of this file), waiting at most max_wait_s seconds
  * for I/O (negative: until the next timer or event). Returns the number of
- * events dispatched, or -EINVAL / -EBUSY, or the poller's negative errno. */
+ * events dispatched, or -EINVAL / -EBUSY, or the poller's negative errno:
+ * -EAGAIN or -ENOMEM mean it is short of memory or descriptors for now, and
+ * the call should be repeated after a pause (em_run pauses 1 ms). */
 EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 
 /* Asks em_run to return once the current turn is finished. Thread-safe. */
@@ -127,8 +129,9 @@ EM_EXPORT const char *em_backend_name(const em_reactor *r);
 /* A descriptor that polls readable when em_run_once(r, 0) has I/O to do, for
  * embedding in another loop; combine with em_backend_timeout(). Made on the
  * first call (an epoll set holding the reactor's), the same for the
- * reactor's life, closed by em_reactor_free. -EMFILE or -ENOMEM when it
- * cannot be made; the poll backend has no such descriptor: -EOPNOTSUPP. */
+ * reactor's life, closed by em_reactor_free. -EMFILE, -ENFILE or -ENOMEM
+ * when it cannot be made; the poll backend has none: -EOPNOTSUPP. Not to be
+ * called from another thread. */
 EM_EXPORT int em_backend_fd(const em_reactor *r);
 
 /* Seconds until the next timer; -1 when there is none; 0 when ticks,

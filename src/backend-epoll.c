@@ -66,14 +66,26 @@ static int ep_ctl(em_reactor *r, int op, em_io *io, unsigned interest)
 
 typedef struct {
     int epfd;
-    int err;
+    int err; /* the kernel is short of memory or watches: try again later */
 } rebuild_ctx;
 
+/* A descriptor the kernel refuses for good (closed behind libem's back)
+ * is dropped, its connection closed with the error, rather than keep the
+ * whole set from being rebuilt. */
 static void add_again(em_io *io, void *arg)
 {
     rebuild_ctx *ctx = arg;
-    if (!ctx->err)
-        ctx->err = ctl(ctx->epfd, EPOLL_CTL_ADD, io, io->interest);
+    if (ctx->err)
+        return;
+    int err = ctl(ctx->epfd, EPOLL_CTL_ADD, io, io->interest);
+    if (err == -ENOMEM || err == -ENOSPC) {
+        ctx->err = err;
+    } else if (err && io->type == EM_IO_CONN) {
+        em__conn_fail(EM_CONTAINER_OF(io, em_conn, io), -err);
+    } else if (err) {
+        io->registered = false;
+        io->interest = 0;
+    }
 }
 
 static int watch_inner(int outer, int epfd)
@@ -82,23 +94,24 @@ static int watch_inner(int outer, int epfd)
     return epoll_ctl(outer, EPOLL_CTL_ADD, epfd, &ev) < 0 ? -errno : 0;
 }
 
-/* A new set with every live registration replaces the old one. On failure
- * the old set stays, and the next stale event tries again. */
-static void rebuild(em_reactor *r)
+/* A new set with every live registration replaces the old one. 0, or a
+ * negative errno with the old set still in place. */
+static int rebuild(em_reactor *r)
 {
     rebuild_ctx ctx = {.epfd = epoll_create1(EPOLL_CLOEXEC)};
     if (ctx.epfd < 0)
-        return;
+        return -errno;
     em__io_each_registered(r, add_again, &ctx);
     int outer = r->be.ep.outer;
     if (!ctx.err && outer >= 0 && !(ctx.err = watch_inner(outer, ctx.epfd)))
         epoll_ctl(outer, EPOLL_CTL_DEL, r->be.ep.epfd, NULL);
     if (ctx.err) {
         close(ctx.epfd);
-        return;
+        return ctx.err;
     }
     close(r->be.ep.epfd);
     r->be.ep.epfd = ctx.epfd;
+    return 0;
 }
 
 static int ep_add(em_reactor *r, em_io *io, unsigned interest)
@@ -134,8 +147,10 @@ static int ep_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
         out[kept++].events = (e & EPOLLIN ? EM_EV_READ : 0) | (e & EPOLLOUT ? EM_EV_WRITE : 0) |
                              (e & EPOLLERR ? EM_EV_ERROR : 0) | (e & EPOLLHUP ? EM_EV_HUP : 0);
     }
-    if (kept < n)
-        rebuild(r);
+    /* Not rebuilt (out of descriptors or memory), the leftover is reported
+     * at once again: -EAGAIN makes em_run pause before the next try. */
+    if (kept < n && rebuild(r) < 0 && kept == 0)
+        return -EAGAIN;
     return kept;
 }
 

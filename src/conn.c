@@ -1,8 +1,10 @@
 /* Stream connections: the read path, the write path and the close path.
  *
- * Reads go through the reactor's one buffer. Writes are queued by
- * em_send_data and flushed once per turn with one sendmsg; the poller watches
- * for writability only while the kernel has refused part of a write. A close
+ * Reads go through the reactor's one buffer, one read per readable event.
+ * Writes are queued by em_send_data and flushed once per turn with one send
+ * or sendmsg; received bytes sent on are written right after receive_data
+ * (see "sending received bytes" below). The poller watches for writability
+ * only while the kernel has refused part of a write. A close
  * only marks the connection and queues it; unbind and the free happen in the
  * close phase of the turn, so a connection pointer is valid for the whole
  * dispatch that closed it. */
@@ -162,10 +164,11 @@ static bool closes_fd(const em_conn *c)
 }
 
 /* The descriptor is closed in the close phase of this turn, before the
- * poller is asked again. */
+ * poller is asked again. A socket a forked child may hold stays open after
+ * that close, and so would its registration. */
 static void leave_poller(em_conn *c)
 {
-    if (closes_fd(c))
+    if (closes_fd(c) && !em__maybe_forked_with(c->r, c->sig))
         em__io_forget(c->r, &c->io);
     else
         em__io_unwatch(c->r, &c->io);
@@ -268,10 +271,7 @@ static void do_read(em_conn *c)
     if (n > 0) {
         em__count_in(c, (size_t)n);
         c->last_activity = r->now;
-        if (c->h->receive_data)
-            c->h->receive_data(c, r->read_buf, (size_t)n);
-        if (r->borrower_count)
-            em__conn_settle_borrowed(r);
+        em__conn_deliver(c, (size_t)n);
     } else if (n == 0) {
         on_eof(c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -412,7 +412,8 @@ void em__conn_flush(em_conn *c)
 static bool borrowable(const em_conn *c, const void *data, size_t len)
 {
     const char *p = data, *buf = c->r->read_buf;
-    return p >= buf && p + len <= buf + EM_READ_BUF_SIZE && !(c->flags & EM_CF_DGRAM);
+    return c->r->receiving && p >= buf && p + len <= buf + EM_READ_BUF_SIZE &&
+           !(c->flags & EM_CF_DGRAM);
 }
 
 static unsigned borrower_index(const em_reactor *r, const em_conn *c)
@@ -514,6 +515,20 @@ void em__conn_settle_borrowed(em_reactor *r)
             settle(c);
     }
     r->borrower_count = 0;
+}
+
+/* Outside receive_data the buffer's bytes are not borrowed: a span made
+ * then would wait for some later read to be written. */
+void em__conn_deliver(em_conn *c, size_t n)
+{
+    em_reactor *r = c->r;
+    if (c->h->receive_data) {
+        r->receiving = true;
+        c->h->receive_data(c, r->read_buf, n);
+        r->receiving = false;
+    }
+    if (r->borrower_count)
+        em__conn_settle_borrowed(r);
 }
 
 int em_send_data(em_conn *c, const void *data, size_t len)

@@ -112,10 +112,7 @@ void em__dgram_on_event(em_conn *c, unsigned events)
             d->peer_len = from_len;
             em__count_in(c, (size_t)n);
             c->last_activity = r->now;
-            if (c->h->receive_data)
-                c->h->receive_data(c, r->read_buf, (size_t)n);
-            if (r->borrower_count) /* a stream connection sent what arrived */
-                em__conn_settle_borrowed(r);
+            em__conn_deliver(c, (size_t)n);
         }
     }
     if (c->state == EM_CS_OPEN && (events & EM_EV_WRITE) && (c->flags & EM_CF_WRITE_WAITED))

@@ -62,6 +62,9 @@ void em__io_unwatch(em_reactor *r, em_io *io);
 /* io's descriptor is about to be closed by libem: unwatch it, with no system
  * call where the close itself does that. */
 void em__io_forget(em_reactor *r, em_io *io);
+/* Whether a connection with this signature may share its socket with a
+ * process forked since it was made. */
+bool em__maybe_forked_with(em_reactor *r, em_sig sig);
 /* Calls fn for every io registered with the poller (epoll rebuilds its set
  * with it when a registration outlived its connection). */
 void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx);
@@ -267,6 +270,8 @@ void em__conn_on_event(em_conn *c, unsigned events);
 void em__conn_flush(em_conn *c);
 void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
+/* receive_data with the first n bytes of read_buf, then their settling. */
+void em__conn_deliver(em_conn *c, size_t n);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
@@ -395,10 +400,15 @@ struct em_reactor {
     unsigned starved_servers;
     bool shutting_down;
     bool forked; /* freed in a forked child: no callbacks, no unlink */
+    /* Connections older than the last fork() may share their socket with
+     * the child: they leave the epoll set with a DEL, not just the close. */
+    unsigned forks_seen;
+    em_sig shared_below;
     em_chunk_cache small_chunks, large_chunks;
     char *read_buf;
     /* Connections whose queue points into read_buf (em_send_data of received
      * bytes): written or copied before read_buf is read into again. */
+    bool receiving; /* inside receive_data with bytes of read_buf */
     em_conn *borrowers[EM_MAX_BORROWERS];
     /* A borrower whose queue was empty holds its bytes here instead, while
      * they are one run of read_buf (EM_CF_SPAN): an echo is one send(). */

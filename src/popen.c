@@ -102,7 +102,10 @@ static bool try_reap(em_child *ch)
 
 void em__child_on_event(em_io *io) { try_reap(EM_CONTAINER_OF(io, em_child, io)); }
 
-em_io *em__child_io(em_conn *c) { return c->cold && c->cold->child ? &c->cold->child->io : NULL; }
+em_io *em__child_io(em_conn *c)
+{
+    return (c->flags & EM_CF_POPEN) && c->cold->child ? &c->cold->child->io : NULL;
+}
 
 /* pidfds exist since Linux 5.3; without one em_popen fails (ENOSYS) rather
  * than reap by polling. */

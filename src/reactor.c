@@ -18,6 +18,15 @@ double em__clock(void)
 
 em_sig em__next_sig(em_reactor *r) { return r->next_sig++; }
 
+/* fork() runs this in the parent; posix_spawn (em_popen, system) does not,
+ * and there the child execs at once, closing every libem descriptor. */
+static atomic_uint forks;
+static pthread_once_t forks_counted = PTHREAD_ONCE_INIT;
+
+static void count_fork(void) { atomic_fetch_add(&forks, 1); }
+
+static void count_forks(void) { pthread_atfork(NULL, count_fork, NULL); }
+
 static const em_backend *find_backend(const char *name)
 {
     if (!name)
@@ -56,6 +65,8 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
         r->backend = be;
         r->next_sig = 1;
         r->owner_pid = getpid();
+        pthread_once(&forks_counted, count_forks);
+        r->forks_seen = atomic_load(&forks);
         r->now = em__clock();
         em__timers_init(&r->timers);
         r->timers.max_user = opts ? opts->max_timers : 0;
@@ -86,8 +97,12 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
     return r;
 }
 
+/* Freed in a forked child, the reactor adds nothing to the set it shares
+ * with the parent (a server resuming when the child closes descriptors). */
 int em__io_watch(em_reactor *r, em_io *io, unsigned interest)
 {
+    if (r->forked)
+        return 0;
     int err = io->registered ? r->backend->modify(r, io, interest)
                              : r->backend->add(r, io, interest);
     if (!err) {
@@ -115,6 +130,16 @@ void em__io_forget(em_reactor *r, em_io *io)
     } else {
         em__io_unwatch(r, io);
     }
+}
+
+bool em__maybe_forked_with(em_reactor *r, em_sig sig)
+{
+    unsigned n = atomic_load_explicit(&forks, memory_order_relaxed);
+    if (n != r->forks_seen) {
+        r->forks_seen = n;
+        r->shared_below = r->next_sig;
+    }
+    return sig < r->shared_below;
 }
 
 static void visit(em_io *io, void (*fn)(em_io *io, void *ctx), void *ctx)

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -214,6 +215,100 @@ TEST(every_registration_survives_a_rebuild)
     ASSERT_DBL_LE(now_mono() - t0, 2.0);
 
     release_stale(&f);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ------------------------------------------------ a rebuild that fails */
+
+static bool on_epoll(em_reactor *r) { return strcmp(em_backend_name(r), "epoll") == 0; }
+
+/* Descriptors run out: every number up to the limit is taken. */
+typedef struct {
+    struct rlimit saved;
+    int fillers[64];
+    int n;
+} no_fds;
+
+static void exhaust_fds(no_fds *x)
+{
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &x->saved), 0);
+    int top = dup(0);
+    ASSERT_GE(top, 0);
+    close(top);
+    struct rlimit low = {.rlim_cur = (rlim_t)top + 1, .rlim_max = x->saved.rlim_max};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    x->n = 0;
+    int fd;
+    while (x->n < 64 && (fd = dup(0)) >= 0)
+        x->fillers[x->n++] = fd;
+    ASSERT_EQ(dup(0), -1);
+}
+
+static void restore_fds(no_fds *x)
+{
+    for (int i = 0; i < x->n; i++)
+        close(x->fillers[i]);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &x->saved), 0);
+}
+
+/* With no descriptor for a new set, the turn reports -EAGAIN (em_run
+ * pauses on it) instead of returning 0 at once forever; once descriptors
+ * are back the set is rebuilt and the reactor serves again. */
+TEST(rebuild_without_descriptors_is_eagain_then_recovers)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    stale f;
+    make_stale_registration(&f, r, false);
+    no_fds x;
+    exhaust_fds(&x);
+    int rc = em_run_once(r, 0.2);
+    restore_fds(&x);
+    if (on_epoll(r))
+        ASSERT_EQ(rc, -EAGAIN);
+    else
+        ASSERT_GE(rc, 0);
+
+    double cpu0 = cpu_seconds();
+    run_for(r, 0.3);
+    ASSERT_DBL_LE(cpu_seconds() - cpu0, 0.15); /* rebuilt: no leftover */
+    expect_echo(r, em_server_port(f.echo));
+    release_stale(&f);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+static int attached_reason = -1;
+
+static void attached_unbind(em_conn *c, int reason)
+{
+    (void)c;
+    attached_reason = reason;
+}
+
+static const em_handler attached_handler = {.unbind = attached_unbind};
+
+/* An attached descriptor closed behind libem's back cannot be registered
+ * again: that connection is closed with EBADF, and the rest is rebuilt. */
+TEST(rebuild_drops_a_descriptor_closed_behind_its_back)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    ASSERT_NOT_NULL(em_attach(r, p[0], &attached_handler, NULL));
+    stale f;
+    make_stale_registration(&f, r, false);
+    close(p[0]); /* the contract says not to; the reactor must survive it */
+    run_for(r, 0.1);
+    /* epoll: refused by the rebuild (EBADF, or EINVAL when the new set took
+     * its number); poll: reported invalid (POLLNVAL), then EBADF */
+    ASSERT(attached_reason == EBADF || attached_reason == EINVAL);
+    expect_echo(r, em_server_port(f.echo));
+    release_stale(&f);
+    close(p[1]);
+    run_for(r, 0.05);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
