@@ -309,11 +309,17 @@ static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt)
 {
     if (c->flags & EM_CF_NOT_SOCKET)
         return em__writev_nosigpipe(c->io.fd, iov, cnt);
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
     ssize_t n;
-    do /* send() spares the kernel the iovec import in the common case */
-        n = cnt == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
-                     : sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (cnt == 1) { /* send() spares the kernel the iovec import */
+        do
+            n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, flags);
+        while (n < 0 && errno == EINTR);
+        return n;
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    do
+        n = sendmsg(c->io.fd, &msg, flags);
     while (n < 0 && errno == EINTR);
     return n;
 }
