@@ -99,9 +99,11 @@ injections=(
     "poll=EAGAIN|poll|poll|poll:error=EAGAIN:when=1+2|run_cases"
 )
 
+# shellcheck source=scripts/results.sh
+. scripts/results.sh
+
 passed=0
 failed=0
-closing_re='([0-9]+) passed, ([0-9]+) failed[[:space:]]*$'
 
 if ! command -v strace >/dev/null 2>&1; then
     echo "FAIL fault-inject: strace is not installed (scripts/install-deps.sh)"
@@ -141,22 +143,13 @@ for backend in $backends; do
             rc=$?
             secs=$((SECONDS - start))
             injected=$(grep -c '(INJECTED)' "$base.strace" 2>/dev/null)
-            line=$(grep -v '^[[:space:]]*$' "$base.out" | tail -n 1)
             problem=""
-            cases_run=0
-            if [[ "$line" =~ $closing_re ]]; then
-                cases_run=$((BASH_REMATCH[1] + BASH_REMATCH[2]))
-                ((BASH_REMATCH[2] == 0)) || problem="${BASH_REMATCH[2]} of $cases_run cases failed"
-            else
-                problem="no closing line"
-            fi
-            if ((rc == 124 || rc == 137)); then
-                problem="${problem:+$problem, }timed out after ${limit}s"
-            elif ((rc != 0)); then
-                problem="${problem:+$problem, }exited with status $rc"
-            fi
-            ((cases_run > 0)) || problem="${problem:+$problem, }no case matched"
-            ((${injected:-0} > 0)) || problem="${problem:+$problem, }nothing injected"
+            closing_counts "$base.out" || add_problem "no closing line"
+            cases_run=$((pass + fail))
+            ((fail == 0)) || add_problem "$fail of $cases_run cases failed"
+            add_problem "$(exit_problem "$rc" "$secs" "$limit")"
+            ((cases_run > 0)) || add_problem "no case matched"
+            ((${injected:-0} > 0)) || add_problem "nothing injected"
             if [[ -z "$problem" ]]; then
                 status=PASS
                 passed=$((passed + 1))
@@ -167,13 +160,7 @@ for backend in $backends; do
             printf '%s %-10s %-5s %-18s %-48s %d cases, %d injected (%ds)%s\n' \
                 "$status" fault "$backend" "$name" "$exe:$filter" "$cases_run" \
                 "${injected:-0}" "$secs" "${problem:+ -- $problem}"
-            if [[ "$status" == FAIL ]]; then
-                echo "---- $base.out (last 20 lines)"
-                tail -n 20 "$base.out"
-                echo "---- $base.err (last 20 lines)"
-                tail -n 20 "$base.err"
-                echo "----"
-            fi
+            [[ "$status" == PASS ]] || show_tails 20 "$base.out" "$base.err"
         done
     done
 done

@@ -24,10 +24,12 @@ backends=${BACKENDS:-epoll poll}
 filter=${TESTS:-}
 limit=${TEST_TIMEOUT:-300}
 
+# shellcheck source=scripts/results.sh
+. scripts/results.sh
+
 total_pass=0
 total_fail=0
 runs=0
-closing_re='([0-9]+) passed, ([0-9]+) failed[[:space:]]*$'
 
 selected() { # name
     [[ -z "$filter" ]] && return 0
@@ -39,8 +41,26 @@ selected() { # name
     return 1
 }
 
-last_line() { # file: last non-empty line, without a trailing CR
-    grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | tr -d '\r'
+# report BUILD BACKEND NAME RC SECS TAILS OUT [ERR]: one line for a run,
+# added to the totals. The closing line comes from OUT, else ERR; TAILS=1
+# shows the end of OUT and ERR when the run failed (0: its output was shown).
+report() {
+    local build=$1 backend=$2 name=$3 rc=$4 secs=$5 tails=$6 skips status
+    shift 6
+    problem=""
+    closing_counts "$@" || add_problem "no closing line"
+    add_problem "$(exit_problem "$rc" "$secs" "$limit")"
+    [[ -n "$problem" ]] && ((fail == 0)) && fail=1
+    # bench/sanity.sh skips servers whose library is missing: said, not failed
+    skips=$(sed -n 's/^\([0-9][0-9]*\) skipped$/\1/p' "$1")
+    ((${skips:-0} > 0)) && add_problem "$skips skipped"
+    total_pass=$((total_pass + pass))
+    total_fail=$((total_fail + fail))
+    status=PASS
+    ((fail == 0)) || status=FAIL
+    printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
+        "$status" "$build" "$backend" "$name" "$pass" "$fail" "$secs" "${problem:+ -- $problem}"
+    [[ "$status" == PASS ]] || ((!tails)) || show_tails 30 "$@"
 }
 
 for build in $builds; do
@@ -74,47 +94,7 @@ for build in $builds; do
                     timeout --kill-after=10 "$limit" "$exe" </dev/null >"$out" 2>"$err"
             fi
             rc=$?
-            secs=$((SECONDS - start))
-
-            line=$(last_line "$out")
-            [[ "$line" =~ $closing_re ]] || line=$(last_line "$err")
-            pass=0 fail=0 have_line=0
-            if [[ "$line" =~ $closing_re ]]; then
-                pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]} have_line=1
-            fi
-
-            problem=""
-            if ((rc == 124 || rc == 137 && secs >= limit)); then
-                problem="timed out after ${limit}s"
-            elif ((rc > 128)); then
-                problem="crashed (signal $((rc - 128)))"
-            elif ((rc != 0)); then
-                problem="exited with status $rc"
-            fi
-            if ((!have_line)); then
-                problem="${problem:+$problem, }no closing line"
-            fi
-            if [[ -n "$problem" ]] && ((fail == 0)); then
-                fail=1
-            fi
-            total_pass=$((total_pass + pass))
-            total_fail=$((total_fail + fail))
-
-            if ((fail == 0)); then
-                status=PASS
-            else
-                status=FAIL
-            fi
-            printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
-                "$status" "$build" "$backend" "$name" "$pass" "$fail" "$secs" \
-                "${problem:+ -- $problem}"
-            if [[ "$status" == FAIL ]]; then
-                echo "---- $out (last 30 lines)"
-                tail -n 30 "$out"
-                echo "---- $err (last 30 lines)"
-                tail -n 30 "$err"
-                echo "----"
-            fi
+            report "$build" "$backend" "$name" "$rc" $((SECONDS - start)) 1 "$out" "$err"
         done
     done
 done
@@ -129,31 +109,7 @@ if [[ -f bench/sanity.sh ]] && selected bench_sanity; then
         out="$build/test-logs/bench_sanity.out"
         start=$SECONDS
         timeout --kill-after=10 "$limit" bash bench/sanity.sh "$build" </dev/null >"$out" 2>&1
-        rc=$?
-        secs=$((SECONDS - start))
-        line=$(last_line "$out")
-        pass=0 fail=0 problem=""
-        if [[ "$line" =~ $closing_re ]]; then
-            pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]}
-        else
-            problem="no closing line"
-        fi
-        ((rc == 0)) || problem="${problem:+$problem, }exited with status $rc"
-        [[ -n "$problem" ]] && ((fail == 0)) && fail=1
-        skips=$(sed -n 's/^\([0-9][0-9]*\) skipped$/\1/p' "$out")
-        ((${skips:-0} > 0)) && problem="${problem:+$problem, }${skips} skipped"
-        total_pass=$((total_pass + pass))
-        total_fail=$((total_fail + fail))
-        status=PASS
-        ((fail == 0)) || status=FAIL
-        printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
-            "$status" "$build" "-" "bench_sanity" "$pass" "$fail" "$secs" \
-            "${problem:+ -- $problem}"
-        if [[ "$status" == FAIL ]]; then
-            echo "---- $out (last 30 lines)"
-            tail -n 30 "$out"
-            echo "----"
-        fi
+        report "$build" - bench_sanity $? $((SECONDS - start)) 1 "$out"
     done
 fi
 
@@ -176,23 +132,7 @@ for suite in tsan:build-tsan:scripts/tsan-tests.sh faults:build:scripts/fault-in
     out="$dir/test-logs/$name.out"
     start=$SECONDS
     BACKENDS="$backends" bash "$script" </dev/null 2>&1 | tee "$out"
-    rc=${PIPESTATUS[0]}
-    secs=$((SECONDS - start))
-    line=$(last_line "$out")
-    pass=0 fail=0 problem=""
-    if [[ "$line" =~ $closing_re ]]; then
-        pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]}
-    else
-        problem="no closing line"
-    fi
-    ((rc == 0)) || problem="${problem:+$problem, }exited with status $rc"
-    [[ -n "$problem" ]] && ((fail == 0)) && fail=1
-    total_pass=$((total_pass + pass))
-    total_fail=$((total_fail + fail))
-    status=PASS
-    ((fail == 0)) || status=FAIL
-    printf '%s %-10s %-5s %-28s %d passed, %d failed (%ds)%s\n' \
-        "$status" "$dir" "-" "$name" "$pass" "$fail" "$secs" "${problem:+ -- $problem}"
+    report "$dir" - "$name" "${PIPESTATUS[0]}" $((SECONDS - start)) 0 "$out"
 done
 
 if ((runs == 0)); then

@@ -28,9 +28,11 @@ runs=(
     "test_connect connect_unresolvable_name"
 )
 
+# shellcheck source=scripts/results.sh
+. scripts/results.sh
+
 passed=0
 failed=0
-closing_re='([0-9]+) passed, ([0-9]+) failed[[:space:]]*$'
 mkdir -p "$logdir"
 
 for backend in $backends; do
@@ -51,22 +53,11 @@ for backend in $backends; do
             </dev/null >"$out" 2>"$err"
         rc=$?
         secs=$((SECONDS - start))
-        line=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)
-        pass=0 fail=0 problem=""
-        if [[ "$line" =~ $closing_re ]]; then
-            pass=${BASH_REMATCH[1]} fail=${BASH_REMATCH[2]}
-        else
-            problem="no closing line"
-        fi
-        if ((rc == 124 || rc == 137)); then
-            problem="${problem:+$problem, }timed out after ${limit}s"
-        elif ((rc != 0)); then
-            problem="${problem:+$problem, }exited with status $rc"
-        fi
-        ((pass + fail > 0)) || problem="${problem:+$problem, }no case matched"
-        if grep -q 'WARNING: ThreadSanitizer' "$err"; then
-            problem="${problem:+$problem, }ThreadSanitizer report"
-        fi
+        problem=""
+        closing_counts "$out" || add_problem "no closing line"
+        add_problem "$(exit_problem "$rc" "$secs" "$limit")"
+        ((pass + fail > 0)) || add_problem "no case matched"
+        grep -q 'WARNING: ThreadSanitizer' "$err" && add_problem "ThreadSanitizer report"
         [[ -n "$problem" ]] && ((fail == 0)) && fail=1
         passed=$((passed + pass))
         failed=$((failed + fail))
@@ -76,9 +67,8 @@ for backend in $backends; do
             "$status" "$build" "$backend" "$label" "$pass" "$fail" "$secs" \
             "${problem:+ -- $problem}"
         if [[ "$status" == FAIL ]]; then
-            echo "---- $out (last 30 lines)"
-            tail -n 30 "$out"
-            echo "---- $err (first 60 lines)"
+            show_tails 30 "$out"
+            echo "---- $err (first 60 lines: the report's start)"
             head -n 60 "$err"
             echo "----"
         fi
