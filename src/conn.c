@@ -47,17 +47,22 @@ em_cold *em__conn_cold(em_conn *c)
     return c->cold;
 }
 
-static void count(em_conn *c, uint32_t *lo, size_t n, bool out)
+/* The high halves live in the cold part: most connections never move 4 GiB. */
+static void carry(em_conn *c, uint32_t *lo, uint32_t hi, bool out)
+{
+    em_cold *k = em__conn_cold(c);
+    if (k)
+        *(out ? &k->out_hi : &k->in_hi) += hi;
+    else
+        *lo = UINT32_MAX; /* statistics only: saturate rather than fail */
+}
+
+static inline void count(em_conn *c, uint32_t *lo, size_t n, bool out)
 {
     uint64_t sum = (uint64_t)*lo + n;
     *lo = (uint32_t)sum;
-    if (sum >> 32) {
-        em_cold *k = em__conn_cold(c);
-        if (k)
-            *(out ? &k->out_hi : &k->in_hi) += (uint32_t)(sum >> 32);
-        else
-            *lo = UINT32_MAX; /* statistics only: saturate rather than fail */
-    }
+    if (sum >> 32)
+        carry(c, lo, (uint32_t)(sum >> 32), out);
 }
 
 void em__count_in(em_conn *c, size_t n) { count(c, &c->in_lo, n, false); }
@@ -269,7 +274,7 @@ static void do_read(em_conn *c)
         n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
-        em__count_in(c, (size_t)n);
+        count(c, &c->in_lo, (size_t)n, false);
         c->last_activity = r->now;
         em__conn_deliver(c, (size_t)n);
     } else if (n == 0) {
@@ -281,18 +286,16 @@ static void do_read(em_conn *c)
 
 void em__conn_on_event(em_conn *c, unsigned events)
 {
-    if (c->state == EM_CS_CONNECTING) {
-        em__connect_on_writable(c);
+    if (c->state != EM_CS_OPEN) {
+        if (c->state == EM_CS_CONNECTING)
+            em__connect_on_writable(c);
         return;
     }
-    if (c->state != EM_CS_OPEN)
-        return;
-    if (c->flags & EM_CF_WATCH) {
-        em__watch_on_event(c, events);
-        return;
-    }
-    if (c->flags & EM_CF_DGRAM) {
-        em__dgram_on_event(c, events);
+    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM)) {
+        if (c->flags & EM_CF_WATCH)
+            em__watch_on_event(c, events);
+        else
+            em__dgram_on_event(c, events);
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
@@ -336,7 +339,7 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
 
 static void sent(em_conn *c, size_t n)
 {
-    em__count_out(c, n);
+    count(c, &c->out_lo, n, true);
     c->last_activity = c->r->now;
 }
 
@@ -544,10 +547,11 @@ int em_send_data(em_conn *c, const void *data, size_t len)
     if (!em__conn_usable(c) ||
         (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
         return -ENOTCONN;
-    if (c->flags & EM_CF_WATCH)
-        return -EINVAL;
-    if (c->flags & EM_CF_DGRAM)
+    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM)) {
+        if (c->flags & EM_CF_WATCH)
+            return -EINVAL;
         return em__dgram_send_reply(c, data, len);
+    }
     if (!len)
         return 0;
     int err;
