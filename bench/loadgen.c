@@ -774,34 +774,34 @@ static int run_load(void)
 
 /* ------------------------------------------------------------ idle */
 
-static int run_idle(void)
+/* Sets up the connections fds[from] to fds[to - 1] to 127.0.0.1:port, at
+ * most IDLE_IN_PROGRESS at a time: each connects, writes one byte and reads
+ * its echo (so the server has accepted it and set it up), then stays open
+ * and out of the epoll set. Returns true, or false with the reason in why
+ * (connections set up so far stay open). */
+static bool idle_open(int port, int *fds, int from, int to, char *why, size_t whylen)
 {
-    int N = opt.conns;
-    if (opt.pid <= 0)
-        die("idle needs --pid");
-    raise_nofile();
-    int *fds = malloc((size_t)N * sizeof *fds);
-    if (!fds)
-        die("out of memory");
-    long rss0 = server_rss_kb();
-    double cpu0 = server_cpu_s(opt.pid);
-    double t0 = now_s();
-    int started = 0, done = 0, active = 0;
+    int started = from, done = from, active = 0;
     struct epoll_event evs[MAX_EVENTS];
-    while (done < N) {
-        while (active < IDLE_IN_PROGRESS && started < N) {
-            int fd = start_connect(opt.port);
-            if (fd < 0)
-                die("connection %d: %s (raise the descriptor limit?)", started,
-                    strerror(-fd));
+    while (done < to) {
+        while (active < IDLE_IN_PROGRESS && started < to) {
+            int fd = start_connect(port);
+            if (fd < 0) {
+                snprintf(why, whylen, "connection %d: %s (raise the descriptor limit?)",
+                         started, strerror(-fd));
+                return false;
+            }
             fds[started] = fd;
             ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, (uint64_t)started);
             started++;
             active++;
         }
         int n = epoll_wait(ep, evs, MAX_EVENTS, 10000);
-        if (n == 0)
-            die("no progress for 10 s (%d of %d connections set up)", done, N);
+        if (n == 0) {
+            snprintf(why, whylen, "no progress for 10 s (%d of %d connections set up)", done,
+                     to);
+            return false;
+        }
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
         for (int k = 0; k < n; k++) {
@@ -812,7 +812,8 @@ static int run_idle(void)
                 if (write(fd, &one, 1) != 1) {
                     if (errno == EAGAIN)
                         continue;
-                    die("connection %d: %s", i, strerror(errno));
+                    snprintf(why, whylen, "connection %d: %s", i, strerror(errno));
+                    return false;
                 }
                 ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, (uint64_t)i);
             } else {
@@ -820,14 +821,34 @@ static int run_idle(void)
                 ssize_t r = read(fd, &b, 1);
                 if (r < 0 && errno == EAGAIN)
                     continue;
-                if (r != 1)
-                    die("connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+                if (r != 1) {
+                    snprintf(why, whylen, "connection %d: %s", i,
+                             r ? strerror(errno) : "closed by the server");
+                    return false;
+                }
                 ep_ctl(EPOLL_CTL_DEL, fd, 0, 0);
                 active--;
                 done++;
             }
         }
     }
+    return true;
+}
+
+static int run_idle(void)
+{
+    int N = opt.conns;
+    if (opt.pid <= 0)
+        die("idle needs --pid");
+    int *fds = malloc((size_t)N * sizeof *fds);
+    if (!fds)
+        die("out of memory");
+    long rss0 = server_rss_kb();
+    double cpu0 = server_cpu_s(opt.pid);
+    double t0 = now_s();
+    char why[256];
+    if (!idle_open(opt.port, fds, 0, N, why, sizeof why))
+        die("%s", why);
     double setup = now_s() - t0;
     /* Let the server settle (lazily freed buffers, deferred work). */
     sleep_s(opt.seconds);
