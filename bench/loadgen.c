@@ -1,9 +1,10 @@
 /*
  * loadgen: the load generator of libem's benchmark suite.
  *
- * Plain C on raw epoll (level-triggered), single-threaded, so that it is not
- * built on any library under test. It talks to echo servers on 127.0.0.1
- * and prints one key=value line per server.
+ * Plain C on raw epoll (level-triggered), single-threaded (idle --targets
+ * forks a helper process per target, see below), so that it is not built on
+ * any library under test. It talks to echo servers on 127.0.0.1 and prints
+ * one key=value line per server.
  *
  *   loadgen pingpong --port P [--conns C] [--size S] [--seconds T] [--pid PID]
  *       C connections; each sends an S-byte message, waits for the whole
@@ -17,8 +18,9 @@
  *   loadgen idle     --port P [--conns N] --pid PID [--seconds T]
  *       Opens N connections (each echoes one byte once, so that the server
  *       has accepted it and set it up), leaves them idle, and reports the
- *       server's VmRSS growth per connection. --seconds is the settling time
- *       before the second reading (default 0.5).
+ *       server's VmRSS growth per connection and its CPU per connection set
+ *       up. --seconds is the settling time before the second readings
+ *       (default 0.5).
  *   loadgen check    --port P [--size S]
  *       One S-byte echo, verified byte for byte; exit status 0 on success.
  *   loadgen freeport
@@ -49,6 +51,31 @@
  * The single-target form (--port) is the same run with one target and, unless
  * --slice says otherwise, one slice of T seconds and its drain.
  *
+ * Several servers at once, interleaved (idle: CPU only, no memory):
+ *
+ *   loadgen idle --targets PORT:PID[,PORT:PID...] [--conns N] [--chunk K]
+ *       Sets up N connections to every target, as the single-target idle run
+ *       does, in chunks of K (default 1000), and reports only the server's
+ *       CPU per connection set up. Rounds: in a round each target in turn
+ *       gets one chunk, K more connections opened (at most 100 in progress),
+ *       each sending one byte and reading the echo; the server's CPU is read
+ *       right before the chunk and right after its last echo, each time once
+ *       the server has gone idle (polled every ms, up to 200 ms: what it still
+ *       does after the last echo counts in the chunk and does not run during
+ *       the next target's). Rounds go on until every target has N
+ *       connections; the target that goes first rotates from one round to
+ *       the next. The connections stay open to the end of the run, so every
+ *       server sets up its connections while holding the earlier ones, as
+ *       in the single-target run. One process may not hold N connections to
+ *       each of several servers under the descriptor limit, so each target's
+ *       connections are held by a helper process of its own (forked at the
+ *       start, same CPU affinity), which sets up a chunk when the main
+ *       process asks and answers when it is done; only one of them works at
+ *       a time. Output and failures as for the load modes: "target=K port=P "
+ *       then the single-target fields without the memory ones, plus chunk=K;
+ *       seconds is the time of the chunks alone; server_cpu_us_per_op is per
+ *       connection set up. --seconds is not used.
+ *
  * With a PID, the server's CPU time is read once after the set-up, before the
  * first slice, and once 100 ms after the last drain (so that what the server
  * does after the load, such as closing connections the loader closed,
@@ -58,7 +85,8 @@
  * is printed as server_cpu_us_per_op: µs of server CPU per round trip
  * (pingpong), per S-byte message echoed (stream), per connection (connect,
  * idle). A server waiting in epoll_wait while other targets are loaded costs
- * next to nothing.
+ * next to nothing. (Single-target idle reads it before the first connection
+ * and after the settling time; idle --targets around every chunk.)
  *
  * Exit status: 0 on success, 1 on a failed run (a failed target, no
  * progress), 2 on bad usage.
@@ -78,10 +106,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +122,9 @@
 #define DEFAULT_SLICE 0.25 /* seconds, with --targets */
 #define SETTLE_S 0.1 /* after the last drain, before the CPU readings */
 #define DRAIN_TIMEOUT_MS 5000 /* a drain without any event this long fails */
+#define DEFAULT_CHUNK 1000 /* idle --targets: connections set up per turn */
+#define QUIET_MAX_MS 200 /* idle --targets: longest wait for a server to go idle */
+#define HELPER_TIMEOUT_MS 60000 /* idle --targets: a chunk without an answer fails */
 
 static struct {
     const char *mode;
@@ -102,7 +135,14 @@ static struct {
     double slice; /* seconds; < 0: not given */
     long pid;
     const char *targets; /* --targets, as given */
-} opt = {.port = 0, .conns = -1, .size = 64, .seconds = -1, .slice = -1, .pid = 0};
+    int chunk;           /* idle --targets: connections per turn */
+} opt = {.port = 0,
+         .conns = -1,
+         .size = 64,
+         .seconds = -1,
+         .slice = -1,
+         .pid = 0,
+         .chunk = DEFAULT_CHUNK};
 
 static int ep = -1;
 
@@ -370,10 +410,15 @@ typedef struct {
     uint64_t ops, errors, bytes;
     samples lat;       /* pingpong: round-trip times, ns */
     double cpu0, cpu1; /* server CPU seconds before and after; -1 unknown */
+    /* idle with --targets */
+    pid_t helper;    /* the process holding the connections; 0: none */
+    int ctl;         /* its end of the socket to it (when helper > 0) */
+    double cpu_used; /* server CPU seconds over the chunks; -1 unknown */
 } target;
 
 static target targets[MAX_TARGETS];
 static int ntargets;
+static void stop_helper(target *t, bool now);
 static bool multi;      /* --targets: a line per target, a failure ends only its target */
 static char *msg, *buf; /* the message written; the read buffer */
 static size_t bufsize;
@@ -404,7 +449,9 @@ static void fail(target *t, const char *fmt, ...)
     if (!multi)
         die("%s", why);
     fprintf(stderr, "loadgen: target %d (port %d): %s\n", t->num, t->port, why);
-    for (int i = 0; i < opt.conns; i++) {
+    if (t->helper > 0)
+        stop_helper(t, true);
+    for (int i = 0; t->conns && i < opt.conns; i++) {
         conn *c = &t->conns[i];
         if (c->fd >= 0)
             close(c->fd); /* also leaves the epoll set */
@@ -774,34 +821,34 @@ static int run_load(void)
 
 /* ------------------------------------------------------------ idle */
 
-static int run_idle(void)
+/* Sets up the connections fds[from] to fds[to - 1] to 127.0.0.1:port, at
+ * most IDLE_IN_PROGRESS at a time: each connects, writes one byte and reads
+ * its echo (so the server has accepted it and set it up), then stays open
+ * and out of the epoll set. Returns true, or false with the reason in why
+ * (connections set up so far stay open). */
+static bool idle_open(int port, int *fds, int from, int to, char *why, size_t whylen)
 {
-    int N = opt.conns;
-    if (opt.pid <= 0)
-        die("idle needs --pid");
-    raise_nofile();
-    int *fds = malloc((size_t)N * sizeof *fds);
-    if (!fds)
-        die("out of memory");
-    long rss0 = server_rss_kb();
-    double cpu0 = server_cpu_s(opt.pid);
-    double t0 = now_s();
-    int started = 0, done = 0, active = 0;
+    int started = from, done = from, active = 0;
     struct epoll_event evs[MAX_EVENTS];
-    while (done < N) {
-        while (active < IDLE_IN_PROGRESS && started < N) {
-            int fd = start_connect(opt.port);
-            if (fd < 0)
-                die("connection %d: %s (raise the descriptor limit?)", started,
-                    strerror(-fd));
+    while (done < to) {
+        while (active < IDLE_IN_PROGRESS && started < to) {
+            int fd = start_connect(port);
+            if (fd < 0) {
+                snprintf(why, whylen, "connection %d: %s (raise the descriptor limit?)",
+                         started, strerror(-fd));
+                return false;
+            }
             fds[started] = fd;
             ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, (uint64_t)started);
             started++;
             active++;
         }
         int n = epoll_wait(ep, evs, MAX_EVENTS, 10000);
-        if (n == 0)
-            die("no progress for 10 s (%d of %d connections set up)", done, N);
+        if (n == 0) {
+            snprintf(why, whylen, "no progress for 10 s (%d of %d connections set up)", done,
+                     to);
+            return false;
+        }
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
         for (int k = 0; k < n; k++) {
@@ -812,7 +859,8 @@ static int run_idle(void)
                 if (write(fd, &one, 1) != 1) {
                     if (errno == EAGAIN)
                         continue;
-                    die("connection %d: %s", i, strerror(errno));
+                    snprintf(why, whylen, "connection %d: %s", i, strerror(errno));
+                    return false;
                 }
                 ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, (uint64_t)i);
             } else {
@@ -820,14 +868,34 @@ static int run_idle(void)
                 ssize_t r = read(fd, &b, 1);
                 if (r < 0 && errno == EAGAIN)
                     continue;
-                if (r != 1)
-                    die("connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+                if (r != 1) {
+                    snprintf(why, whylen, "connection %d: %s", i,
+                             r ? strerror(errno) : "closed by the server");
+                    return false;
+                }
                 ep_ctl(EPOLL_CTL_DEL, fd, 0, 0);
                 active--;
                 done++;
             }
         }
     }
+    return true;
+}
+
+static int run_idle(void)
+{
+    int N = opt.conns;
+    if (opt.pid <= 0)
+        die("idle needs --pid");
+    int *fds = malloc((size_t)N * sizeof *fds);
+    if (!fds)
+        die("out of memory");
+    long rss0 = server_rss_kb();
+    double cpu0 = server_cpu_s(opt.pid);
+    double t0 = now_s();
+    char why[256];
+    if (!idle_open(opt.port, fds, 0, N, why, sizeof why))
+        die("%s", why);
     double setup = now_s() - t0;
     /* Let the server settle (lazily freed buffers, deferred work). */
     sleep_s(opt.seconds);
@@ -843,6 +911,214 @@ static int run_idle(void)
         close(fds[i]);
     free(fds);
     return 0;
+}
+
+/* ------------------------------------------------------------ idle, interleaved */
+
+/* With --targets, idle measures only the server CPU per connection set up,
+ * target by target in chunks. Every target's connections stay open to the
+ * end, as in the single-target run, and one process may not hold N of them
+ * for each of several targets under the descriptor limit: a helper process
+ * per target (forked, same CPU affinity) holds them. The parent tells a
+ * helper over a socket how many connections to add; the helper sets them up
+ * and answers with an empty message, or with the reason it failed. */
+
+/* The helper of a target on port: serves chunks until the parent closes the
+ * socket ctl (or sends 0), then exits, which closes its connections. */
+static void idle_helper(int ctl, int port)
+{
+    close(ep); /* shared with the parent: the helper needs a set of its own */
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1: %s", strerror(errno));
+    int N = opt.conns, have = 0;
+    int *fds = malloc((size_t)N * sizeof *fds);
+    for (;;) {
+        int32_t want;
+        if (read(ctl, &want, sizeof want) != (ssize_t)sizeof want || want <= 0)
+            break;
+        char why[256] = "";
+        if (!fds)
+            snprintf(why, sizeof why, "out of memory");
+        else if (want > N - have)
+            snprintf(why, sizeof why, "asked for more than %d connections", N);
+        else if (idle_open(port, fds, have, have + want, why, sizeof why))
+            have += want;
+        if (write(ctl, why, strlen(why) + 1) < 0 || why[0])
+            break;
+    }
+    _exit(0);
+}
+
+/* Starts the helper of t. */
+static void start_helper(target *t)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t p = fork();
+    if (p < 0)
+        die("fork: %s", strerror(errno));
+    if (p == 0) {
+        /* The parent's ends of the other helpers' sockets: a helper must
+         * see the end of file when the parent goes, whatever the others do. */
+        for (int k = 0; k < ntargets; k++)
+            if (targets[k].helper > 0)
+                close(targets[k].ctl);
+        close(sv[0]);
+        idle_helper(sv[1], t->port);
+    }
+    close(sv[1]);
+    t->helper = p;
+    t->ctl = sv[0];
+}
+
+/* Stops the helper of t: closes the socket and waits for it to exit (it
+ * does as soon as it reads the end of file), or kills it at once with now. */
+static void stop_helper(target *t, bool now)
+{
+    close(t->ctl);
+    if (now)
+        kill(t->helper, SIGKILL);
+    waitpid(t->helper, NULL, 0);
+    t->helper = 0;
+}
+
+/* Has the helper of t set up want more connections; false with the reason
+ * in why when it did not. */
+static bool helper_chunk(target *t, int want, char *why, size_t whylen)
+{
+    int32_t w = want;
+    if (write(t->ctl, &w, sizeof w) != (ssize_t)sizeof w) {
+        snprintf(why, whylen, "helper process: %s", strerror(errno));
+        return false;
+    }
+    struct pollfd p = {.fd = t->ctl, .events = POLLIN};
+    int n;
+    do
+        n = poll(&p, 1, HELPER_TIMEOUT_MS);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        snprintf(why, whylen, "no answer from the helper process in %d s",
+                 HELPER_TIMEOUT_MS / 1000);
+        return false;
+    }
+    ssize_t r = read(t->ctl, why, whylen - 1);
+    if (r <= 0) {
+        snprintf(why, whylen, "the helper process has ended");
+        return false;
+    }
+    why[r] = 0;
+    return why[0] == 0;
+}
+
+/* Whether a thread of process pid is running or waiting for a CPU (state R
+ * in /proc/PID/task/TID/stat). */
+static bool server_running(long pid)
+{
+    char path[320], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    bool running = false;
+    struct dirent *e;
+    while (!running && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/task/%.32s/stat", pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+        running = p && p[1] == ' ' && p[2] == 'R';
+    }
+    closedir(d);
+    return running;
+}
+
+/* The CPU time of server pid once it has stopped running: every millisecond,
+ * until no thread of it is running and its CPU time has not moved since the
+ * previous reading, at most QUIET_MAX_MS. (The schedstat time of a running
+ * thread lags, by up to a clock tick, until it sleeps.) So what a server
+ * still does after the last echo of a chunk counts in that chunk, and does
+ * not run during the next target's. -1 when unknown. */
+static double quiet_cpu_s(long pid)
+{
+    double prev = server_cpu_s(pid);
+    for (int i = 0; i < QUIET_MAX_MS && prev >= 0; i++) {
+        sleep_s(0.001);
+        double v = server_cpu_s(pid);
+        if (v == prev && !server_running(pid))
+            break;
+        prev = v;
+    }
+    return prev;
+}
+
+/* idle --targets: rounds in which every target in turn gets one chunk of
+ * connections set up, the server's CPU read before and after it, until every
+ * target has N; then one line per target. */
+static int run_idle_targets(void)
+{
+    int N = opt.conns;
+    for (int k = 0; k < ntargets; k++)
+        start_helper(&targets[k]);
+    for (int round = 0;; round++) {
+        bool any = false;
+        for (int k = 0; k < ntargets; k++) {
+            target *t = &targets[(round + k) % ntargets];
+            if (t->failed || t->ops >= (uint64_t)N)
+                continue;
+            int want = N - (int)t->ops < opt.chunk ? N - (int)t->ops : opt.chunk;
+            char why[256];
+            double cpu0 = quiet_cpu_s(t->pid);
+            double t0 = now_s();
+            bool ok = helper_chunk(t, want, why, sizeof why);
+            t->elapsed += now_s() - t0;
+            double cpu1 = quiet_cpu_s(t->pid);
+            any = true;
+            if (!ok) {
+                fail(t, "%s", why);
+                continue;
+            }
+            if (t->pid > 0 && cpu1 < 0) {
+                fail(t, "server process %ld has gone", t->pid);
+                continue;
+            }
+            if (cpu0 < 0 || cpu1 < 0)
+                t->cpu_used = -1;
+            else if (t->cpu_used >= 0)
+                t->cpu_used += cpu1 - cpu0;
+            t->ops += (uint64_t)want;
+        }
+        if (!any)
+            break;
+    }
+    int status = 0;
+    for (int k = 0; k < ntargets; k++) {
+        target *t = &targets[k];
+        printf("target=%d port=%d ", t->num, t->port);
+        if (t->failed) {
+            printf("mode=%s failed=1\n", opt.mode);
+            status = 1;
+            continue;
+        }
+        print_common(t->elapsed, t->ops);
+        printf(" chunk=%d", opt.chunk);
+        print_cpu(0, t->cpu_used, t->ops);
+        printf("\n");
+    }
+    fflush(stdout);
+    for (int k = 0; k < ntargets; k++)
+        if (targets[k].helper > 0)
+            stop_helper(&targets[k], false);
+    return status;
 }
 
 /* ------------------------------------------------------------ check */
@@ -920,7 +1196,8 @@ static void usage(void)
             "usage: loadgen pingpong|stream|connect|idle|check|freeport --port P\n"
             "               [--conns C] [--size S] [--seconds T] [--pid SERVER_PID]\n"
             "       loadgen pingpong|stream|connect --targets PORT:PID[,PORT:PID...]\n"
-            "               [--slice L] [--conns C] [--size S] [--seconds T]\n");
+            "               [--slice L] [--conns C] [--size S] [--seconds T]\n"
+            "       loadgen idle --targets PORT:PID[,PORT:PID...] [--conns N] [--chunk K]\n");
     exit(2);
 }
 
@@ -984,6 +1261,8 @@ int main(int argc, char **argv)
             opt.targets = v;
         else if (!strcmp(a, "--slice") && atof(v) > 0)
             opt.slice = atof(v);
+        else if (!strcmp(a, "--chunk") && atoi(v) > 0)
+            opt.chunk = atoi(v);
         else
             usage();
     }
@@ -1000,8 +1279,8 @@ int main(int argc, char **argv)
     else if (!idle && strcmp(opt.mode, "check"))
         usage();
     if (opt.targets) {
-        /* Several targets: load modes only, and not with --port/--pid. */
-        if (!mode || opt.port || opt.pid || !parse_targets(opt.targets))
+        /* Several targets: load modes and idle, not with --port/--pid. */
+        if (!(mode || idle) || opt.port || opt.pid || !parse_targets(opt.targets))
             usage();
         multi = true;
     } else {
@@ -1024,7 +1303,7 @@ int main(int argc, char **argv)
         opt.slice = multi ? DEFAULT_SLICE : opt.seconds;
     if (idle) {
         opt.size = 1;
-        return run_idle();
+        return multi ? run_idle_targets() : run_idle();
     }
     if (!mode)
         return run_check();

@@ -7,11 +7,15 @@
 # the servers are started together and one loadgen run loads them in turns
 # of 0.25 s slices (loadgen --targets; the order rotates between
 # repetitions), so that every server sees the same machine even when its
-# speed drifts; then they are all stopped. The idle workload takes one server
-# at a time. Then it counts the system calls per echoed message of each
-# server and runs the timer benchmark. Servers run on the last CPU and the
-# load generator on the first when taskset exists and there are 2 CPUs or
-# more. Prints a table at the end and writes it to bench/results/LATEST.md.
+# speed drifts; then they are all stopped. The server CPU per idle connection
+# set up (workload "setup") is measured the same way: all the servers
+# together, one loadgen idle --targets run that sets up their N connections
+# in turns of 1000. The idle memory (workload "idle": VmRSS growth with N
+# connections held) takes one server at a time. Then it counts the system
+# calls per echoed message of each server and runs the timer benchmark.
+# Servers run on the last CPU and the load generator on the first when
+# taskset exists and there are 2 CPUs or more. Prints a table at the end and
+# writes it to bench/results/LATEST.md.
 #
 # Environment:
 #   BENCH_QUICK=1        smoke run (~1 minute): 1 repetition, short runs
@@ -136,7 +140,8 @@ if [[ " ${servers[*]} " != *" epoll "* ]]; then
     exit 1
 fi
 
-# Descriptors: the idle workload holds N connections on each side.
+# Descriptors: the idle and setup workloads hold N connections on each side
+# (setup: each server N, each of loadgen's helper processes N).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 nofile=$(ulimit -n)
 idle_n=10000
@@ -250,6 +255,7 @@ loadgen_args() { # workload
     pp100) echo "pingpong --conns 100 --size 64 --seconds $secs" ;;
     stream) echo "stream --conns 10 --size 16384 --seconds $secs" ;;
     connect) echo "connect --conns 50 --seconds $secs" ;;
+    setup) echo "idle --conns $idle_n --chunk 1000" ;;
     idle) echo "idle --conns $idle_n --seconds 0.5" ;;
     esac
 }
@@ -263,7 +269,8 @@ summary() { # workload line
     pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
     stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
     connect) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn, errors $(field "$2" errors)" ;;
-    idle) echo "$(field "$2" bytes_per_conn) B/conn, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
+    setup) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
+    idle) echo "$(field "$2" bytes_per_conn) B/conn" ;;
     esac
 }
 
@@ -306,7 +313,8 @@ run_timed() {
     done
 }
 
-# run_idle REP NAME: one server started, loaded with idle connections, stopped.
+# run_idle REP NAME: one server started, loaded with idle connections, stopped
+# (for the memory; the CPU per connection set up comes from workload setup).
 run_idle() {
     local rep=$1 s=$2 line rc
     start_servers "$s"
@@ -341,7 +349,7 @@ for ((rep = 1; rep <= reps; rep++)); do
     for ((k = 0; k < nserv; k++)); do
         order+=("${servers[$(((k + rep - 1) % nserv))]}")
     done
-    for w in pp1 pp100 stream connect; do
+    for w in pp1 pp100 stream connect setup; do
         run_timed "$rep" "$w" "${order[@]}"
     done
     for s in "${order[@]}"; do
@@ -463,7 +471,8 @@ cmdline="make bench"
     echo
     echo "Produced by \`$cmdline\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${elapsed} s;"
     echo "libem at commit $commit. $reps repetition(s), ${secs} s of load per server in"
-    echo "each ping-pong, stream and connect run (all servers in one run, in slices),"
+    echo "each ping-pong, stream and connect run (all servers in one run, in slices;"
+    echo "idle set-up CPU likewise, in chunks of 1000 connections),"
     if ((${#pin_server[@]})); then
         echo "idle N=$idle_n. Pinned: servers \`${pin_server[*]}\`, load generator \`${pin_load[*]}\`."
     else
