@@ -368,7 +368,7 @@ TEST(accepted_sockets_get_nodelay_ipv6) { nodelay_case("::1", false, false); }
 TEST(attached_listener_without_nodelay) { nodelay_case("127.0.0.1", true, false); }
 TEST(attached_listener_with_nodelay) { nodelay_case("127.0.0.1", true, true); }
 
-/* Many clients at once in one wake-up: accept loops. */
+/* Many clients at once: the backlog is taken one per turn, none is lost. */
 TEST(server_accepts_burst)
 {
     int fd0 = open_fd_count();
