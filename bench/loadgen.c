@@ -968,6 +968,13 @@ static void start_helper(target *t)
             if (targets[k].helper > 0)
                 close(targets[k].ctl);
         close(sv[0]);
+        /* Not the parent's output: a caller reading it to the end must
+         * not wait for helpers still finishing a chunk. */
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            close(null);
+        }
         idle_helper(sv[1], t->port);
     }
     close(sv[1]);
@@ -1242,6 +1249,7 @@ int main(int argc, char **argv)
     if (argc < 2)
         usage();
     opt.mode = argv[1];
+    bool chunk_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc)
@@ -1262,7 +1270,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--slice") && atof(v) > 0)
             opt.slice = atof(v);
         else if (!strcmp(a, "--chunk") && atoi(v) > 0)
-            opt.chunk = atoi(v);
+            opt.chunk = atoi(v), chunk_given = true;
         else
             usage();
     }
@@ -1278,6 +1286,8 @@ int main(int argc, char **argv)
         mode = &connect_ops;
     else if (!idle && strcmp(opt.mode, "check"))
         usage();
+    if (chunk_given && !(idle && opt.targets))
+        usage(); /* chunks are idle --targets' only */
     if (opt.targets) {
         /* Several targets: load modes and idle, not with --port/--pid. */
         if (!(mode || idle) || opt.port || opt.pid || !parse_targets(opt.targets))

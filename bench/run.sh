@@ -147,7 +147,7 @@ nofile=$(ulimit -n)
 idle_n=10000
 if [[ "$nofile" != unlimited ]] && ((nofile < idle_n + 64)); then
     idle_n=$((nofile - 64))
-    log "bench: descriptor limit $nofile: idle uses $idle_n connections"
+    log "bench: descriptor limit $nofile: idle and setup use $idle_n connections"
 fi
 
 server_cmd() { # name

@@ -369,6 +369,8 @@ em_conn *em__sigmap_at(const em_sigmap *m, size_t i); /* slot i: NULL if empty *
 #define EM_READ_BUF_SIZE (64 * 1024)
 #define EM_MAX_BORROWERS 16
 #define EM_MAX_EVENTS 256
+/* A turn with this many events is long: servers then accept several. */
+#define EM_BUSY_EVENTS 64
 
 struct em_reactor {
     const em_backend *backend;
@@ -435,6 +437,7 @@ struct em_reactor {
     bool running;
     bool in_turn;
     bool freeing;
+    bool busy; /* the last wait returned EM_BUSY_EVENTS or more */
 };
 
 double em__clock(void);

@@ -415,6 +415,7 @@ static int turn(em_reactor *r, double max_wait_s)
     flush_and_close(r);
     int n = r->backend->wait(r, wait_ms(r, max_wait_s), r->events, EM_MAX_EVENTS);
     r->now = em__clock();
+    r->busy = n >= EM_BUSY_EVENTS;
     if (n > 0)
         dispatch(r, n);
     flush_and_close(r);

@@ -402,6 +402,90 @@ TEST(server_accepts_burst)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
+static void ignore_readable(em_conn *c) { (void)c; }
+
+/* A busy reactor (more descriptors ready than one wait returns) reports the
+ * listener only every other turn or so: a burst is still taken in a few
+ * turns, not one connection per report. */
+TEST(server_accepts_burst_while_busy)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    enum { BUSY = 300, N = 64 };
+    static const em_handler busy = {.notify_readable = ignore_readable};
+    int watched[BUSY];
+    em_conn *w[BUSY];
+    for (int i = 0; i < BUSY; i++) {
+        int p[2];
+        ASSERT_EQ(pipe(p), 0);
+        ASSERT_EQ(write(p[1], "x", 1), 1);
+        close(p[1]); /* a byte and the end: readable until read, never read */
+        watched[i] = p[0];
+        w[i] = em_watch(r, p[0], &busy, NULL);
+        ASSERT_NOT_NULL(w[i]);
+        ASSERT_EQ(em_set_notify_readable(w[i], true), 0);
+    }
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, N);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    int turns = 0;
+    while (srv.pool_used < N && turns < 4 * N) {
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+        turns++;
+    }
+    ASSERT_EQ(srv.pool_used, N);
+    ASSERT_LT(turns, N / 2); /* one accept per report: about 2 turns each */
+    for (int i = 0; i < BUSY; i++)
+        ASSERT_EQ(em_close_connection(w[i], false), 0);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    double deadline = now_mono() + 5;
+    while ((rec_live > 0 || em_connection_count(r) > 0) && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(rec_live, 0);
+    ASSERT_EQ(em_connection_count(r), 0);
+    for (int i = 0; i < BUSY; i++)
+        close(watched[i]); /* watch mode never closes the descriptor */
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A listener shut down behind libem's back stays "readable" and accept4
+ * fails with EINVAL for good: the server backs off instead of spinning, and
+ * the reactor keeps serving. */
+TEST(server_listener_gone_bad_no_spin)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 1);
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 16, &port);
+    em_server *s = em_attach_server(r, lfd, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(shutdown(lfd, SHUT_RDWR), 0);
+    ASSERT_LT(accept(lfd, NULL, NULL), 0); /* what the server now meets */
+    int turns = 0;
+    double end = now_mono() + 0.5;
+    while (now_mono() < end) {
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+        turns++;
+    }
+    /* a spin turns thousands of times; a 0.1 s back-off about 10 */
+    ASSERT_LT(turns, 100);
+    ASSERT_EQ(srv.pool_used, 0);
+    ASSERT_EQ(em_stop_server(s), 0); /* closes lfd */
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
 /* Out of descriptors: the server neither spins nor stalls, and accepts again
  * once descriptors are free. */
 TEST(server_emfile_no_spin_then_resumes)
