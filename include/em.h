@@ -384,6 +384,28 @@ EM_EXPORT int em_set_comm_inactivity_timeout(em_conn *c, double s);
 /* Seconds since the last byte was read or written. */
 EM_EXPORT double em_get_idle_time(const em_conn *c);
 
+/* Proxying (EventMachine's proxy_incoming_to): from then on the bytes read
+ * from `from` are sent to `to` without a copy and without calling from's
+ * receive_data. Backpressure is the proxy's own: while more than `bufsize`
+ * bytes (0: 1 MiB) wait in to's outbound queue, `from` is not read; this
+ * hold does not show in em_is_paused and never overrides em_pause or
+ * em_resume. After `length` bytes (0: no limit) the proxy stops,
+ * from's proxy_completed runs and the rest goes to receive_data. If `to`
+ * unbinds first, the proxy stops, from's proxy_target_unbound runs once and
+ * later bytes go to receive_data; bytes a closing target can no longer take
+ * go to receive_data too. `to` may still be connecting. Nothing is lost,
+ * duplicated or reordered. Calling it again replaces the proxy and restarts
+ * the count. Errors: -EINVAL (NULL, from == to, a datagram or watched
+ * connection), -ENOTCONN (either is closing), -EBUSY (`to` is already the
+ * target of another connection's proxy), -ENOMEM. */
+EM_EXPORT int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t length);
+/* Stops from's proxy (if any) and releases its hold; later bytes go to
+ * receive_data. 0, or -EINVAL for NULL. */
+EM_EXPORT int em_stop_proxying(em_conn *from);
+/* Bytes proxied since the last em_proxy_incoming_to; kept after the proxy
+ * stops. 0 for NULL or a connection never proxied. */
+EM_EXPORT size_t em_get_proxied_bytes(const em_conn *from);
+
 /* Connects the same object again, to host:port, with a new signature: it
  * then gets connection_completed or another unbind. Meant for unbind, as
  * EventMachine programs use it to retry; on a connection that is not being

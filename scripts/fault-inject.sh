@@ -73,6 +73,17 @@ pipe_write_cases=(
 write_cases=(
     "test_stream close_after_writing_delivers_everything"
 )
+# Proxying: a read's bytes written on from the read buffer, and the hold
+# released by the target's writes.
+proxy_cases=(
+    "test_proxy proxy_forwards_without_receive_data"
+    "test_proxy proxy_backpressure_is_bounded"
+)
+# The held case reads in small pieces under read injection (7 s): reads get
+# the forwarding case only.
+proxy_read_cases=(
+    "test_proxy proxy_forwards_without_receive_data"
+)
 # em_run: the loop itself must survive the poller's errors.
 run_cases=(
     "test_reactor run_and_stop_from_timer"
@@ -86,10 +97,10 @@ run_cases=(
 # returned by em_run_once, as documented, which the harness's run loops treat
 # as fatal: it is injected only where em_run drives the loop.
 injections=(
-    "read=EINTR|epoll poll|read|read:error=EINTR:when=4+2|read_cases"
-    "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|read_cases"
-    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases"
-    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases"
+    "read=EINTR|epoll poll|read|read:error=EINTR:when=4+2|read_cases proxy_read_cases"
+    "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|read_cases proxy_read_cases"
+    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases"
+    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
     "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"

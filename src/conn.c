@@ -71,6 +71,7 @@ void em__count_out(em_conn *c, size_t n) { count(c, &c->out_lo, n, true); }
 static void conn_free(em_conn *c)
 {
     c->r->conn_count--;
+    em__proxy_free(c);
     em__free(c->cold);
     em__free(c);
 }
@@ -90,7 +91,7 @@ static unsigned wanted_interest(const em_conn *c)
     if (c->flags & EM_CF_WATCH)
         return em__watch_interest(c);
     unsigned want = 0;
-    if (!(c->flags & EM_CF_EOF))
+    if (!(c->flags & (EM_CF_EOF | EM_CF_PROXY_HELD)))
         want |= EM_EV_READ;
     if (c->flags & EM_CF_WRITE_WAITED)
         want |= EM_EV_WRITE;
@@ -235,9 +236,12 @@ void em__conn_finish(em_conn *c)
     if ((c->flags & EM_CF_POPEN) && !em__child_may_unbind(c))
         return; /* back on the close list once the child has exited */
     em__sigmap_del(&r->sigmap, c->sig);
+    em_conn *source = (c->flags & (EM_CF_PROXY | EM_CF_PROXY_TARGET)) ? em__proxy_unlink(c) : NULL;
     c->state = EM_CS_UNBINDING;
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
+    if (source && source->h->proxy_target_unbound && em__conn_usable(source))
+        source->h->proxy_target_unbound(source);
     if (c->state != EM_CS_UNBINDING)
         return; /* em_reconnect revived it */
     drop_output(c);
@@ -299,7 +303,7 @@ void em__conn_on_event(em_conn *c, unsigned events)
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
-        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF)))
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)))
         do_read(c);
     if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
         (c->flags & EM_CF_WRITE_WAITED))
@@ -389,7 +393,17 @@ void em__conn_drained(em_conn *c, bool waited)
         em__conn_fail(c, 0);
 }
 
+static void flush_now(em_conn *c);
+
+/* A proxy's target that wrote may release its source's hold. */
 void em__conn_flush(em_conn *c)
+{
+    flush_now(c);
+    if (c->flags & EM_CF_PROXY_TARGET)
+        em__proxy_target_progress(c);
+}
+
+static void flush_now(em_conn *c)
 {
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return;
@@ -475,6 +489,8 @@ static void settle(em_conn *c)
 {
     if (c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) && !drain_queue(c))
         return; /* failed: the queue is gone */
+    if (c->flags & EM_CF_PROXY_TARGET)
+        em__proxy_target_progress(c);
     if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED)) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);
@@ -528,16 +544,24 @@ void em__conn_settle_borrowed(em_reactor *r)
 
 /* Outside receive_data the buffer's bytes are not borrowed: a span made
  * then would wait for some later read to be written. */
-void em__conn_deliver(em_conn *c, size_t n)
+void em__conn_receive(em_conn *c, const char *data, size_t n)
 {
     em_reactor *r = c->r;
     if (c->h->receive_data) {
         r->receiving = true;
-        c->h->receive_data(c, r->read_buf, n);
+        c->h->receive_data(c, data, n);
         r->receiving = false;
     }
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
+}
+
+void em__conn_deliver(em_conn *c, size_t n)
+{
+    if (c->flags & EM_CF_PROXY)
+        em__proxy_deliver(c, n);
+    else
+        em__conn_receive(c, c->r->read_buf, n);
 }
 
 int em_send_data(em_conn *c, const void *data, size_t len)

@@ -217,6 +217,9 @@ enum em_conn_flag {
     EM_CF_NOTIFY_W = 1u << 16,
     EM_CF_RESTORE_FL = 1u << 17,     /* attached: give the fd back with its flags */
     EM_CF_SPAN = 1u << 18,           /* its output is a span of read_buf (borrowers) */
+    EM_CF_PROXY = 1u << 19,          /* proxies what it reads (cold->proxy) */
+    EM_CF_PROXY_HELD = 1u << 20,     /* not read: its proxy target is full */
+    EM_CF_PROXY_TARGET = 1u << 21,   /* a proxy's target (cold->proxy_from) */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -232,6 +235,8 @@ typedef struct em_cold {
     double connect_timeout;
     em_timer_id inactivity_timer;
     uint32_t in_hi, out_hi; /* bytes_in / bytes_out >> 32 */
+    struct em_proxy *proxy; /* as a proxy's source, kept for its count */
+    struct em_conn *proxy_from; /* as a proxy's target */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -272,6 +277,8 @@ void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
 /* receive_data with the first n bytes of read_buf, then their settling. */
 void em__conn_deliver(em_conn *c, size_t n);
+/* receive_data with bytes of read_buf, then their settling. */
+void em__conn_receive(em_conn *c, const char *data, size_t n);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
@@ -282,6 +289,12 @@ em_cold *em__conn_cold(em_conn *c); /* allocated on first use; NULL: ENOMEM */
 void em__count_in(em_conn *c, size_t n);
 void em__count_out(em_conn *c, size_t n);
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
+
+/* proxy.c */
+void em__proxy_deliver(em_conn *from, size_t n);
+void em__proxy_target_progress(em_conn *to);
+em_conn *em__proxy_unlink(em_conn *c);
+void em__proxy_free(em_conn *c);
 
 /* datagram.c */
 void em__dgram_on_event(em_conn *c, unsigned events);

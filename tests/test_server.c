@@ -407,7 +407,7 @@ static void ignore_readable(em_conn *c) { (void)c; }
 /* A busy reactor (more descriptors ready than one wait returns) reports the
  * listener only every other turn or so: a burst is still taken in a few
  * turns, not one connection per report. */
-TEST(server_accepts_burst_while_busy)
+TEST(busy_reactor_takes_burst_in_few_turns)
 {
     int fd0 = open_fd_count();
     em_reactor *r = new_reactor();
