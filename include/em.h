@@ -390,13 +390,16 @@ EM_EXPORT double em_get_idle_time(const em_conn *c);
  * bytes (0: 1 MiB) wait in to's outbound queue, `from` is not read; this
  * hold does not show in em_is_paused and never overrides em_pause or
  * em_resume. After `length` bytes (0: no limit) the proxy stops,
- * from's proxy_completed runs and the rest goes to receive_data. If `to`
- * unbinds first, the proxy stops, from's proxy_target_unbound runs once and
- * later bytes go to receive_data; bytes a closing target can no longer take
- * go to receive_data too. `to` may still be connecting. Nothing is lost,
- * duplicated or reordered. Calling it again replaces the proxy and restarts
- * the count. Errors: -EINVAL (NULL, from == to, a datagram or watched
- * connection), -ENOTCONN (either is closing), -EBUSY (`to` is already the
+ * from's proxy_completed runs and the rest goes to receive_data (the rest of
+ * that read is delivered even if proxy_completed paused `from`, having been
+ * read already; an immediate close or em_detach there drops it). If `to`
+ * unbinds first, the proxy stops, and after to's unbind from's
+ * proxy_target_unbound runs once; later bytes go to receive_data, and so do
+ * bytes a closing target can no longer take. `to` may still be
+ * connecting. Nothing is lost, duplicated or reordered. Calling it again
+ * replaces the proxy and restarts the count. Errors: -EINVAL (NULL, from == to, a datagram or watched
+ * connection), -ENOTCONN (either is closing, or `to` was asked to close
+ * after writing or to shut its writing side), -EBUSY (`to` is already the
  * target of another connection's proxy), -ENOMEM. */
 EM_EXPORT int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t length);
 /* Stops from's proxy (if any) and releases its hold; later bytes go to

@@ -190,6 +190,8 @@ void em__conn_fail(em_conn *c, int reason)
     leave_poller(c);
     c->io.dead = true;
     drop_output(c);
+    if (c->flags & EM_CF_PROXY_TARGET) /* its source is held no longer */
+        em__proxy_target_progress(c);
     em__connect_abandon(c);
     cancel_timers(c);
     em__close_list_push(c);
@@ -240,7 +242,7 @@ void em__conn_finish(em_conn *c)
     c->state = EM_CS_UNBINDING;
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
-    if (source && source->h->proxy_target_unbound && em__conn_usable(source))
+    if (source && source->h->proxy_target_unbound && em__conn_usable(source) && !r->forked)
         source->h->proxy_target_unbound(source);
     if (c->state != EM_CS_UNBINDING)
         return; /* em_reconnect revived it */

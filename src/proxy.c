@@ -20,7 +20,6 @@ struct em_proxy {
 
 static struct em_proxy *proxy_of(const em_conn *c) { return c->cold ? c->cold->proxy : NULL; }
 
-static bool over(const em_conn *to, size_t bufsize) { return em__conn_pending(to) > bufsize; }
 
 static void hold(em_conn *from, bool on)
 {
@@ -32,6 +31,16 @@ static void hold(em_conn *from, bool on)
         from->flags &= ~(uint32_t)EM_CF_PROXY_HELD;
     if (from->state == EM_CS_OPEN)
         em__conn_update_interest(from);
+}
+
+/* Held above bufsize, released below it: at bufsize it stays as it is. */
+static void follow_target(em_conn *from, const em_conn *to, size_t bufsize)
+{
+    size_t queued = em__conn_pending(to);
+    if (queued > bufsize)
+        hold(from, true);
+    else if (queued < bufsize)
+        hold(from, false);
 }
 
 /* Undoes the link both ways; the count stays. */
@@ -51,8 +60,9 @@ int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t leng
 {
     if (!from || !to || from == to || ((from->flags | to->flags) & (EM_CF_DGRAM | EM_CF_WATCH)))
         return -EINVAL;
-    if (!em__conn_usable(from) || !em__conn_usable(to))
-        return -ENOTCONN;
+    if (!em__conn_usable(from) || !em__conn_usable(to) ||
+        (to->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
+        return -ENOTCONN; /* a target that takes no more data */
     if ((to->flags & EM_CF_PROXY_TARGET) && to->cold->proxy_from != from)
         return -EBUSY;
     em_cold *fk = em__conn_cold(from), *tk = em__conn_cold(to);
@@ -65,7 +75,7 @@ int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t leng
     from->flags |= EM_CF_PROXY;
     to->flags |= EM_CF_PROXY_TARGET;
     tk->proxy_from = from;
-    hold(from, over(to, fk->proxy->bufsize));
+    follow_target(from, to, fk->proxy->bufsize);
     return 0;
 }
 
@@ -96,6 +106,8 @@ void em__proxy_deliver(em_conn *from, size_t n)
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
     if (err) { /* a closing target takes nothing more: the source gets it */
+        if (err == -ENOMEM)
+            em__conn_fail(to, ENOMEM); /* rather than a hole in its stream */
         em__conn_receive(from, r->read_buf, n);
         return;
     }
@@ -103,7 +115,7 @@ void em__proxy_deliver(em_conn *from, size_t n)
     if (p->left != SIZE_MAX)
         p->left -= k;
     if (p->left) {
-        hold(from, over(to, p->bufsize));
+        follow_target(from, to, p->bufsize);
         return;
     }
     stop(from);
@@ -113,12 +125,12 @@ void em__proxy_deliver(em_conn *from, size_t n)
         em__conn_receive(from, r->read_buf + k, n - k);
 }
 
-/* The target wrote some of its queue. */
+/* The target wrote some of its queue, or dropped it closing. */
 void em__proxy_target_progress(em_conn *to)
 {
     em_conn *from = to->cold->proxy_from;
-    if ((from->flags & EM_CF_PROXY_HELD) && !over(to, from->cold->proxy->bufsize))
-        hold(from, false);
+    if (from->flags & EM_CF_PROXY_HELD)
+        follow_target(from, to, from->cold->proxy->bufsize);
 }
 
 /* Before c's unbind: c stops proxying, and stops being a target. Returns the

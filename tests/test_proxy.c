@@ -305,3 +305,53 @@ TEST(proxy_bad_arguments)
     close(z);
     pair_close(&p);
 }
+
+/* The target is an outbound connection still connecting: what it is sent
+ * before and what the proxy sends arrive in that order once it connects. */
+TEST(proxy_to_connecting_target)
+{
+    pair p;
+    pair_open(&p);
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
+    rec out = {.tag = 5};
+    em_conn *ct = em_connect(p.r, "127.0.0.1", port, &proxy_handler, &out);
+    ASSERT_NOT_NULL(ct);
+    ASSERT_EQ(out.completed, 0);
+    ASSERT_EQ(em_send_data(ct, "head:", 5), 0);
+    ASSERT_EQ(em_proxy_incoming_to(p.cx, ct, 0, 0), 0);
+    write_all(p.x, "proxied", 7);
+    int afd = -1;
+    char buf[16];
+    size_t got = 0;
+    double deadline = now_mono() + PUMP_S;
+    while (got < 12 && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(p.r, 0.01), 0);
+        if (afd < 0 && (afd = accept(lfd, NULL, NULL)) >= 0)
+            set_nonblock(afd);
+        if (afd >= 0) {
+            ssize_t n = read(afd, buf + got, sizeof buf - got);
+            if (n > 0)
+                got += (size_t)n;
+        }
+    }
+    ASSERT_EQ(got, 12);
+    ASSERT(memcmp(buf, "head:proxied", 12) == 0);
+    ASSERT_EQ(out.completed, 1);
+    ASSERT_EQ(em_get_proxied_bytes(p.cx), 7);
+    close(afd);
+    close(lfd);
+    ASSERT(run_until(p.r, &out.unbinds, 5));
+    pair_close(&p);
+}
+
+/* A target that takes no more data is refused like a closing one. */
+TEST(proxy_to_half_closed_target_is_enotconn)
+{
+    pair p;
+    pair_open(&p);
+    ASSERT_EQ(em_close_write(p.cy), 0);
+    ASSERT_EQ(em_proxy_incoming_to(p.cx, p.cy, 0, 0), -ENOTCONN);
+    ASSERT_EQ(em_proxy_incoming_to(p.cy, p.cx, 0, 0), 0); /* as a source it may */
+    pair_close(&p);
+}
