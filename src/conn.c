@@ -151,6 +151,8 @@ static void drop_output(em_conn *c)
         em__outq_clear(c->r, &c->out);
         c->flags &= ~(uint32_t)EM_CF_SPAN;
     }
+    if (c->flags & EM_CF_PROXY_TARGET) /* its source is held no longer */
+        em__proxy_target_progress(c);
 }
 
 /* Kind-specific state, freed with the connection. */
@@ -190,8 +192,6 @@ void em__conn_fail(em_conn *c, int reason)
     leave_poller(c);
     c->io.dead = true;
     drop_output(c);
-    if (c->flags & EM_CF_PROXY_TARGET) /* its source is held no longer */
-        em__proxy_target_progress(c);
     em__connect_abandon(c);
     cancel_timers(c);
     em__close_list_push(c);
@@ -343,10 +343,13 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     return write_iov(c, iov, cnt);
 }
 
+/* A proxy's target that wrote may release its source's hold. */
 static void sent(em_conn *c, size_t n)
 {
     count(c, &c->out_lo, n, true);
     c->last_activity = c->r->now;
+    if (c->flags & EM_CF_PROXY_TARGET)
+        em__proxy_target_progress(c);
 }
 
 /* Writes until the queue is empty or the kernel takes less than offered.
@@ -395,17 +398,7 @@ void em__conn_drained(em_conn *c, bool waited)
         em__conn_fail(c, 0);
 }
 
-static void flush_now(em_conn *c);
-
-/* A proxy's target that wrote may release its source's hold. */
 void em__conn_flush(em_conn *c)
-{
-    flush_now(c);
-    if (c->flags & EM_CF_PROXY_TARGET)
-        em__proxy_target_progress(c);
-}
-
-static void flush_now(em_conn *c)
 {
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return;
@@ -491,8 +484,6 @@ static void settle(em_conn *c)
 {
     if (c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) && !drain_queue(c))
         return; /* failed: the queue is gone */
-    if (c->flags & EM_CF_PROXY_TARGET)
-        em__proxy_target_progress(c);
     if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED)) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);

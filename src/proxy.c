@@ -5,8 +5,8 @@
  * receiving window), so an unhindered proxy writes each read with one send()
  * and copies only what the target's kernel buffer does not take. While more
  * than bufsize bytes wait in the target's queue the source is not read (the
- * hold, EM_CF_PROXY_HELD, apart from the user's pause); the target's flush
- * releases it. */
+ * hold, EM_CF_PROXY_HELD, apart from the user's pause); the target's
+ * writes, or its queue dropped when it closes, release it. */
 #include "em-internal.h"
 
 #define EM_PROXY_DEFAULT_BUFSIZE ((size_t)1 << 20)
@@ -19,7 +19,6 @@ struct em_proxy {
 };
 
 static struct em_proxy *proxy_of(const em_conn *c) { return c->cold ? c->cold->proxy : NULL; }
-
 
 static void hold(em_conn *from, bool on)
 {

@@ -127,6 +127,15 @@ static void pump(pair *p, uint64_t total, uint64_t want)
     }
 }
 
+/* Runs until X's own receive_data has had exactly n bytes. */
+static void source_receives(pair *p, uint64_t n)
+{
+    double deadline = now_mono() + PUMP_S;
+    while (p->srv.pool[0].bytes_in < n && now_mono() < deadline)
+        ASSERT_GE(em_run_once(p->r, 0.01), 0);
+    ASSERT_EQ(p->srv.pool[0].bytes_in, n);
+}
+
 TEST(proxy_forwards_without_receive_data)
 {
     pair p;
@@ -150,10 +159,7 @@ TEST(proxy_length_then_receive_data)
     const uint64_t length = 100000, total = 300000;
     ASSERT_EQ(em_proxy_incoming_to(p.cx, p.cy, 0, length), 0);
     pump(&p, total, length);
-    double deadline = now_mono() + PUMP_S;
-    while (p.srv.pool[0].bytes_in < total - length && now_mono() < deadline)
-        ASSERT_GE(em_run_once(p.r, 0.01), 0);
-    ASSERT_EQ(p.srv.pool[0].bytes_in, total - length);
+    source_receives(&p, total - length);
     for (uint64_t i = 0; i < total - length; i++)
         if ((unsigned char)p.srv.pool[0].buf[i] != pattern_byte(length + i))
             test_fail(__FILE__, __LINE__, "receive_data byte %llu differs", (unsigned long long)i);
@@ -177,10 +183,7 @@ TEST(proxy_target_unbound_then_receive_data)
     ASSERT(run_until(p.r, &p.srv.pool[1].unbinds, 5));
     ASSERT_EQ(target_unbound_calls, 1);
     x_write(&p, 500);
-    double deadline = now_mono() + PUMP_S;
-    while (p.srv.pool[0].bytes_in < 500 && now_mono() < deadline)
-        ASSERT_GE(em_run_once(p.r, 0.01), 0);
-    ASSERT_EQ(p.srv.pool[0].bytes_in, 500);
+    source_receives(&p, 500);
     ASSERT_EQ((unsigned char)p.srv.pool[0].buf[0], pattern_byte(1000));
     ASSERT_EQ(em_get_proxied_bytes(p.cx), 1000);
     ASSERT_EQ(target_unbound_calls, 1);
@@ -245,10 +248,7 @@ TEST(proxy_stop_then_receive_data)
     ASSERT_EQ(em_stop_proxying(p.cx), 0);
     ASSERT_EQ(em_stop_proxying(p.cx), 0); /* again: nothing to stop */
     x_write(&p, 700);
-    double deadline = now_mono() + PUMP_S;
-    while (p.srv.pool[0].bytes_in < 700 && now_mono() < deadline)
-        ASSERT_GE(em_run_once(p.r, 0.01), 0);
-    ASSERT_EQ(p.srv.pool[0].bytes_in, 700);
+    source_receives(&p, 700);
     ASSERT_EQ(em_get_proxied_bytes(p.cx), 2000);
     ASSERT_EQ(completed_calls, 0);
     /* a new proxy counts from zero */
