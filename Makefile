@@ -28,7 +28,7 @@ BUILD   := build
 ASAN    := build-asan
 TSAN    := build-tsan
 # The test executables scripts/tsan-tests.sh runs.
-TSAN_TESTS := test_timers test_reactor test_connect
+TSAN_TESTS := test_timers test_reactor test_connect test_signal
 
 MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.

@@ -183,10 +183,16 @@ EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
 EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
 
 /* Calls cb(r, arg) on the reactor thread after signo is delivered to the
- * process (a self-pipe: the C handler only writes a byte). Several handlers
- * per reactor and several reactors per signal are allowed. The handlers are
- * removed, and the disposition found before the first one restored, when the
- * reactor is freed. -EINVAL for a signal that cannot be caught (SIGKILL,
+ * process (the C handler only sets a flag and wakes the reactor). Several
+ * deliveries of one signal before the reactor looks run its callbacks once,
+ * as the kernel merges them too; a storm of one signal never hides another.
+ * Several handlers per reactor and several reactors per signal are allowed.
+ * The handlers are removed, and the disposition found before the first one
+ * restored, when the reactor is freed.
+ * Handlers belong to the process that added them: a child made by fork()
+ * (a pre-fork server's worker) gets the dispositions libem found, so a
+ * SIGTERM sent to it terminates it, and may add handlers of its own on a
+ * reactor of its own. -EINVAL for a signal that cannot be caught (SIGKILL,
  * SIGSTOP, out of range) or a NULL cb; -ENOMEM; -EBUSY when more than 8
  * reactors handle the same signal. */
 EM_EXPORT int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg);

@@ -26,6 +26,7 @@ runs=(
     "test_reactor thread"  # stop_from_other_thread, two_reactors_two_threads
     "test_connect connect_localhost_name"    # names resolved on the pool
     "test_connect connect_unresolvable_name"
+    "test_signal signal_"  # handlers run on any thread; forks with threads busy
 )
 
 # shellcheck source=scripts/results.sh

@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
 
@@ -23,7 +24,7 @@ void em__allocator_pin(int delta); /* counts live reactors */
 
 /* ------------------------------------------------------------- poller */
 enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8 };
-enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE, EM_IO_CHILD, EM_IO_SIGNAL };
+enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE, EM_IO_CHILD };
 
 /* Everything registered with the poller starts with this. */
 typedef struct em_io {
@@ -319,7 +320,7 @@ void em__orphans_reap(em_reactor *r);
 
 /* signal.c */
 typedef struct em_sighandler em_sighandler;
-void em__signal_on_event(em_reactor *r);
+void em__signals_run(em_reactor *r); /* callbacks of the signals that arrived */
 void em__signals_free(em_reactor *r);
 
 /* connect.c */
@@ -434,8 +435,9 @@ struct em_reactor {
     em_event events[EM_MAX_EVENTS];
     struct em_orphan *orphans;    /* popen children left running at shutdown */
     em_sighandler *sighandlers;
-    em_io sigpipe;                /* read end of the self-pipe; fd -1 until used */
-    int sigpipe_w;
+    /* set by the C signal handler, on any thread */
+    atomic_bool sig_pending[NSIG];
+    atomic_bool sig_any;
 
     /* cross-thread: guarded by xlock */
     pthread_mutex_t xlock;

@@ -151,7 +151,6 @@ static void visit(em_io *io, void (*fn)(em_io *io, void *ctx), void *ctx)
 void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx)
 {
     visit(&r->wake, fn, ctx);
-    visit(&r->sigpipe, fn, ctx);
     for (em_server *s = r->servers; s; s = s->next)
         visit(&s->io, fn, ctx);
     for (size_t i = 0; i < r->sigmap.cap; i++) {
@@ -396,12 +395,10 @@ static void dispatch(em_reactor *r, int n)
         case EM_IO_CHILD:
             em__child_on_event(io);
             break;
-        case EM_IO_SIGNAL:
-            em__signal_on_event(r);
-            break;
         case EM_IO_WAKE: /* run them now: the wake-up is for them */
             wake_drain(r);
             run_cross_thread(r);
+            em__signals_run(r);
             break;
         }
     }

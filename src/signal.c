@@ -1,10 +1,19 @@
-/* Signal handlers on the reactor thread, through a self-pipe per reactor.
- * Dispositions are process-wide, so this file keeps the one table libem
- * shares between reactors: for each signal, the pipes to write to and the
- * disposition to restore when the last reactor lets go of it. */
+/* Signal handlers on the reactor thread. Dispositions are process-wide, so
+ * this file keeps the one table libem shares between reactors: for each
+ * signal, the reactors to tell and the disposition to restore when the last
+ * one lets go of it.
+ *
+ * The C handler only sets the reactor's pending flag for that signal and
+ * wakes it through its eventfd (em__wake): a storm of one signal costs one
+ * wake-up, never fills a pipe, and cannot crowd out another signal.
+ *
+ * Handlers belong to the process that installed them. A fork() child gets
+ * the dispositions libem found (pthread_atfork), and the handler itself
+ * checks the pid, for children made without fork(): a pre-fork server's
+ * worker never runs its master's callbacks. */
 #include "em-internal.h"
 
-#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,43 +27,101 @@ struct em_sighandler {
 };
 
 static struct {
-    atomic_int pipe_plus_one[READERS_PER_SIGNAL]; /* 0: free slot */
+    _Atomic(em_reactor *) readers[READERS_PER_SIGNAL];
     struct sigaction previous;
     int users;
 } table[NSIG];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int table_pid;        /* the process the handlers are installed for */
+static atomic_int handlers_running; /* C handlers between reading and using a reader */
+static pthread_once_t fork_hooks_set = PTHREAD_ONCE_INIT;
+
+/* In a process the handlers were not installed for: libem was never asked
+ * to handle signals here, so the signal gets the disposition found. */
+static void not_ours(int signo)
+{
+    sigaction(signo, &table[signo].previous, NULL);
+    raise(signo); /* blocked until this handler returns */
+}
 
 static void on_signal(int signo)
 {
     int saved = errno;
-    unsigned char b = (unsigned char)signo;
-    for (int i = 0; i < READERS_PER_SIGNAL; i++) {
-        int fd = atomic_load(&table[signo].pipe_plus_one[i]) - 1;
-        if (fd >= 0 && write(fd, &b, 1) < 0) {
-            /* full pipe: a wake-up is already pending */
+    if (getpid() != atomic_load(&table_pid)) {
+        not_ours(signo);
+    } else {
+        atomic_fetch_add(&handlers_running, 1);
+        for (int i = 0; i < READERS_PER_SIGNAL; i++) {
+            em_reactor *r = atomic_load(&table[signo].readers[i]);
+            if (r) {
+                atomic_store(&r->sig_pending[signo], true);
+                atomic_store(&r->sig_any, true);
+                em__wake(r);
+            }
         }
+        atomic_fetch_sub(&handlers_running, 1);
     }
     errno = saved;
 }
 
-static int table_join(int signo, int fd)
+/* Gives every signal back the disposition libem found and forgets every
+ * reader: run in a child, whose reactors belong to its parent. */
+static void table_reset(void)
 {
-    pthread_mutex_lock(&table_lock);
-    int err = -EBUSY;
-    for (int i = 0; i < READERS_PER_SIGNAL && err; i++) {
-        if (atomic_load(&table[signo].pipe_plus_one[i]) == 0) {
-            atomic_store(&table[signo].pipe_plus_one[i], fd + 1);
-            err = 0;
+    for (int s = 1; s < NSIG; s++) {
+        if (table[s].users > 0)
+            sigaction(s, &table[s].previous, NULL);
+        for (int i = 0; i < READERS_PER_SIGNAL; i++)
+            atomic_store(&table[s].readers[i], NULL);
+        table[s].users = 0;
+    }
+    atomic_store(&handlers_running, 0);
+    atomic_store(&table_pid, getpid());
+}
+
+/* A thread that held the lock at fork() does not exist in the child: the
+ * fork waits until nobody holds it. */
+static void fork_prepare(void) { pthread_mutex_lock(&table_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&table_lock); }
+static void fork_child(void)
+{
+    table_reset();
+    pthread_mutex_unlock(&table_lock);
+}
+
+static void set_fork_hooks(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* Under the lock: a table inherited without fork() (no atfork hooks ran)
+ * is the parent's. */
+static void table_adopt(void)
+{
+    if (atomic_load(&table_pid) != getpid())
+        table_reset();
+}
+
+static int take_slot(int signo, em_reactor *r)
+{
+    for (int i = 0; i < READERS_PER_SIGNAL; i++) {
+        if (atomic_load(&table[signo].readers[i]) == NULL) {
+            atomic_store(&table[signo].readers[i], r);
+            return i;
         }
     }
+    return -1;
+}
+
+static int table_join(int signo, em_reactor *r)
+{
+    pthread_once(&fork_hooks_set, set_fork_hooks);
+    pthread_mutex_lock(&table_lock);
+    table_adopt();
+    int slot = take_slot(signo, r), err = slot < 0 ? -EBUSY : 0;
     if (!err && table[signo].users == 0) {
         struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
         sigfillset(&sa.sa_mask);
         if (sigaction(signo, &sa, &table[signo].previous) < 0) {
             err = -errno;
-            for (int i = 0; i < READERS_PER_SIGNAL; i++)
-                if (atomic_load(&table[signo].pipe_plus_one[i]) == fd + 1)
-                    atomic_store(&table[signo].pipe_plus_one[i], 0);
+            atomic_store(&table[signo].readers[slot], NULL);
         }
     }
     if (!err)
@@ -63,33 +130,27 @@ static int table_join(int signo, int fd)
     return err;
 }
 
-static void table_leave(int signo, int fd)
+static void table_leave(int signo, em_reactor *r)
 {
     pthread_mutex_lock(&table_lock);
-    for (int i = 0; i < READERS_PER_SIGNAL; i++)
-        if (atomic_load(&table[signo].pipe_plus_one[i]) == fd + 1)
-            atomic_store(&table[signo].pipe_plus_one[i], 0);
-    if (--table[signo].users == 0)
-        sigaction(signo, &table[signo].previous, NULL);
+    table_adopt();
+    for (int i = 0; i < READERS_PER_SIGNAL; i++) {
+        if (atomic_load(&table[signo].readers[i]) == r) {
+            atomic_store(&table[signo].readers[i], NULL);
+            if (--table[signo].users == 0)
+                sigaction(signo, &table[signo].previous, NULL);
+        }
+    }
     pthread_mutex_unlock(&table_lock);
 }
 
-static int open_pipe(em_reactor *r)
+/* A handler on another thread may have read r from the table just before
+ * it left: r is not freed until no handler is between that read and its
+ * wake-up. Handlers take no lock and never wait, so this ends at once. */
+static void wait_for_running_handlers(void)
 {
-    if (r->sigpipe.type == EM_IO_SIGNAL)
-        return 0;
-    int fds[2];
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
-    r->sigpipe = (em_io){.fd = fds[0], .type = EM_IO_SIGNAL};
-    r->sigpipe_w = fds[1];
-    int err = em__io_watch(r, &r->sigpipe, EM_EV_READ);
-    if (err) {
-        close(fds[0]);
-        close(fds[1]);
-        r->sigpipe = (em_io){.fd = -1};
-    }
-    return err;
+    while (atomic_load(&handlers_running) > 0)
+        sched_yield();
 }
 
 static bool handles(const em_reactor *r, int signo)
@@ -108,9 +169,7 @@ int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg)
     if (!h)
         return -ENOMEM;
     *h = (em_sighandler){.signo = signo, .cb = cb, .arg = arg};
-    int err = open_pipe(r);
-    if (!err && !handles(r, signo))
-        err = table_join(signo, r->sigpipe_w);
+    int err = handles(r, signo) ? 0 : table_join(signo, r);
     if (err) {
         em__free(h);
         return err;
@@ -122,33 +181,37 @@ int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg)
     return 0;
 }
 
-void em__signal_on_event(em_reactor *r)
+/* Each signal that arrived since the last look runs its callbacks once:
+ * like the kernel's own pending set, several deliveries of one signal
+ * before the reactor looks are one. Handlers added by a callback wait for
+ * the next signal. */
+void em__signals_run(em_reactor *r)
 {
-    bool seen[NSIG] = {0};
-    unsigned char buf[64];
-    ssize_t n;
-    while ((n = read(r->sigpipe.fd, buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i] < NSIG)
-                seen[buf[i]] = true;
+    if (!atomic_exchange(&r->sig_any, false))
+        return;
+    bool seen[NSIG];
+    for (int s = 1; s < NSIG; s++)
+        seen[s] = atomic_exchange(&r->sig_pending[s], false);
+    size_t n = 0;
     for (em_sighandler *h = r->sighandlers; h; h = h->next)
+        n++;
+    for (em_sighandler *h = r->sighandlers; h && n; h = h->next, n--)
         if (seen[h->signo])
             h->cb(r, h->arg);
 }
 
+/* In a forked child the table was reset at the fork: the reactor's entries
+ * are gone already, and dispositions are the ones libem found. */
 void em__signals_free(em_reactor *r)
 {
-    if (r->sigpipe.type != EM_IO_SIGNAL)
-        return;
+    bool joined = r->sighandlers && !r->forked;
     while (r->sighandlers) {
         em_sighandler *h = r->sighandlers;
         r->sighandlers = h->next;
-        if (!handles(r, h->signo))
-            table_leave(h->signo, r->sigpipe_w);
+        if (!r->forked && !handles(r, h->signo))
+            table_leave(h->signo, r);
         em__free(h);
     }
-    em__io_unwatch(r, &r->sigpipe);
-    close(r->sigpipe.fd);
-    close(r->sigpipe_w);
-    r->sigpipe = (em_io){.fd = -1};
+    if (joined)
+        wait_for_running_handlers();
 }
