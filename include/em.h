@@ -302,16 +302,21 @@ EM_EXPORT em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int 
                                            const em_handler *h, void *arg);
 
 /* Data mode on a descriptor you own (pipe, socket, tty): receive_data,
- * send_data, close-after-writing and pause work as on a connection. The fd is
- * made non-blocking and given back as found (flags restored) on unbind or
- * em_detach; libem never closes it. NULL + errno: EBADF, EEXIST (already
- * attached or watched in this reactor), EINVAL, ENOMEM. */
+ * send_data, close-after-writing and pause work as on a connection. libem
+ * never closes it. It is made non-blocking; it is yours again the moment the
+ * connection closes (em_close_connection, an error, the peer's EOF once the
+ * queue is written) or em_detach returns, and then, if libem set O_NONBLOCK,
+ * that flag is cleared again and no other is touched (so it may be attached
+ * again at once). A reactor freed in a forked child touches no flag: the
+ * open file is the parent's too. NULL + errno: EBADF, EEXIST (a descriptor
+ * this reactor already holds: attached, watched, a connection's or a
+ * server's socket, or its own), EINVAL, ENOMEM. */
 EM_EXPORT em_conn *em_attach(em_reactor *r, int fd, const em_handler *h, void *arg);
 
 /* Notify mode: libem reads and writes nothing; it calls notify_readable and
  * notify_writable (level-triggered) while they are switched on with
- * em_set_notify_readable/writable, both off at first. Never closes the fd.
- * Errors as em_attach. */
+ * em_set_notify_readable/writable, both off at first. Never closes the fd
+ * and never changes its flags. Errors as em_attach. */
 EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *arg);
 
 /* Runs argv[0] (PATH lookup) with argv, its stdin and stdout joined to the

@@ -11,12 +11,7 @@ static int check_new_fd(em_reactor *r, int fd)
 {
     if (fd < 0 || fcntl(fd, F_GETFL) < 0)
         return -EBADF;
-    for (size_t i = 0; i < r->sigmap.cap; i++) {
-        em_conn *c = em__sigmap_at(&r->sigmap, i);
-        if (c && c->io.fd == fd && em__conn_usable(c))
-            return -EEXIST;
-    }
-    return 0;
+    return em__fd_held(r, fd) ? -EEXIST : 0;
 }
 
 static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uint32_t flags)
@@ -27,17 +22,13 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
         return NULL;
     }
     int fl = fcntl(fd, F_GETFL);
-    if (!(flags & EM_CF_WATCH) && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    bool set_nonblock = !(flags & EM_CF_WATCH) && !(fl & O_NONBLOCK);
+    if (set_nonblock && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return NULL;
     em_conn *c = em__conn_new(r, fd, h, arg);
-    if (c)
-        c->flags |= EM_CF_NO_FD_CLOSE;
-    if (c && !em__conn_cold(c)) {
-        em__conn_discard(c);
-        c = NULL;
-    }
     if (!c) {
-        fcntl(fd, F_SETFL, fl);
+        if (set_nonblock)
+            fcntl(fd, F_SETFL, fl);
         errno = ENOMEM;
         return NULL;
     }
@@ -47,8 +38,7 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
         flags |= EM_CF_NOT_SOCKET;
     if ((fl & O_ACCMODE) == O_WRONLY)
         flags |= EM_CF_EOF; /* a write end has nothing to read: never try */
-    c->flags |= flags | EM_CF_NO_FD_CLOSE | EM_CF_RESTORE_FL;
-    c->cold->saved_fl = fl;
+    c->flags |= flags | EM_CF_NO_FD_CLOSE | (set_nonblock ? EM_CF_RESTORE_FL : 0);
     em__conn_begin(c);
     return c;
 }

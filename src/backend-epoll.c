@@ -23,7 +23,14 @@ static int ep_init(em_reactor *r)
 {
     r->be.ep.outer = -1;
     r->be.ep.epfd = epoll_create1(EPOLL_CLOEXEC);
-    return r->be.ep.epfd < 0 ? -errno : 0;
+    if (r->be.ep.epfd < 0)
+        return -errno;
+    int err = em__fd_claim(r, r->be.ep.epfd);
+    if (err) {
+        close(r->be.ep.epfd);
+        r->be.ep.epfd = -1;
+    }
+    return err;
 }
 
 static void ep_destroy(em_reactor *r)
@@ -101,14 +108,17 @@ static int rebuild(em_reactor *r)
     rebuild_ctx ctx = {.epfd = epoll_create1(EPOLL_CLOEXEC)};
     if (ctx.epfd < 0)
         return -errno;
+    ctx.err = em__fd_claim(r, ctx.epfd);
     em__io_each_registered(r, add_again, &ctx);
     int outer = r->be.ep.outer;
     if (!ctx.err && outer >= 0 && !(ctx.err = watch_inner(outer, ctx.epfd)))
         epoll_ctl(outer, EPOLL_CTL_DEL, r->be.ep.epfd, NULL);
     if (ctx.err) {
+        em__fd_release(r, ctx.epfd);
         close(ctx.epfd);
         return ctx.err;
     }
+    em__fd_release(r, r->be.ep.epfd);
     close(r->be.ep.epfd);
     r->be.ep.epfd = ctx.epfd;
     return 0;
@@ -163,8 +173,11 @@ static int ep_fd(em_reactor *r)
     int outer = epoll_create1(EPOLL_CLOEXEC);
     if (outer < 0)
         return -errno;
-    int err = watch_inner(outer, r->be.ep.epfd);
+    int err = em__fd_claim(r, outer);
+    if (!err)
+        err = watch_inner(outer, r->be.ep.epfd);
     if (err) {
+        em__fd_release(r, outer);
         close(outer);
         return err;
     }

@@ -34,6 +34,12 @@ em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
         errno = ENOMEM;
         return NULL;
     }
+    if (fd >= 0 && em__fd_claim(r, fd) < 0) {
+        em__sigmap_del(&r->sigmap, c->sig);
+        em__free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
     c->state = EM_CS_OPEN;
     c->created = c->last_activity = r->now;
     r->conn_count++;
@@ -182,6 +188,22 @@ static void leave_poller(em_conn *c)
         em__io_unwatch(c->r, &c->io);
 }
 
+/* A descriptor libem does not close is the user's again from the moment
+ * the connection closes or is detached, before the user may attach it
+ * again: the flag libem changed is put back now, and only that one. A
+ * forked child leaves it alone: the open file is its parent's too. */
+static void hand_back(em_conn *c)
+{
+    if ((c->flags & EM_CF_RESTORE_FL) && !c->r->forked) {
+        int fl = fcntl(c->io.fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(c->io.fd, F_SETFL, fl & ~O_NONBLOCK);
+    }
+    c->flags &= ~(uint32_t)EM_CF_RESTORE_FL;
+    em__fd_release(c->r, c->io.fd);
+    c->io.fd = -1;
+}
+
 void em__conn_fail(em_conn *c, int reason)
 {
     if (!em__conn_usable(c))
@@ -191,6 +213,8 @@ void em__conn_fail(em_conn *c, int reason)
     c->state = EM_CS_CLOSING;
     leave_poller(c);
     c->io.dead = true;
+    if (!closes_fd(c) && c->io.fd >= 0)
+        hand_back(c);
     drop_output(c);
     em__connect_abandon(c);
     cancel_timers(c);
@@ -211,8 +235,7 @@ static void close_fd(em_conn *c)
 {
     if (c->io.fd < 0)
         return;
-    if (c->flags & EM_CF_RESTORE_FL)
-        fcntl(c->io.fd, F_SETFL, c->cold->saved_fl);
+    em__fd_release(c->r, c->io.fd);
     if (closes_fd(c))
         close(c->io.fd);
     c->io.fd = -1;

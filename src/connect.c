@@ -113,8 +113,10 @@ static void arm_connect_timer(em_conn *c)
 static void drop_socket(em_conn *c)
 {
     em__io_unwatch(c->r, &c->io);
-    if (c->io.fd >= 0)
+    if (c->io.fd >= 0) {
+        em__fd_release(c->r, c->io.fd);
         close(c->io.fd);
+    }
     c->io.fd = -1;
 }
 
@@ -128,6 +130,10 @@ static int attempt(em_conn *c, const em_addr *a)
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return errno;
+    if (em__fd_claim(c->r, fd) < 0) {
+        close(fd);
+        return ENOMEM;
+    }
     c->io.fd = fd;
     if (family != AF_UNIX) {
         int one = 1;

@@ -70,6 +70,12 @@ bool em__maybe_forked_with(em_reactor *r, em_sig sig);
  * with it when a registration outlived its connection). */
 void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx);
 
+/* fdset.c: the descriptors the reactor holds, for em_attach's EEXIST */
+int em__fd_claim(em_reactor *r, int fd); /* 0 or -ENOMEM */
+void em__fd_release(em_reactor *r, int fd);
+bool em__fd_held(const em_reactor *r, int fd);
+void em__fds_free(em_reactor *r);
+
 /* --------------------------------------------------------------- timers */
 typedef struct em_heap_entry {
     double deadline;
@@ -216,7 +222,7 @@ enum em_conn_flag {
     EM_CF_POPEN = 1u << 14,
     EM_CF_NOTIFY_R = 1u << 15,
     EM_CF_NOTIFY_W = 1u << 16,
-    EM_CF_RESTORE_FL = 1u << 17,     /* attached: give the fd back with its flags */
+    EM_CF_RESTORE_FL = 1u << 17,     /* attached: libem set O_NONBLOCK, cleared at hand-back */
     EM_CF_SPAN = 1u << 18,           /* its output is a span of read_buf (borrowers) */
     EM_CF_PROXY = 1u << 19,          /* proxies what it reads (cold->proxy) */
     EM_CF_PROXY_HELD = 1u << 20,     /* not read: its proxy target is full */
@@ -242,7 +248,6 @@ typedef struct em_cold {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
         em_child *child;           /* EM_CF_POPEN */
-        int saved_fl;              /* attached: the fd's status flags before */
     };
 } em_cold;
 
@@ -412,6 +417,8 @@ struct em_reactor {
     em_conn *closing, *closing_tail;
     em_server *servers;
     em_server *dead_servers; /* stopped this turn: freed after dispatch */
+    uint64_t *held_fds;      /* fdset.c: a bit per descriptor held */
+    size_t held_words;
     unsigned starved_servers;
     bool shutting_down;
     bool forked; /* freed in a forked child: no callbacks, no unlink */

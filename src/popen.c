@@ -64,15 +64,22 @@ static int spawn(const char *const argv[], int child_fd, pid_t *pid)
     return err;
 }
 
+static void close_pidfd(em_reactor *r, em_child *ch)
+{
+    em__io_unwatch(r, &ch->io);
+    if (ch->io.fd >= 0) {
+        em__fd_release(r, ch->io.fd);
+        close(ch->io.fd);
+    }
+    ch->io.fd = -1;
+}
+
 static void child_exited(em_child *ch, int status)
 {
     ch->exited = true;
     ch->status = status;
     em_reactor *r = ch->conn->r;
-    em__io_unwatch(r, &ch->io);
-    if (ch->io.fd >= 0)
-        close(ch->io.fd);
-    ch->io.fd = -1;
+    close_pidfd(r, ch);
     if (ch->timer)
         em__timer_cancel(r, ch->timer);
     ch->timer = 0;
@@ -116,11 +123,11 @@ static int watch_child(em_reactor *r, em_child *ch)
     if (fd < 0)
         return -errno;
     ch->io.fd = fd;
-    int err = em__io_watch(r, &ch->io, EM_EV_READ);
-    if (err) {
-        close(fd);
-        ch->io.fd = -1;
-    }
+    int err = em__fd_claim(r, fd);
+    if (!err)
+        err = em__io_watch(r, &ch->io, EM_EV_READ);
+    if (err)
+        close_pidfd(r, ch);
     return err;
 }
 
@@ -220,9 +227,7 @@ void em__child_free(em_conn *c)
     em_child *ch = c->cold->child;
     if (!ch)
         return;
-    em__io_unwatch(c->r, &ch->io);
-    if (ch->io.fd >= 0)
-        close(ch->io.fd);
+    close_pidfd(c->r, ch);
     if (ch->timer)
         em__timer_cancel(c->r, ch->timer);
     em__free(ch);

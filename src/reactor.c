@@ -44,7 +44,9 @@ static int wake_open(em_reactor *r)
     if (fd < 0)
         return -errno;
     r->wake = (em_io){.fd = fd, .type = EM_IO_WAKE};
-    int err = em__io_watch(r, &r->wake, EM_EV_READ);
+    int err = em__fd_claim(r, fd);
+    if (!err)
+        err = em__io_watch(r, &r->wake, EM_EV_READ);
     if (err)
         close(fd);
     return err;
@@ -88,6 +90,8 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
         em__pool_destroy(r, &r->pool);
     }
     if (err) {
+        if (r)
+            em__fds_free(r);
         em__free(buf);
         em__free(r);
         errno = -err;
@@ -509,6 +513,7 @@ void em_reactor_free(em_reactor *r)
     em__timers_destroy(&r->timers);
     em__sigmap_destroy(&r->sigmap);
     em__chunk_cache_free(r);
+    em__fds_free(r);
     pthread_mutex_destroy(&r->xlock);
     em__free(r->read_buf);
     em__free(r);

@@ -63,7 +63,9 @@ static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *a
     s->r = r;
     s->h = h;
     s->arg = arg;
-    int err = em__io_watch(r, &s->io, EM_EV_READ);
+    int err = em__fd_claim(r, fd);
+    if (!err && (err = em__io_watch(r, &s->io, EM_EV_READ)) < 0)
+        em__fd_release(r, fd);
     if (err) {
         em__free(s);
         errno = -err;
@@ -383,6 +385,7 @@ int em_stop_server(em_server *s)
         em__timer_cancel(r, s->retry_timer);
     em__io_unwatch(r, &s->io);
     s->io.dead = true;
+    em__fd_release(r, s->io.fd);
     close(s->io.fd);
     unlink_if_ours(s);
     server_unlink(s);

@@ -666,3 +666,222 @@ TEST(detach_attached_pipe_restores_flags)
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* ------------------------------------------- giving the descriptor back */
+
+/* The fd is the user's again when em_detach returns: blocking as it was
+ * found, at once, not in the close phase (where it would already be the
+ * user's, maybe attached again). */
+TEST(detach_restores_flags_before_returning)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    rec x = {.tag = 1};
+    em_conn *c = em_attach(r, p[1], &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    ASSERT(fd_nonblock(p[1]));
+    ASSERT_EQ(em_detach(c), p[1]);
+    ASSERT(!fd_nonblock(p[1]));
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(!fd_nonblock(p[1]));
+    close(p[0]);
+    close(p[1]);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* Detached and attached again in the same callback (or closed and attached
+ * again): the second connection's fd must stay non-blocking, or the
+ * reactor blocks in a write to a pipe nobody reads. */
+struct reattach {
+    em_conn *first, *second;
+    int fd;
+    bool detach; /* else close */
+    rec second_rec;
+};
+
+static void reattach_now(em_reactor *r, void *arg)
+{
+    struct reattach *ra = arg;
+    if (ra->detach)
+        ASSERT_EQ(em_detach(ra->first), ra->fd);
+    else
+        ASSERT_EQ(em_close_connection(ra->first, false), 0);
+    ra->second = em_attach(r, ra->fd, &rec_handler, &ra->second_rec);
+    ASSERT_NOT_NULL(ra->second);
+}
+
+static void reattach_case(bool detach)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0); /* blocking, as a user's fd may be */
+    rec x = {.tag = 1};
+    struct reattach ra = {.fd = p[1], .detach = detach, .second_rec = {.tag = 2}};
+    ra.first = em_attach(r, p[1], &rec_handler, &x);
+    ASSERT_NOT_NULL(ra.first);
+    ASSERT_EQ(em_next_tick(r, reattach_now, &ra), 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(fd_nonblock(p[1]));
+    static char big[1 << 20]; /* more than a pipe holds; nobody reads */
+    ASSERT_EQ(em_send_data(ra.second, big, sizeof big), 0);
+    double t0 = now_mono();
+    run_for(r, 0.1); /* a blocking write would never return */
+    ASSERT_DBL_LE(now_mono() - t0, 5.0);
+    ASSERT_GT(em_get_outbound_data_size(ra.second), 0);
+    ASSERT_EQ(close_conn(ra.second, false), 0);
+    ASSERT(run_until(r, &ra.second_rec.unbinds, 5));
+    ASSERT(!fd_nonblock(p[1]));
+    close(p[0]);
+    close(p[1]);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(attach_again_after_detach_in_same_callback_stays_nonblocking) { reattach_case(true); }
+TEST(attach_again_after_close_in_same_callback_stays_nonblocking) { reattach_case(false); }
+
+/* A detached fd closed by its owner and the number reused: libem must not
+ * touch the new descriptor's flags later. */
+TEST(detach_then_number_reused_flags_untouched)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    rec x = {.tag = 1};
+    em_conn *c = em_attach(r, p[0], &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    int fd = em_detach(c);
+    ASSERT_EQ(fd, p[0]);
+    close(fd);
+    int q[2];
+    ASSERT_EQ(pipe2(q, O_CLOEXEC | O_NONBLOCK), 0);
+    ASSERT_EQ(q[0], fd); /* the lowest free number */
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(fd_nonblock(q[0]));
+    close(q[0]);
+    close(q[1]);
+    close(p[1]);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* em_watch never changes the flags, so it restores none: a flag the user
+ * changes while watching stays as the user set it. */
+TEST(watch_leaves_flags_the_user_changed)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    rec x = {.tag = 1};
+    em_conn *w = em_watch(r, p[0], &rec_handler, &x);
+    ASSERT_NOT_NULL(w);
+    ASSERT(!fd_nonblock(p[0]));
+    ASSERT_EQ(fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK), 0);
+    ASSERT_EQ(close_conn(w, false), 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(fd_nonblock(p[0]));
+    close(p[0]);
+    close(p[1]);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* em_attach gives back only what it changed: O_APPEND set by the user on
+ * an attached fd survives the hand-back. */
+TEST(attach_restores_only_nonblock)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/f", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    em_reactor *r = new_reactor();
+    rec x = {.tag = 1};
+    em_conn *c = em_attach(r, fd, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_APPEND), 0);
+    ASSERT_EQ(em_detach(c), fd);
+    ASSERT(!fd_nonblock(fd));
+    ASSERT(fcntl(fd, F_GETFL) & O_APPEND);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(fcntl(fd, F_GETFL) & O_APPEND);
+    close(fd);
+    rm_tmpdir(dir);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A forked child's em_reactor_free shares the open file with its parent:
+ * clearing O_NONBLOCK there would make the parent block in a write. */
+TEST(attach_forked_child_free_keeps_parent_flags)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    rec x = {.tag = 1};
+    em_conn *c = em_attach(r, p[1], &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    free_in_forked_child(r);
+    ASSERT(fd_nonblock(p[1]));
+    static char big[1 << 20];
+    ASSERT_EQ(em_send_data(c, big, sizeof big), 0);
+    run_for(r, 0.1);
+    ASSERT_GT(em_get_outbound_data_size(c), 0);
+    ASSERT_EQ(close_conn(c, false), 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(!fd_nonblock(p[1]));
+    close(p[0]);
+    close(p[1]);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* --------------------------------------- descriptors the reactor holds */
+
+/* Any descriptor the reactor already holds is refused with EEXIST on every
+ * backend: a server's listening socket, an accepted or outbound socket.
+ * Once the server is stopped, its number is free to watch. */
+TEST(watch_of_reactor_held_fds_is_eexist)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int lfd = tcp_listen_raw("127.0.0.1", 4, NULL);
+    em_server *s2 = em_attach_server(r, lfd, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s2);
+    rec y = {.tag = 2};
+    ASSERT_NULL_ERRNO(em_watch(r, lfd, &rec_handler, &y), EEXIST);
+    ASSERT_NULL_ERRNO(em_attach(r, lfd, &rec_handler, &y), EEXIST);
+    rec cl = {.tag = 3};
+    em_conn *c = em_connect(r, "127.0.0.1", em_server_port(s), &rec_handler, &cl);
+    ASSERT_NOT_NULL(c);
+    ASSERT(run_until(r, &cl.completed, 5));
+    ASSERT_NULL_ERRNO(em_watch(r, em_conn_fd(c), &rec_handler, &y), EEXIST);
+    ASSERT_EQ(y.post_inits, 0);
+    ASSERT_EQ(em_stop_server(s2), 0); /* closes lfd */
+    int again = tcp_listen_raw("127.0.0.1", 4, NULL);
+    ASSERT_EQ(again, lfd);
+    em_conn *w = em_watch(r, again, &rec_handler, &y);
+    ASSERT_NOT_NULL(w);
+    ASSERT_EQ(em_set_notify_readable(w, true), 0);
+    run_for(r, 0.05); /* the stopped server's slot is gone, not reused */
+    ASSERT_EQ(close_conn(w, false), 0);
+    ASSERT_EQ(close_conn(c, false), 0);
+    ASSERT(run_until(r, &cl.unbinds, 5));
+    ASSERT(run_until(r, &y.unbinds, 5));
+    close(again);
+    ASSERT_EQ(em_stop_server(s), 0);
+    run_for(r, 0.05);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
