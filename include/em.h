@@ -320,13 +320,18 @@ EM_EXPORT em_conn *em_attach(em_reactor *r, int fd, const em_handler *h, void *a
 EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *arg);
 
 /* Runs argv[0] (PATH lookup) with argv, its stdin and stdout joined to the
- * connection through a socketpair (stderr is inherited). No descriptor of
- * this process but those two leaks into the child. The child is reaped
- * without blocking (pidfd); unbind runs once its output is closed and it has
- * exited, so em_get_status works in unbind. Closing the connection closes the
- * child's stdin; a child still running 2 s later gets SIGTERM, and SIGKILL
- * 2 s after that. When the reactor stops, children still running get SIGTERM
- * at once and are reaped (SIGKILL after the grace period) by em_reactor_free.
+ * connection through a socketpair (stderr is inherited; the child's end is
+ * blocking, libem's is not). No descriptor of this process but those two
+ * leaks into the child. The child is reaped without blocking (pidfd);
+ * unbind runs once its output is closed and it has exited, so em_get_status
+ * works in unbind. Closing the connection closes the child's stdin; a child
+ * still running 2 s later gets SIGTERM, and SIGKILL 2 s after that. When the
+ * reactor stops, children still running get SIGTERM at once; em_reactor_free
+ * then waits for them to exit, for at most the rest of that 2 s grace
+ * period, and SIGKILLs and reaps those still running after it.
+ * em_detach hands the child over with its stdio: unbind follows without
+ * waiting for it, and from then on libem neither signals nor reaps it (wait
+ * for em_get_pid(c) yourself).
  * NULL + errno: EINVAL (NULL or empty argv), the exec errno (ENOENT, EACCES,
  * ...) when the program cannot be executed, EMFILE, ENOMEM. */
 EM_EXPORT em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h,
@@ -450,8 +455,10 @@ EM_EXPORT bool em_is_notify_writable(const em_conn *c);
 
 /* The popen child's pid, else -1. */
 EM_EXPORT pid_t em_get_pid(const em_conn *c);
-/* The popen child's waitpid status in *wstatus; -EAGAIN until it exited,
- * -EINVAL for other connections. */
+/* The popen child's waitpid status in *wstatus; -EAGAIN until it exited;
+ * -ECHILD when its status cannot be known: the host's own waitpid reaped it
+ * first, or it was handed over by em_detach before it exited; -EINVAL for
+ * other connections. */
 EM_EXPORT int em_get_status(const em_conn *c, int *wstatus);
 
 /* ------------------------------------------ framing (BufferedTokenizer) */

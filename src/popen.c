@@ -6,6 +6,8 @@
  * handler of our own. */
 #include "em-internal.h"
 
+#include <fcntl.h>
+#include <float.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -17,18 +19,24 @@ extern char **environ;
 #define GRACE_S 2.0    /* after close: stdin closed, then SIGTERM, then SIGKILL */
 
 struct em_child {
-    em_io io; /* the pidfd; fd -1 when polling instead */
+    em_io io; /* the pidfd; fd -1 once it exited or was handed over */
     em_conn *conn;
     pid_t pid;
     int status;
     bool exited;
-    int kill_stage; /* 0: none sent, 1: SIGTERM sent, 2: SIGKILL sent */
+    bool status_known; /* false: reaped by someone else, or handed over */
+    bool handed_over;  /* em_detach: the user looks after it now */
+    int kill_stage;    /* 0: none sent, 1: SIGTERM sent, 2: SIGKILL sent */
     em_timer_id timer;
 };
 
+/* A child still running when its reactor stopped: sent SIGTERM then, reaped
+ * by em_reactor_free, which SIGKILLs it only once the grace period is over. */
 typedef struct em_orphan {
     struct em_orphan *next;
     pid_t pid;
+    int pidfd; /* -1: none */
+    double term_sent;
 } em_orphan;
 
 static int spawn(const char *const argv[], int child_fd, pid_t *pid)
@@ -74,10 +82,11 @@ static void close_pidfd(em_reactor *r, em_child *ch)
     ch->io.fd = -1;
 }
 
-static void child_exited(em_child *ch, int status)
+static void child_exited(em_child *ch, int status, bool known)
 {
     ch->exited = true;
     ch->status = status;
+    ch->status_known = known;
     em_reactor *r = ch->conn->r;
     close_pidfd(r, ch);
     if (ch->timer)
@@ -97,11 +106,11 @@ static bool try_reap(em_child *ch)
         p = waitpid(ch->pid, &status, WNOHANG);
     while (p < 0 && errno == EINTR);
     if (p == ch->pid) {
-        child_exited(ch, status);
+        child_exited(ch, status, true);
         return true;
     }
     if (p < 0 && errno == ECHILD) { /* reaped by someone else: status unknown */
-        child_exited(ch, 0);
+        child_exited(ch, 0, false);
         return true;
     }
     return false;
@@ -140,6 +149,14 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return NULL;
+    /* the child's end stays blocking, as a program expects its stdio */
+    if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+        int err = errno;
+        close(sv[0]);
+        close(sv[1]);
+        errno = err;
+        return NULL;
+    }
     em_child *ch = em__calloc(1, sizeof *ch);
     int err = ch ? spawn(argv, sv[1], &ch->pid) : ENOMEM;
     close(sv[1]);
@@ -185,6 +202,13 @@ static void grace_expired(em_reactor *r, void *arg)
     }
 }
 
+static void reap_blocking(pid_t pid)
+{
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* The orphan takes the child's pidfd, to wait for its exit with poll. */
 static void orphan(em_reactor *r, em_child *ch)
 {
     kill(ch->pid, SIGTERM);
@@ -193,20 +217,35 @@ static void orphan(em_reactor *r, em_child *ch)
     em_orphan *o = em__malloc(sizeof *o);
     if (!o) { /* cannot remember it: do not leave a zombie behind */
         kill(ch->pid, SIGKILL);
-        waitpid(ch->pid, NULL, 0);
+        reap_blocking(ch->pid);
         return;
     }
-    o->pid = ch->pid;
-    o->next = r->orphans;
+    em__io_unwatch(r, &ch->io);
+    *o = (em_orphan){.next = r->orphans, .pid = ch->pid, .pidfd = ch->io.fd,
+                     .term_sent = em__clock()};
+    ch->io.fd = -1;
     r->orphans = o;
 }
 
+/* em_detach: the child goes with its stdio. libem neither signals nor
+ * reaps it from now on; one that has exited already was reaped before. */
+static void hand_over(em_reactor *r, em_child *ch)
+{
+    if (ch->exited)
+        return;
+    close_pidfd(r, ch);
+    ch->handed_over = true;
+}
+
 /* The connection is closed (its fd too, so the child's stdin saw EOF).
- * Unbind waits for the child, unless the reactor is shutting down. */
+ * Unbind waits for the child, unless the reactor is shutting down or the
+ * child was handed over with em_detach. */
 bool em__child_may_unbind(em_conn *c)
 {
     em_child *ch = c->cold->child;
-    if (ch->exited || try_reap(ch) || c->r->forked)
+    if (c->flags & EM_CF_DETACHED)
+        hand_over(c->r, ch);
+    if (ch->exited || ch->handed_over || try_reap(ch) || c->r->forked)
         return true;
     if (c->r->shutting_down) {
         orphan(c->r, ch);
@@ -234,19 +273,71 @@ void em__child_free(em_conn *c)
     c->cold->child = NULL;
 }
 
-/* At em_reactor_free: children that outlived their reactor's run. SIGTERM
- * was sent when it stopped; what still runs now is killed, so the wait is
- * short. */
+/* true once o is reaped: it exited, somebody else reaped it, or its grace
+ * period is over and it was killed. */
+static bool orphan_reaped(const em_orphan *o, double now)
+{
+    pid_t p = waitpid(o->pid, NULL, WNOHANG);
+    if (p != 0 && !(p < 0 && errno == EINTR))
+        return true;
+    if (now < o->term_sent + GRACE_S)
+        return false;
+    kill(o->pid, SIGKILL);
+    reap_blocking(o->pid);
+    return true;
+}
+
+static void orphan_free(em_reactor *r, em_orphan *o)
+{
+    if (o->pidfd >= 0) {
+        em__fd_release(r, o->pidfd);
+        close(o->pidfd);
+    }
+    em__free(o);
+}
+
+/* Reaps the orphans that are done; the others' pidfds go into fds (at most
+ * max). Returns the earliest end of a grace period still running. */
+static double reap_done_orphans(em_reactor *r, struct pollfd *fds, int max, int *n)
+{
+    double now = em__clock(), next = DBL_MAX;
+    *n = 0;
+    for (em_orphan **link = &r->orphans; *link;) {
+        em_orphan *o = *link;
+        if (orphan_reaped(o, now)) {
+            *link = o->next;
+            orphan_free(r, o);
+            continue;
+        }
+        if (*n < max && o->pidfd >= 0)
+            fds[(*n)++] = (struct pollfd){.fd = o->pidfd, .events = POLLIN};
+        if (o->term_sent + GRACE_S < next)
+            next = o->term_sent + GRACE_S;
+        link = &o->next;
+    }
+    return next;
+}
+
+/* At em_reactor_free: children that outlived their reactor's run got
+ * SIGTERM when it stopped. Each has the rest of its grace period to exit
+ * (waited for on the pidfds, so an exit ends the wait at once) before it
+ * is killed. A forked child reaps none: they are its parent's children. */
 void em__orphans_reap(em_reactor *r)
 {
+    while (r->orphans && !r->forked) {
+        struct pollfd fds[64];
+        int n;
+        double next = reap_done_orphans(r, fds, 64, &n);
+        if (!r->orphans)
+            break;
+        /* at most 100 ms: orphans beyond the 64 watched are looked at then */
+        double ms = (next - em__clock()) * 1000.0;
+        poll(fds, (nfds_t)n, ms < 1 ? 1 : ms >= 100 ? 100 : (int)ms + 1);
+    }
     while (r->orphans) {
         em_orphan *o = r->orphans;
         r->orphans = o->next;
-        if (!r->forked && waitpid(o->pid, NULL, WNOHANG) == 0) {
-            kill(o->pid, SIGKILL);
-            waitpid(o->pid, NULL, 0);
-        }
-        em__free(o);
+        orphan_free(r, o);
     }
 }
 
@@ -259,8 +350,11 @@ int em_get_status(const em_conn *c, int *wstatus)
 {
     if (!c || !wstatus || !(c->flags & EM_CF_POPEN) || !c->cold->child)
         return -EINVAL;
-    if (!c->cold->child->exited)
+    const em_child *ch = c->cold->child;
+    if (ch->handed_over || (ch->exited && !ch->status_known))
+        return -ECHILD;
+    if (!ch->exited)
         return -EAGAIN;
-    *wstatus = c->cold->child->status;
+    *wstatus = ch->status;
     return 0;
 }

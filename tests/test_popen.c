@@ -456,3 +456,168 @@ TEST(popen_reactor_free_reaps_running_children)
     rec_free(&b);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* ------------------------------------------------------------- detach */
+
+/* em_detach hands the child over with its stdio: unbind follows at once
+ * (it does not wait for the child), the child is neither signalled nor
+ * reaped, and em_get_status says so (-ECHILD). The child then ends when
+ * its new owner closes its stdin, with its own status. */
+TEST(popen_detach_hands_child_over)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct child_seen seen = {0};
+    rec x = {.tag = 1, .on_unbind = record_status, .ctx = &seen};
+    const char *argv[] = {"cat", NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    pid_t pid = em_get_pid(c);
+    run_for(r, 0.05);
+    double t0 = now_mono();
+    int fd = em_detach(c);
+    ASSERT_GE(fd, 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT_DBL_LE(seen.at - t0, 1.0); /* not after a grace period */
+    ASSERT_EQ(x.reason, 0);
+    ASSERT_EQ(seen.pid, pid);
+    ASSERT_EQ(seen.status_rc, -ECHILD);
+    ASSERT_EQ(kill(pid, 0), 0);
+    /* the child is the new owner's: its stdio works through fd */
+    int fl = fcntl(fd, F_GETFL);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl & ~O_NONBLOCK), 0);
+    write_all(fd, "ping\n", 5);
+    char buf[8];
+    ASSERT_EQ(read(fd, buf, sizeof buf), 5);
+    ASSERT_EQ(memcmp(buf, "ping\n", 5), 0);
+    run_for(r, 0.1);
+    ASSERT_EQ(em_timer_count(r), 0);
+    close(fd);
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid); /* not reaped by libem */
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* --------------------------------------------------- the grace period */
+
+/* A child still running when the reactor stops gets SIGTERM, and
+ * em_reactor_free waits for it (up to the grace period) instead of killing
+ * it at once: one that needs 0.3 s to clean up finishes its cleanup. */
+TEST_TIMEOUT(popen_reactor_free_gives_grace_period, 20);
+TEST(popen_reactor_free_gives_grace_period)
+{
+    int fd0 = open_fd_count();
+    char dir[64], done[128], script[512];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(done, sizeof done, "%s/done", dir);
+    snprintf(script, sizeof script,
+             "trap 'sleep 0.3; echo ok > %s; exit 0' TERM; echo ready; "
+             "while :; do sleep 0.05; done",
+             done);
+    em_reactor *r = new_reactor();
+    rec x = {.tag = 1, .store = true};
+    const char *argv[] = {"sh", "-c", script, NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    pid_t pid = em_get_pid(c);
+    double deadline = now_mono() + 5;
+    while (!contains(&x, "ready\n") && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT(contains(&x, "ready\n"));
+    double t0 = now_mono();
+    em_reactor_free(r);
+    double took = now_mono() - t0;
+    ASSERT_DBL_GE(took, 0.25);
+    ASSERT_DBL_LE(took, 1.9); /* it exited: no need to wait out the period */
+    ASSERT_EQ(access(done, F_OK), 0);
+    ASSERT(pid_reaped(pid));
+    rec_free(&x);
+    rm_tmpdir(dir);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* One that ignores SIGTERM is killed once the grace period is over, not
+ * before it. */
+TEST_TIMEOUT(popen_reactor_free_kills_after_grace_period, 20);
+TEST(popen_reactor_free_kills_after_grace_period)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec x = {.tag = 1, .store = true};
+    const char *argv[] = {"sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+                          NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    pid_t pid = em_get_pid(c);
+    double deadline = now_mono() + 5;
+    while (!contains(&x, "ready\n") && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    double t0 = now_mono();
+    em_reactor_free(r);
+    double took = now_mono() - t0;
+    ASSERT_DBL_GE(took, 1.9);
+    ASSERT_DBL_LE(took, 4.0);
+    ASSERT(pid_reaped(pid));
+    rec_free(&x);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ------------------------------------------- a status nobody can know */
+
+/* The host's own waitpid took the child first: em_get_status reports
+ * -ECHILD, never a made-up clean exit. */
+static void steal_child(em_reactor *r, void *arg)
+{
+    (void)r;
+    pid_t pid = *(pid_t *)arg;
+    int st;
+    pid_t p;
+    while ((p = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+        ;
+    ASSERT_EQ(p, pid);
+    ASSERT(WIFSIGNALED(st));
+}
+
+TEST(popen_child_reaped_elsewhere_status_is_echild)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct child_seen seen = {0};
+    rec x = {.tag = 1, .on_unbind = record_status, .ctx = &seen};
+    const char *argv[] = {"sh", "-c", "exec 1>&- 0<&-; sleep 0.05; kill -9 $$", NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    pid_t pid = em_get_pid(c);
+    ASSERT_NE(em_add_timer(r, 0, steal_child, &pid), 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT_EQ(seen.status_rc, -ECHILD);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ---------------------------------------------------------- the pair */
+
+/* libem's end of the socketpair is non-blocking; the child's stdio is
+ * blocking, as programs expect. */
+TEST(popen_socketpair_nonblocking_on_our_side_only)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec x = {.tag = 1, .store = true};
+    const char *argv[] = {"sh", "-c", "grep '^flags' /proc/self/fdinfo/0", NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    ASSERT(fcntl(em_conn_fd(c), F_GETFL) & O_NONBLOCK);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(contains(&x, "flags:"));
+    char line[64] = {0};
+    memcpy(line, x.buf, x.len < sizeof line - 1 ? x.len : sizeof line - 1);
+    unsigned long flags = strtoul(strchr(line, ':') + 1, NULL, 8);
+    ASSERT_EQ(flags & O_NONBLOCK, 0);
+    rec_free(&x);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
