@@ -14,6 +14,10 @@
  *    or freeing the object being called back.
  *  - No callback runs inside an em_ call, except post_init, which the calls
  *    that create a connection (em_connect, ...) run before they return.
+ *  - While a reactor shuts down (the unbinds at the end of em_run and in
+ *    em_reactor_free), the calls that make a connection or a server fail
+ *    with ECANCELED (em_reconnect: -ECANCELED), so that a handler that
+ *    reconnects from unbind cannot keep the reactor alive.
  *
  * One turn of the loop (em_run_once):
  *   1. the cached clock is updated; due timers run in deadline order
@@ -27,7 +31,8 @@
  *      writes after a partial write);
  *   6. data sent during the turn is flushed, one writev per connection;
  *   7. closes are carried out: each closed connection gets unbind, then is
- *      freed.
+ *      freed. A connection closed during this step (an unbind that retries
+ *      and fails at once) is unbound in the next turn's, so every turn ends.
  */
 #ifndef EM_H
 #define EM_H
@@ -105,16 +110,30 @@ EM_EXPORT int em_run(em_reactor *r);
  * the call should be repeated after a pause (em_run pauses 1 ms). */
 EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 
-/* Asks em_run to return once the current turn is finished. Thread-safe. */
+/* Asks em_run to return once the current turn is finished. Thread-safe.
+ * A loop driven by em_run_once is only woken (its next turn does not wait
+ * in the poller); later turns wait as usual, and nothing is shut down: the
+ * embedder ends its loop (em_stopping tells it a stop was asked) and
+ * em_reactor_free unbinds what is open. A request made while em_run is not
+ * running is kept for the next em_run, which then shuts down and returns
+ * at once. */
 EM_EXPORT void em_stop(em_reactor *r);
+
+/* True from em_stop until the em_run it stopped has returned (EventMachine's
+ * stopping?). */
+EM_EXPORT bool em_stopping(const em_reactor *r);
 
 /* True while em_run or em_run_once is executing. */
 EM_EXPORT bool em_reactor_running(const em_reactor *r);
 
 /* Unbinds what is still open (reason 0), closes servers (removing unix socket
- * files they created), cancels timers, joins pool threads and frees the
- * reactor. Not while running; ignored then. Safe in a forked child (pool
- * threads of the parent are not joined there). NULL is a no-op. */
+ * files they created), cancels timers, joins pool threads (work still
+ * queued runs first) and runs the done callbacks of deferred work, then
+ * frees the reactor. em_defer from those callbacks returns -ECANCELED. Not
+ * while running; ignored then. Safe in a forked child, also while other
+ * threads are busy in libem: nothing is called back, no file is removed,
+ * no flag of a shared descriptor changed and no child reaped there. NULL is
+ * a no-op. */
 EM_EXPORT void em_reactor_free(em_reactor *r);
 
 /* The loop's cached monotonic time, in seconds. */
@@ -179,7 +198,8 @@ EM_EXPORT int em_next_tick(em_reactor *r, em_cb cb, void *arg);
 EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
 
 /* Runs work(arg) on a pool thread, then done(r, arg) on the reactor thread
- * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start). */
+ * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start),
+ * -ECANCELED (the pool is gone: a done callback run by em_reactor_free). */
 EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
 
 /* Calls cb(r, arg) on the reactor thread after signo is delivered to the
@@ -276,9 +296,10 @@ EM_EXPORT em_sig em_server_signature(const em_server *s);
 
 /* Connects to host:port. Never blocks: a name is resolved on the pool and
  * every resolved address is tried in turn. Every failure (refused,
- * unreachable, timeout, resolution) arrives later as unbind(reason). post_init
- * runs before this returns. NULL + EINVAL for NULL host or h or a port
- * outside 1..65535; ENOMEM. */
+ * unreachable, timeout, resolution, EAGAIN when no pool thread could start
+ * to resolve it) arrives later as unbind(reason). post_init runs before
+ * this returns. NULL + EINVAL for NULL host or h or a port outside
+ * 1..65535; ENOMEM; ECANCELED during shutdown. */
 EM_EXPORT em_conn *em_connect(em_reactor *r, const char *host, int port,
                               const em_handler *h, void *arg);
 
@@ -430,6 +451,8 @@ EM_EXPORT size_t em_get_proxied_bytes(const em_conn *from);
  * EventMachine programs use it to retry; on a connection that is not being
  * unbound it returns -EISCONN. -EINVAL for a bad host or port. */
 EM_EXPORT int em_reconnect(em_conn *c, const char *host, int port);
+/* em_reconnect to a unix socket; -EINVAL / -ENAMETOOLONG for a bad path. */
+EM_EXPORT int em_reconnect_unix(em_conn *c, const char *path);
 
 /* TCP keepalive. Zero leaves the system default for that value; negative is
  * -EINVAL. */

@@ -17,6 +17,8 @@ static int check_new_fd(em_reactor *r, int fd)
 static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uint32_t flags)
 {
     int err = r && h ? check_new_fd(r, fd) : -EINVAL;
+    if (!err)
+        err = em__may_add(r);
     if (err) {
         errno = -err;
         return NULL;

@@ -231,7 +231,7 @@ void em__conn_shutdown(em_conn *c)
     em__conn_fail(c, 0);
 }
 
-static void close_fd(em_conn *c)
+void em__conn_close_fd(em_conn *c)
 {
     if (c->io.fd < 0)
         return;
@@ -247,7 +247,7 @@ void em__conn_discard(em_conn *c)
 {
     em__sigmap_del(&c->r->sigmap, c->sig);
     leave_poller(c);
-    close_fd(c);
+    em__conn_close_fd(c);
     drop_output(c);
     free_ext(c);
     cancel_timers(c);
@@ -257,7 +257,7 @@ void em__conn_discard(em_conn *c)
 void em__conn_finish(em_conn *c)
 {
     em_reactor *r = c->r;
-    close_fd(c);
+    em__conn_close_fd(c);
     if ((c->flags & EM_CF_POPEN) && !em__child_may_unbind(c))
         return; /* back on the close list once the child has exited */
     em__sigmap_del(&r->sigmap, c->sig);

@@ -321,6 +321,11 @@ int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const ch
         err = cs->bind_name ? em__resolve(c->r, cs->bind_name, cs->bind_port, SOCK_STREAM,
                                           c->sig, bind_resolved)
                             : start_target(c);
+    if (err == -EAGAIN || err == -ECANCELED) {
+        /* no pool thread for the resolution: a failure like any other */
+        em__conn_fail(c, -err);
+        return 0;
+    }
     if (err) {
         em__connect_abandon(c);
         c->state = EM_CS_OPEN;
@@ -333,6 +338,10 @@ int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const ch
 static em_conn *connect_common(em_reactor *r, const char *bind_host, int bind_port,
                                const char *host, int port, const em_handler *h, void *arg)
 {
+    if (em__may_add(r)) {
+        errno = ECANCELED;
+        return NULL;
+    }
     em_conn *c = em__conn_new(r, -1, h, arg);
     if (!c)
         return NULL;
@@ -381,10 +390,9 @@ em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h, v
     return c;
 }
 
-int em_reconnect(em_conn *c, const char *host, int port)
+/* port -1: host is a unix socket's path. */
+static int reconnect(em_conn *c, const char *host, int port)
 {
-    if (!c || !host || !*host || port <= 0 || port > 65535)
-        return -EINVAL;
     if (c->flags & (EM_CF_DGRAM | EM_CF_WATCH | EM_CF_POPEN | EM_CF_NO_FD_CLOSE))
         return -EINVAL;
     if (c->state != EM_CS_UNBINDING)
@@ -399,7 +407,7 @@ int em_reconnect(em_conn *c, const char *host, int port)
         return -ENOMEM;
     }
     em_sig sig = c->sig;
-    c->flags = 0;
+    c->flags = port < 0 ? EM_CF_UNIX : 0;
     c->reason = 0;
     c->io.dead = false;
     c->created = c->last_activity = r->now;
@@ -409,9 +417,24 @@ int em_reconnect(em_conn *c, const char *host, int port)
         c->state = EM_CS_UNBINDING;
         return err;
     }
-    if (c->cold && c->cold->inactivity > 0)
+    if (c->cold && c->cold->inactivity > 0 && em__conn_usable(c))
         em_set_comm_inactivity_timeout(c, c->cold->inactivity);
     return 0;
+}
+
+int em_reconnect(em_conn *c, const char *host, int port)
+{
+    if (!c || !host || !*host || port <= 0 || port > 65535)
+        return -EINVAL;
+    return reconnect(c, host, port);
+}
+
+int em_reconnect_unix(em_conn *c, const char *path)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err = c ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
+    return err ? err : reconnect(c, path, -1);
 }
 
 double em_get_pending_connect_timeout(const em_conn *c) { return c ? connect_limit(c) : 0; }

@@ -60,7 +60,9 @@ em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
         errno = EINVAL;
         return NULL;
     }
-    int fd = bind_udp(host, port);
+    int fd = em__may_add(r);
+    if (!fd)
+        fd = bind_udp(host, port);
     if (fd < 0) {
         errno = -fd;
         return NULL;

@@ -147,6 +147,7 @@ typedef struct em_pool {
     pthread_t *threads;
     unsigned size, started, idle;
     bool stopping;
+    bool closed; /* destroyed: no more jobs (reactor thread only) */
 } em_pool;
 
 int em__pool_init(em_pool *p, unsigned size);
@@ -288,6 +289,7 @@ void em__conn_receive(em_conn *c, const char *data, size_t n);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
+void em__conn_close_fd(em_conn *c); /* a closing connection's; idempotent */
 void em__conn_discard(em_conn *c); /* free one the user never saw */
 void em__conn_shutdown(em_conn *c);  /* reactor stopping: close with reason 0 */
 void em__conn_touch(em_conn *c);
@@ -463,6 +465,9 @@ struct em_reactor {
 };
 
 double em__clock(void);
+/* 0, or -ECANCELED while the reactor shuts down: nothing new is made then,
+ * so that a handler reconnecting from unbind cannot keep it alive. */
+int em__may_add(const em_reactor *r);
 em_sig em__next_sig(em_reactor *r);
 void em__wake(em_reactor *r);
 void em__close_list_push(em_conn *c);

@@ -66,6 +66,8 @@ static int start_thread(em_reactor *r)
 int em__pool_submit(em_reactor *r, em_job *job)
 {
     em_pool *p = &r->pool;
+    if (p->closed) /* em_reactor_free joined the threads: a done callback it ran */
+        return -ECANCELED;
     job->next = NULL;
     pthread_mutex_lock(&p->lock);
     int err = 0;
@@ -89,6 +91,7 @@ int em__pool_submit(em_reactor *r, em_job *job)
  * parent's threads do not exist: nothing to join. */
 void em__pool_destroy(em_reactor *r, em_pool *p)
 {
+    p->closed = true;
     if (r->forked) { /* the lock may have been held by a thread that is gone */
         em__free(p->threads);
         return;

@@ -146,6 +146,10 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
         errno = EINVAL;
         return NULL;
     }
+    if (em__may_add(r)) {
+        errno = ECANCELED;
+        return NULL;
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return NULL;

@@ -18,6 +18,8 @@ double em__clock(void)
 
 em_sig em__next_sig(em_reactor *r) { return r->next_sig++; }
 
+int em__may_add(const em_reactor *r) { return r->shutting_down ? -ECANCELED : 0; }
+
 /* fork() runs this in the parent; posix_spawn (em_popen, system) does not,
  * and there the child execs at once, closing every libem descriptor. */
 static atomic_uint forks;
@@ -323,23 +325,30 @@ static void free_dead_servers(em_reactor *r)
 }
 
 /* Writes before closes, so that a connection is never freed while on the
- * flush list: a closing connection is never added to it again. */
+ * flush list: a closing connection is never added to it again.
+ *
+ * The phase finishes the connections closed before it began. Those closed
+ * during it (an unbind's retry that failed at once, again and again) are
+ * unbound in the next turn's, so that every turn ends and timers run; their
+ * descriptors are closed now all the same, before the poller is asked. */
 static void flush_and_close(em_reactor *r)
 {
+    em_conn *batch = r->closing;
+    r->closing = r->closing_tail = NULL;
     for (;;) {
         if (r->dirty) {
             flush_dirty(r);
-        } else if (r->closing) {
-            em_conn *c = r->closing;
-            r->closing = c->list_next;
-            if (!r->closing)
-                r->closing_tail = NULL;
+        } else if (batch) {
+            em_conn *c = batch;
+            batch = c->list_next;
             c->list_next = NULL;
             em__conn_finish(c);
         } else {
             break;
         }
     }
+    for (em_conn *c = r->closing; c; c = c->list_next)
+        em__conn_close_fd(c);
     free_dead_servers(r);
 }
 
@@ -356,10 +365,12 @@ void em__close_list_push(em_conn *c)
     r->closing_tail = c;
 }
 
+/* A stop request is not work: em_stop wakes the poller through the
+ * eventfd, which ends the one wait it must cut short, and em_run_once turns
+ * after it wait as usual. */
 static bool work_pending(em_reactor *r)
 {
-    return r->ticks.head || r->dirty || r->closing ||
-           atomic_load_explicit(&r->stop_requested, memory_order_relaxed);
+    return r->ticks.head || r->dirty || r->closing;
 }
 
 static int wait_ms(em_reactor *r, double max_wait_s)
@@ -489,6 +500,11 @@ int em_run(em_reactor *r)
 }
 
 bool em_reactor_running(const em_reactor *r) { return r && (r->running || r->in_turn); }
+
+bool em_stopping(const em_reactor *r)
+{
+    return r && atomic_load(&((em_reactor *)r)->stop_requested);
+}
 
 void em_reactor_free(em_reactor *r)
 {

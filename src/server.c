@@ -253,7 +253,9 @@ em_server *em_start_server(em_reactor *r, const char *host, int port, const em_h
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    int fd = em__sockaddr_parse(host, port, &ss, &len) == 0
+    int fd = em__may_add(r);
+    if (!fd)
+        fd = em__sockaddr_parse(host, port, &ss, &len) == 0
                  ? listen_on((struct sockaddr *)&ss, len)
                  : resolve_listen(host, port);
     if (fd < 0) {
@@ -267,7 +269,8 @@ em_server *em_start_server(em_reactor *r, const char *host, int port, const em_h
 }
 
 /* A socket file nobody listens on is stale and may be replaced; anything
- * else at the path is refused. */
+ * else at the path is refused. The probe never blocks: a live listener
+ * whose backlog is full answers EAGAIN, and is live all the same. */
 static int clear_stale_socket(const struct sockaddr_storage *ss, socklen_t len,
                               const char *path)
 {
@@ -276,7 +279,7 @@ static int clear_stale_socket(const struct sockaddr_storage *ss, socklen_t len,
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
         return -EADDRINUSE;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int rc = connect(fd, (const struct sockaddr *)ss, len);
@@ -296,15 +299,18 @@ em_server *em_start_unix_server(em_reactor *r, const char *path, const em_handle
     socklen_t len;
     int err = r && h ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
     if (!err)
+        err = em__may_add(r);
+    if (!err)
         err = clear_stale_socket(&ss, len, path);
     int fd = err ? err : listen_on((struct sockaddr *)&ss, len);
     struct stat st;
     char *copy = fd >= 0 ? em__strdup(path) : NULL;
     if (fd >= 0 && (!copy || stat(path, &st) < 0)) {
+        err = copy ? -errno : -ENOMEM;
         unlink(path);
         close(fd);
         em__free(copy);
-        fd = -ENOMEM;
+        fd = err;
     }
     if (fd < 0) {
         errno = -fd;
@@ -329,6 +335,10 @@ em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h, v
     socklen_t len = sizeof listening;
     if (!r || !h || listen_fd < 0) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (em__may_add(r)) {
+        errno = ECANCELED;
         return NULL;
     }
     int flags = fcntl(listen_fd, F_GETFL);

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -452,6 +455,238 @@ TEST(signatures_unique)
         ASSERT(run_until(r, &cli.unbinds, 5));
         ASSERT_NULL(em_conn_by_sig(r, seen[i]));
     }
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ------------------------------------- retries that fail at once */
+
+/* A handler that retries from unbind, each retry failing at once: EMFILE
+ * (the process has no descriptor left) with em_reconnect, ECONNREFUSED
+ * from a unix listener whose backlog is full with em_connect_unix. Each
+ * failure must be unbound in a later turn, so that turns end, timers run
+ * and em_stop works. */
+struct spin {
+    em_reactor *r;
+    int port, unbinds, ticks, fillers[256], nfill;
+    const char *unix_path; /* retry with em_connect_unix, else em_reconnect */
+};
+
+static const em_handler spin_handler;
+
+static void spin_unbind(em_conn *c, int reason)
+{
+    (void)reason;
+    struct spin *s = em_conn_arg(c);
+    if (++s->unbinds == 1 && !s->unix_path) {
+        int fd;
+        while (s->nfill < 256 && (fd = dup(0)) >= 0)
+            s->fillers[s->nfill++] = fd;
+    }
+    if (s->unix_path)
+        em_connect_unix(s->r, s->unix_path, &spin_handler, s);
+    else
+        em_reconnect(c, "127.0.0.1", s->port);
+}
+
+static const em_handler spin_handler = {.unbind = spin_unbind};
+
+static void spin_tick(em_reactor *r, void *arg)
+{
+    (void)r;
+    ((struct spin *)arg)->ticks++;
+}
+
+static void spin_stop(em_reactor *r, void *arg)
+{
+    struct spin *s = arg;
+    for (int i = 0; i < s->nfill; i++)
+        close(s->fillers[i]);
+    s->nfill = 0;
+    em_stop(r);
+}
+
+static void run_spinning_retries(struct spin *s)
+{
+    ASSERT_NE(em_add_periodic_timer(s->r, 0.01, spin_tick, s), 0);
+    ASSERT_NE(em_add_timer(s->r, 0.3, spin_stop, s), 0);
+    ASSERT_EQ(em_run(s->r), 0);
+    ASSERT_GE(s->ticks, 5);
+    ASSERT_GE(s->unbinds, 5);
+}
+
+TEST(reconnect_failing_at_once_lets_turns_end)
+{
+    int fd0 = open_fd_count();
+    struct rlimit rl = {64, 64};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    em_reactor_opts o = {.threadpool_size = 1};
+    em_reactor *r = em_reactor_new(&o);
+    ASSERT_NOT_NULL(r);
+    struct spin s = {.r = r, .port = free_port()};
+    em_conn *c = em_connect(r, "127.0.0.1", s.port, &spin_handler, &s);
+    ASSERT_NOT_NULL(c);
+    run_spinning_retries(&s);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(unix_connect_retry_to_full_backlog_lets_turns_end)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/busy.sock", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, path);
+    ASSERT_EQ(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(l, 0), 0);
+    int queued[8], nq = 0;
+    while (nq < 8) { /* fill the backlog */
+        int q = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (connect(q, (struct sockaddr *)&a, sizeof a) < 0) {
+            close(q);
+            break;
+        }
+        queued[nq++] = q;
+    }
+    em_reactor *r = new_reactor();
+    struct spin s = {.r = r, .unix_path = path};
+    ASSERT_NOT_NULL(em_connect_unix(r, path, &spin_handler, &s));
+    run_spinning_retries(&s);
+    REACTOR_FREE_CHECKED(r);
+    for (int i = 0; i < nq; i++)
+        close(queued[i]);
+    close(l);
+    rm_tmpdir(dir);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* em_connect from unbind during shutdown is refused (ECANCELED): em_run
+ * returns after em_stop instead of unbinding new connections forever. */
+struct keepalive {
+    int port, unbinds, refused;
+};
+
+static const em_handler keepalive_handler;
+
+static void keepalive_unbind(em_conn *c, int reason)
+{
+    (void)reason;
+    struct keepalive *k = em_conn_arg(c);
+    k->unbinds++;
+    errno = 0;
+    if (!em_connect(em_conn_reactor(c), "127.0.0.1", k->port, &keepalive_handler, k))
+        k->refused += errno == ECANCELED;
+}
+
+static const em_handler keepalive_handler = {.unbind = keepalive_unbind};
+
+static void stop_now(em_reactor *r, void *arg)
+{
+    (void)arg;
+    em_stop(r);
+}
+
+TEST(connect_from_unbind_during_shutdown_refused)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 64);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    struct keepalive k = {.port = em_server_port(s)};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", k.port, &keepalive_handler, &k));
+    ASSERT_NE(em_add_timer(r, 0.1, stop_now, NULL), 0);
+    ASSERT_EQ(em_run(r), 0);
+    ASSERT_EQ(k.unbinds, 1);
+    ASSERT_EQ(k.refused, 1);
+    ASSERT_EQ(em_connection_count(r), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ------------------------------------------------- em_reconnect_unix */
+
+struct unix_retry {
+    const char *path;
+    em_reactor *r;
+    rec *srv;
+    int unbinds, completed, rc, reasons[2];
+};
+
+static void ur_unbind(em_conn *c, int reason)
+{
+    struct unix_retry *u = em_conn_arg(c);
+    u->reasons[u->unbinds++] = reason;
+    if (u->unbinds == 1) {
+        if (!em_start_unix_server(u->r, u->path, &rec_handler, u->srv))
+            FAIL("em_start_unix_server in unbind: errno %d", errno);
+        u->rc = em_reconnect_unix(c, u->path);
+    }
+}
+
+static void ur_completed(em_conn *c)
+{
+    struct unix_retry *u = em_conn_arg(c);
+    u->completed++;
+    em_close_connection(c, false);
+}
+
+static const em_handler unix_retry_handler = {.connection_completed = ur_completed,
+                                              .unbind = ur_unbind};
+
+TEST(reconnect_unix_from_unbind)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 4);
+    struct unix_retry u = {.path = path, .r = r, .srv = &srv, .rc = 1};
+    em_conn *c = em_connect_unix(r, path, &unix_retry_handler, &u);
+    ASSERT_NOT_NULL(c);
+    ASSERT(run_until(r, &u.completed, 5));
+    ASSERT_EQ(u.reasons[0], ENOENT);
+    ASSERT_EQ(u.rc, 0);
+    double deadline = now_mono() + 5;
+    while (u.unbinds < 2 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(u.unbinds, 2);
+    ASSERT_EQ(u.reasons[1], 0);
+    ASSERT(run_until(r, &srv.pool[0].unbinds, 5));
+    /* bad paths, and a connection that is not being unbound */
+    ASSERT_EQ(em_reconnect_unix(NULL, path), -EINVAL);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    rm_tmpdir(dir);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+static void no_work(void *arg) { (void)arg; }
+
+/* No pool thread can start to resolve a name: em_connect still returns the
+ * connection, and the failure arrives as unbind(EAGAIN). */
+TEST(connect_name_without_pool_thread_unbinds_eagain)
+{
+    int fd0 = open_fd_count();
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setstacksize(&a, (size_t)1 << 46), 0); /* cannot be mapped */
+    ASSERT_EQ(pthread_setattr_default_np(&a), 0);
+    em_reactor *r = new_reactor();
+    rec cli = {.tag = 1};
+    em_conn *c = em_connect(r, "localhost", 9, &rec_handler, &cli);
+    ASSERT_NOT_NULL(c);
+    ASSERT_EQ(cli.post_inits, 1);
+    ASSERT(run_until(r, &cli.unbinds, 5));
+    ASSERT_EQ(cli.reason, EAGAIN);
+    ASSERT_EQ(em_defer(r, no_work, NULL, NULL), -EAGAIN);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }

@@ -447,3 +447,99 @@ TEST(strerror_codes)
     ASSERT_NOT_NULL(em_strerror(-99999));
     ASSERT_NOT_NULL(em_strerror(-2147483647 - 1));
 }
+
+/* An embedder's em_run_once loop after em_stop: the next turn does not
+ * wait, later ones wait as usual (no spin), em_backend_timeout is not stuck
+ * at 0, and em_stopping tells the embedder. em_run then consumes the
+ * request. */
+TEST(stop_with_run_once_loop_does_not_spin)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    ASSERT(!em_stopping(r));
+    em_stop(r);
+    ASSERT(em_stopping(r));
+    double t0 = now_mono();
+    ASSERT_GE(em_run_once(r, 5.0), 0); /* woken at once */
+    ASSERT_DBL_LE(now_mono() - t0, 2.0);
+    int turns = 0;
+    t0 = now_mono();
+    while (now_mono() - t0 < 0.5) {
+        ASSERT_GE(em_run_once(r, 0.2), 0);
+        turns++;
+    }
+    ASSERT_LE(turns, 10);
+    ASSERT_DBL_LE(em_backend_timeout(r), -1);
+    ASSERT(em_stopping(r));
+    ASSERT_EQ(em_run(r), 0); /* the kept request: returns at once */
+    ASSERT(!em_stopping(r));
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* em_stop from a callback inside em_run still ends the run at once, though
+ * a stop request no longer counts as pending work. */
+static void stop_and_count(em_reactor *r, void *arg)
+{
+    (*(int *)arg)++;
+    em_stop(r);
+}
+
+TEST(stop_from_tick_ends_run_without_waiting)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int calls = 0;
+    ASSERT_NE(em_add_timer(r, 60, noop_cb, NULL), 0); /* a long wait otherwise */
+    ASSERT_EQ(em_next_tick(r, stop_and_count, &calls), 0);
+    double t0 = now_mono();
+    ASSERT_EQ(em_run(r), 0);
+    ASSERT_DBL_LE(now_mono() - t0, 2.0);
+    ASSERT_EQ(calls, 1);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A chain of deferred work (each done callback defers the next), with the
+ * reactor stopped and freed while a job is in flight: the done callback that
+ * em_reactor_free runs gets -ECANCELED from em_defer, and nothing touches
+ * the freed pool or leaks. */
+struct chain {
+    int done_calls, last_rc;
+};
+
+static void chain_work(void *arg)
+{
+    (void)arg;
+    usleep(30 * 1000);
+}
+
+static void chain_done(em_reactor *r, void *arg)
+{
+    struct chain *ch = arg;
+    ch->done_calls++;
+    ch->last_rc = em_defer(r, chain_work, chain_done, ch);
+}
+
+static void defer_chain_at_free(unsigned threads)
+{
+    int fd0 = open_fd_count();
+    em_reactor_opts o = {.threadpool_size = threads};
+    em_reactor *r = em_reactor_new(&o);
+    ASSERT_NOT_NULL(r);
+    struct chain ch = {0};
+    int stops = 0;
+    ASSERT_EQ(em_defer(r, chain_work, chain_done, &ch), 0);
+    ASSERT_NE(em_add_timer(r, 0.1, stop_cb, &stops), 0);
+    ASSERT_EQ(em_run(r), 0);
+    ASSERT_EQ(ch.last_rc, 0); /* a job is in flight */
+    int before = ch.done_calls;
+    em_reactor_free(r);
+    ASSERT_EQ(ch.done_calls, before + 1); /* its done ran in the free */
+    ASSERT_EQ(ch.last_rc, -ECANCELED);
+    usleep(100 * 1000); /* a stray pool thread would touch freed memory now */
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(defer_from_done_run_by_free_is_ecanceled) { defer_chain_at_free(20); }
+TEST(defer_from_done_run_by_free_is_ecanceled_one_thread) { defer_chain_at_free(1); }

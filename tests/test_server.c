@@ -542,3 +542,40 @@ TEST(server_emfile_no_spin_then_resumes)
     rec_free(&srv);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* A live unix listener that is not accepting (its backlog is full) is
+ * refused with EADDRINUSE at once: the probe never blocks. */
+TEST(unix_server_refuses_live_listener_with_full_backlog)
+{
+    int fd0 = open_fd_count();
+    char dir[64], path[128];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/busy", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    strcpy(sun.sun_path, path);
+    ASSERT_EQ(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
+    ASSERT_EQ(listen(l, 0), 0);
+    int queued[8], nq = 0;
+    while (nq < 8) {
+        int q = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (connect(q, (struct sockaddr *)&sun, sizeof sun) < 0) {
+            ASSERT_EQ(errno, EAGAIN);
+            close(q);
+            break;
+        }
+        queued[nq++] = q;
+    }
+    ASSERT_LT(nq, 8); /* the backlog is full */
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), EADDRINUSE);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0); /* left alone */
+    REACTOR_FREE_CHECKED(r);
+    for (int i = 0; i < nq; i++)
+        close(queued[i]);
+    close(l);
+    rm_tmpdir(dir);
+    ASSERT_NO_FD_LEAK(fd0);
+}
