@@ -12,8 +12,9 @@
 #   BACKENDS="epoll poll"       values of EM_BACKEND
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
 #                               shell patterns allowed; bench_sanity is the
-#                               one echo through each benchmark server; tsan
-#                               and faults are the suites below)
+#                               one echo through each benchmark server;
+#                               scale_short the short stress run; tsan and
+#                               faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
 set -uo pipefail
@@ -110,6 +111,26 @@ if [[ -f bench/sanity.sh ]] && selected bench_sanity; then
         start=$SECONDS
         timeout --kill-after=10 "$limit" bash bench/sanity.sh "$build" </dev/null >"$out" 2>&1
         report "$build" - bench_sanity $? $((SECONDS - start)) 1 "$out"
+    done
+fi
+
+# The short form of `make stress`: stress/scale with STRESS_SHORT_CONNS
+# (3000) connections echoing for STRESS_SHORT_SECONDS (5) on each backend,
+# from the plain build (the accept policy and the poller at scale, which
+# the unit tests do not reach).
+if selected scale_short && [[ " $builds " == *" build "* && -x build/stress/scale ]]; then
+    for backend in $backends; do
+        runs=$((runs + 1))
+        mkdir -p build/test-logs/"$backend"
+        out="build/test-logs/$backend/scale_short.out"
+        start=$SECONDS
+        EM_BACKEND=$backend STRESS_CONNS=${STRESS_SHORT_CONNS:-3000} \
+            STRESS_DURATION=${STRESS_SHORT_SECONDS:-5} \
+            timeout --kill-after=10 "$limit" build/stress/scale </dev/null >"$out" 2>&1
+        rc=$?
+        # scale prints no harness line: one pass, or one failure with its log
+        if ((rc == 0)); then echo "1 passed, 0 failed" >>"$out"; else echo "0 passed, 1 failed" >>"$out"; fi
+        report build "$backend" scale_short "$rc" $((SECONDS - start)) 1 "$out"
     done
 fi
 

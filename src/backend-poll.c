@@ -129,4 +129,5 @@ const em_backend em__backend_poll = {
     .del = pl_del,
     .wait = pl_wait,
     .fd = pl_fd,
+    .wait_scans_all = true,
 };

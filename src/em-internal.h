@@ -53,6 +53,9 @@ typedef struct em_backend {
     /* Closing a descriptor ends its registration (epoll, once no other
      * descriptor refers to the file): em__io_forget then needs no call. */
     bool close_unregisters;
+    /* A wait costs time for every registered descriptor (poll), not only
+     * the ready ones: a server then empties its backlog per report. */
+    bool wait_scans_all;
 } em_backend;
 
 extern const em_backend em__backend_epoll;

@@ -181,10 +181,19 @@ static bool next_may_succeed(int err)
  * 100 and with 2000 connections in progress). A busy reactor's turns are
  * long, and with more descriptors ready than one wait returns each is
  * reported only every few turns: there a listener takes up to ACCEPT_BATCH,
- * so that a busy server still accepts quickly. */
+ * so that a busy server still accepts quickly. A poller whose wait scans
+ * every descriptor makes each turn cost O(connections): one accept per
+ * turn would make a burst quadratic, so there the backlog is emptied. */
+static unsigned accept_batch(const em_reactor *r)
+{
+    if (r->backend->wait_scans_all)
+        return LISTEN_BACKLOG;
+    return r->busy ? ACCEPT_BATCH : 1;
+}
+
 void em__server_on_event(em_server *s)
 {
-    unsigned batch = s->r->busy ? ACCEPT_BATCH : 1, n = 0;
+    unsigned batch = accept_batch(s->r), n = 0;
     while (n < batch && !s->io.dead) {
         int fd = accept4(s->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
