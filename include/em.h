@@ -151,10 +151,15 @@ EM_EXPORT int em_set_allocator(void *(*malloc_fn)(size_t),
 
 /* --------------------------------------------------------------- timers */
 
-/* Calls cb(r, arg) once, at or after now + seconds. Timers fire in deadline
- * order; one added from a timer callback fires on a later turn. Returns the
- * timer's id; 0 with errno EINVAL (NULL, negative, NaN or infinite seconds),
- * EAGAIN (max_timers reached) or ENOMEM. */
+/* Calls cb(r, arg) once, at or after its deadline: the monotonic clock at
+ * the call + seconds (not em_now() + seconds: em_now() may be older than the
+ * call). Timers fire in deadline order, equal deadlines in the order they
+ * were added, so timers of one delay fire in the order they were added;
+ * timers whose delays differ by less than the time between their calls fire
+ * in the order of their deadlines, not of their delays. One added from a
+ * timer callback fires on a later turn. Returns the timer's id; 0 with errno
+ * EINVAL (NULL, negative, NaN or infinite seconds), EAGAIN (max_timers
+ * reached) or ENOMEM. */
 EM_EXPORT em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg);
 
 /* Calls cb every interval seconds without drift: the n-th call is due at

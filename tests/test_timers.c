@@ -99,6 +99,63 @@ TEST(timers_never_early)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
+/* A timer added after a slow callback, when em_now() is 0.3 s old, must not
+ * hold back one added later with an earlier deadline: B, added on the next
+ * turn, fires 0.75 s after its call, not when A (1.0 s) does. The bound is
+ * an ordering one: a B held behind A fires 1.0 s after its call. */
+struct behind {
+    em_timer_id a;
+    double b_added, b_fired;
+    int a_fired, b_done;
+};
+
+static void behind_a(em_reactor *r, void *arg)
+{
+    (void)r;
+    ((struct behind *)arg)->a_fired = 1;
+}
+
+static void behind_b(em_reactor *r, void *arg)
+{
+    (void)r;
+    struct behind *s = arg;
+    s->b_fired = now_mono();
+    s->b_done = 1;
+}
+
+static void behind_add_b(em_reactor *r, void *arg)
+{
+    struct behind *s = arg;
+    s->b_added = now_mono();
+    ASSERT_NE(em_add_timer(r, 0.75, behind_b, s), 0);
+}
+
+static void behind_slow(em_reactor *r, void *arg)
+{
+    struct behind *s = arg;
+    double t = now_mono();
+    while (now_mono() - t < 0.3) {
+    }
+    s->a = em_add_timer(r, 1.0, behind_a, s);
+    ASSERT_NE(s->a, 0);
+    ASSERT_NE(em_add_timer(r, 0, behind_add_b, s), 0);
+}
+
+TEST(timer_not_held_back_by_one_added_after_slow_callback)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct behind s = {0};
+    ASSERT_NE(em_add_timer(r, 0.01, behind_slow, &s), 0);
+    ASSERT(run_until(r, &s.b_done, 5));
+    ASSERT_DBL_GE(s.b_fired - s.b_added, 0.75);
+    ASSERT_DBL_LE(s.b_fired - s.b_added, 0.95);
+    ASSERT_EQ(s.a_fired, 0);
+    ASSERT_EQ(em_cancel_timer(r, s.a), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
 /* A timer of 0 s added in a timer callback runs on a later turn. */
 static void zero_inner(em_reactor *r, void *arg)
 {
