@@ -164,7 +164,9 @@ EM_EXPORT em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void
 
 /* Calls cb every interval seconds without drift: the n-th call is due at
  * start + n * interval; calls missed while the loop was busy are skipped, not
- * bunched. interval must be > 0. Errors as em_add_timer. */
+ * bunched. It fires at most once a turn: an interval shorter than a turn
+ * (down to the smallest double) makes it fire every turn. interval must be
+ * > 0. Errors as em_add_timer. */
 EM_EXPORT em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb,
                                             void *arg);
 

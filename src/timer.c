@@ -188,16 +188,28 @@ int em__timer_cancel(em_reactor *r, em_timer_id id)
     return 0;
 }
 
+/* The integer part of q >= 0 without libm: every double from 2^53 up is
+ * whole, and below it the conversion cannot overflow. */
+static double whole(double q) { return q < 0x1p53 ? (double)(uint64_t)q : q; }
+
 /* The next due time of a periodic timer: keeps its phase and skips the
- * firings the loop was too busy to make, rather than bunching them. */
+ * firings the loop was too busy to make, rather than bunching them. The
+ * periods missed are counted in double: for an interval far below the
+ * clock's resolution they number 1e24 and more, or infinitely many for a
+ * denormal one. When rounding leaves no due time after now, the next one
+ * is a period from now, or the next double after now if the interval is too
+ * small to tell: never early, never stuck, and re-armed timers wait for the
+ * next turn, so even then the timer fires once a turn. */
 static double next_periodic(double due, double interval, double now)
 {
     double next = due + interval;
-    if (next <= now) {
-        double missed = (now - due) / interval; /* >= 1 here */
-        next = due + interval * ((double)(uint64_t)missed + 1);
-    }
-    return next;
+    if (next > now)
+        return next;
+    next = due + interval * (whole((now - due) / interval) + 1);
+    if (next > now && next <= DBL_MAX)
+        return next;
+    next = now + interval;
+    return next > now ? next : now + now * DBL_EPSILON;
 }
 
 static void fire(em_reactor *r, em_heap_entry e)

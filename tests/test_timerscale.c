@@ -523,3 +523,33 @@ TEST(periodic_1ms_sleeps_between_firings)
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* Intervals far below what the clock can tell from its own value: the
+ * periods missed since the last firing number 1e24 and more (infinitely
+ * many for a denormal interval), which must neither overflow a conversion
+ * (UBSan: float-cast-overflow) nor stop the timer. */
+struct crawl {
+    int fires;
+};
+
+static void crawl_cb(em_reactor *r, void *arg)
+{
+    struct crawl *c = arg;
+    if (++c->fires == 3)
+        em_stop(r);
+}
+
+TEST(periodic_intervals_below_clock_resolution_fire_and_stop)
+{
+    int fd0 = open_fd_count();
+    double intervals[] = {1e-30, 1e-320, 5e-324 /* the smallest double */};
+    for (size_t i = 0; i < sizeof intervals / sizeof intervals[0]; i++) {
+        em_reactor *r = new_reactor();
+        struct crawl c = {0};
+        ASSERT_NE(em_add_periodic_timer(r, intervals[i], crawl_cb, &c), 0);
+        ASSERT_EQ(em_run(r), 0);
+        ASSERT_EQ(c.fires, 3);
+        REACTOR_FREE_CHECKED(r);
+    }
+    ASSERT_NO_FD_LEAK(fd0);
+}
