@@ -186,7 +186,9 @@ EM_EXPORT int em_next_tick(em_reactor *r, em_cb cb, void *arg);
 EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
 
 /* Runs work(arg) on a pool thread, then done(r, arg) on the reactor thread
- * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start). */
+ * (done may be NULL). A job that finds no idle thread free for it starts
+ * one, so up to threadpool_size jobs run at once. -EINVAL, -ENOMEM, -EAGAIN
+ * (no thread could start). */
 EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
 
 /* Calls cb(r, arg) on the reactor thread after signo is delivered to the

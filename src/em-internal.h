@@ -138,6 +138,7 @@ typedef struct em_pool {
     pthread_cond_t cond;
     em_job *queue_head, *queue_tail;
     pthread_t *threads;
+    size_t queued; /* jobs in the queue */
     unsigned size, started, idle;
     bool stopping;
 } em_pool;
