@@ -170,15 +170,22 @@ EM_EXPORT int em_set_allocator(void *(*malloc_fn)(size_t),
 
 /* --------------------------------------------------------------- timers */
 
-/* Calls cb(r, arg) once, at or after now + seconds. Timers fire in deadline
- * order; one added from a timer callback fires on a later turn. Returns the
- * timer's id; 0 with errno EINVAL (NULL, negative, NaN or infinite seconds),
- * EAGAIN (max_timers reached) or ENOMEM. */
+/* Calls cb(r, arg) once, at or after its deadline: the monotonic clock at
+ * the call + seconds (not em_now() + seconds: em_now() may be older than the
+ * call). Timers fire in deadline order, equal deadlines in the order they
+ * were added, so timers of one delay fire in the order they were added;
+ * timers whose delays differ by less than the time between their calls fire
+ * in the order of their deadlines, not of their delays. One added from a
+ * timer callback fires on a later turn. Returns the timer's id; 0 with errno
+ * EINVAL (NULL, negative, NaN or infinite seconds), EAGAIN (max_timers
+ * reached) or ENOMEM. */
 EM_EXPORT em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg);
 
 /* Calls cb every interval seconds without drift: the n-th call is due at
  * start + n * interval; calls missed while the loop was busy are skipped, not
- * bunched. interval must be > 0. Errors as em_add_timer. */
+ * bunched. It fires at most once a turn: an interval shorter than a turn
+ * (down to the smallest double) makes it fire every turn. interval must be
+ * > 0. Errors as em_add_timer. */
 EM_EXPORT em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb,
                                             void *arg);
 
@@ -198,8 +205,10 @@ EM_EXPORT int em_next_tick(em_reactor *r, em_cb cb, void *arg);
 EM_EXPORT int em_schedule(em_reactor *r, em_cb cb, void *arg);
 
 /* Runs work(arg) on a pool thread, then done(r, arg) on the reactor thread
- * (done may be NULL). -EINVAL, -ENOMEM, -EAGAIN (no thread could start),
- * -ECANCELED (the pool is gone: a done callback run by em_reactor_free). */
+ * (done may be NULL). A job that finds no idle thread free for it starts
+ * one, so up to threadpool_size jobs run at once. -EINVAL, -ENOMEM, -EAGAIN
+ * (no thread could start), -ECANCELED (the pool is gone: a done callback run
+ * by em_reactor_free). */
 EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void *arg);
 
 /* Calls cb(r, arg) on the reactor thread after signo is delivered to the

@@ -128,7 +128,7 @@ static void inactivity_due(em_reactor *r, void *arg)
         em__conn_fail(c, ETIMEDOUT);
         return;
     }
-    c->cold->inactivity_timer = em__timer_add(r, due, due, 0, inactivity_due, c, true);
+    c->cold->inactivity_timer = em__timer_add(r, due, 0, inactivity_due, c, true);
     if (!c->cold->inactivity_timer)
         em__conn_fail(c, ENOMEM);
 }
@@ -158,7 +158,7 @@ int em_set_comm_inactivity_timeout(em_conn *c, double s)
     if (to->inactivity <= 0)
         return 0;
     double due = idle_since(c) + to->inactivity;
-    to->inactivity_timer = em__timer_add(c->r, due, due, 0, inactivity_due, c, true);
+    to->inactivity_timer = em__timer_add(c->r, due, 0, inactivity_due, c, true);
     return to->inactivity_timer ? 0 : -ENOMEM;
 }
 

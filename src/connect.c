@@ -105,7 +105,7 @@ static void arm_connect_timer(em_conn *c)
     if (connect_limit(c) <= 0)
         return;
     double due = cs->started + connect_limit(c);
-    cs->timer = em__timer_add(c->r, due, due, 0, connect_timed_out, c, true);
+    cs->timer = em__timer_add(c->r, due, 0, connect_timed_out, c, true);
     if (!cs->timer)
         em__conn_fail(c, ENOMEM);
 }

@@ -87,8 +87,7 @@ typedef struct em_heap_entry {
 } em_heap_entry;
 
 typedef struct em_timer_slot {
-    double interval;   /* > 0: periodic */
-    double not_before; /* never fires before this clock time */
+    double interval; /* > 0: periodic */
     em_cb cb;
     void *arg;
     uint32_t gen;
@@ -113,8 +112,9 @@ typedef struct em_timers {
 
 void em__timers_init(em_timers *t);
 void em__timers_destroy(em_timers *t);
-em_timer_id em__timer_add(em_reactor *r, double deadline, double not_before, double interval,
-                          em_cb cb, void *arg, bool internal);
+/* deadline: an em__clock() time */
+em_timer_id em__timer_add(em_reactor *r, double deadline, double interval, em_cb cb, void *arg,
+                          bool internal);
 int em__timer_cancel(em_reactor *r, em_timer_id id);
 void em__timers_run(em_reactor *r);
 double em__timers_next(const em_timers *t); /* deadline of the first, or -1 */
@@ -148,6 +148,7 @@ typedef struct em_pool {
     pthread_cond_t cond;
     em_job *queue_head, *queue_tail;
     pthread_t *threads;
+    size_t queued; /* jobs in the queue */
     unsigned size, started, idle;
     bool stopping;
     bool closed; /* destroyed: no more jobs (reactor thread only) */

@@ -1,6 +1,7 @@
 /* The thread pool behind em_defer and name resolution. Threads start lazily,
- * one per job that finds none idle, up to the configured size; finished jobs
- * go back to the reactor thread through its cross-thread queue. */
+ * one per job that finds no idle thread free for it, up to the configured
+ * size; finished jobs go back to the reactor thread through its cross-thread
+ * queue. */
 #include "em-internal.h"
 
 #include <signal.h>
@@ -34,6 +35,7 @@ static void *pool_main(void *arg)
         p->queue_head = job->next;
         if (!p->queue_head)
             p->queue_tail = NULL;
+        p->queued--;
         pthread_mutex_unlock(&p->lock);
         job->work(job->arg);
         em__job_done(r, job);
@@ -63,6 +65,10 @@ static int start_thread(em_reactor *r)
     return 0;
 }
 
+/* A signalled thread counts as idle until it wakes and takes a job, so the
+ * idle threads free for a new job are those the queued jobs have not
+ * claimed: a burst submitted while one thread idles gets a thread a job,
+ * not a queue behind that one. */
 int em__pool_submit(em_reactor *r, em_job *job)
 {
     em_pool *p = &r->pool;
@@ -71,7 +77,7 @@ int em__pool_submit(em_reactor *r, em_job *job)
     job->next = NULL;
     pthread_mutex_lock(&p->lock);
     int err = 0;
-    if (p->idle == 0 && p->started < p->size)
+    if (p->queued >= p->idle && p->started < p->size)
         err = start_thread(r);
     if (err && p->started == 0) {
         pthread_mutex_unlock(&p->lock);
@@ -82,6 +88,7 @@ int em__pool_submit(em_reactor *r, em_job *job)
     else
         p->queue_head = job;
     p->queue_tail = job;
+    p->queued++;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
     return 0;

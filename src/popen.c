@@ -202,7 +202,7 @@ static void grace_expired(em_reactor *r, void *arg)
     kill(ch->pid, ch->kill_stage == 1 ? SIGTERM : SIGKILL);
     if (ch->kill_stage < 2) {
         double due = em__clock() + GRACE_S;
-        ch->timer = em__timer_add(r, due, due, 0, grace_expired, ch, true);
+        ch->timer = em__timer_add(r, due, 0, grace_expired, ch, true);
     }
 }
 
@@ -257,7 +257,7 @@ bool em__child_may_unbind(em_conn *c)
     }
     c->state = EM_CS_REAPING;
     double due = em__clock() + GRACE_S;
-    ch->timer = em__timer_add(c->r, due, due, 0, grace_expired, ch, true);
+    ch->timer = em__timer_add(c->r, due, 0, grace_expired, ch, true);
     if (!ch->timer) { /* no memory for a timer: do not wait without one */
         kill(ch->pid, SIGKILL);
         ch->kill_stage = 2;

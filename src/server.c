@@ -90,7 +90,7 @@ static void retry_later(em_server *s)
     s->starved = true;
     s->r->starved_servers++;
     double due = em__clock() + STARVED_RETRY_S;
-    s->retry_timer = em__timer_add(s->r, due, due, 0, starved_retry, s, true);
+    s->retry_timer = em__timer_add(s->r, due, 0, starved_retry, s, true);
 }
 
 static void unstarve(em_server *s)

@@ -2,10 +2,13 @@
  * table. A timer id is (generation << 32 | slot + 1), so a stale id never
  * matches a slot's later timer and lookup needs no hashing.
  *
- * A one-shot timer is ordered by em_now() + seconds, like libuv's and
- * EventMachine's, so timers added in one turn fire in the order of their
- * delays; it also never fires before the real clock at the call + seconds
- * (not_before), since em_now() may be older than the call. */
+ * A one-shot timer's deadline is the real clock at the call + seconds, not
+ * em_now() + seconds as in libuv and EventMachine: em_now() may be older
+ * than the call (a slow callback earlier in the turn), and the timer must
+ * not fire early. Ordering and firing go by that one deadline: a timer
+ * ordered by one clock but held back by the other would hold back every
+ * timer behind it. Timers of one delay still fire in the order they were
+ * added: the clock never goes back. */
 #include "em-internal.h"
 
 #include <float.h>
@@ -132,8 +135,8 @@ static em_timer_id make_id(uint32_t slot, uint32_t gen)
     return ((uint64_t)gen << 32) | (uint64_t)(slot + 1);
 }
 
-em_timer_id em__timer_add(em_reactor *r, double deadline, double not_before, double interval,
-                          em_cb cb, void *arg, bool internal)
+em_timer_id em__timer_add(em_reactor *r, double deadline, double interval, em_cb cb, void *arg,
+                          bool internal)
 {
     em_timers *t = &r->timers;
     if (!internal && t->max_user && t->user_count >= t->max_user) {
@@ -147,7 +150,6 @@ em_timer_id em__timer_add(em_reactor *r, double deadline, double not_before, dou
     }
     em_timer_slot *ts = &t->slots[s];
     ts->interval = interval;
-    ts->not_before = not_before;
     ts->cb = cb;
     ts->arg = arg;
     ts->internal = internal;
@@ -186,16 +188,28 @@ int em__timer_cancel(em_reactor *r, em_timer_id id)
     return 0;
 }
 
+/* The integer part of q >= 0 without libm: every double from 2^53 up is
+ * whole, and below it the conversion cannot overflow. */
+static double whole(double q) { return q < 0x1p53 ? (double)(uint64_t)q : q; }
+
 /* The next due time of a periodic timer: keeps its phase and skips the
- * firings the loop was too busy to make, rather than bunching them. */
+ * firings the loop was too busy to make, rather than bunching them. The
+ * periods missed are counted in double: for an interval far below the
+ * clock's resolution they number 1e24 and more, or infinitely many for a
+ * denormal one. When rounding leaves no due time after now, the next one
+ * is a period from now, or the next double after now if the interval is too
+ * small to tell: never early, never stuck, and re-armed timers wait for the
+ * next turn, so even then the timer fires once a turn. */
 static double next_periodic(double due, double interval, double now)
 {
     double next = due + interval;
-    if (next <= now) {
-        double missed = (now - due) / interval; /* >= 1 here */
-        next = due + interval * ((double)(uint64_t)missed + 1);
-    }
-    return next;
+    if (next > now)
+        return next;
+    next = due + interval * (whole((now - due) / interval) + 1);
+    if (next > now && next <= DBL_MAX)
+        return next;
+    next = now + interval;
+    return next > now ? next : now + now * DBL_EPSILON;
 }
 
 static void fire(em_reactor *r, em_heap_entry e)
@@ -216,8 +230,7 @@ static void fire(em_reactor *r, em_heap_entry e)
     ts = &t->slots[e.slot]; /* the table may have moved */
     if (!ts->live || ts->gen != gen || ts->heap_index != EM_NOT_IN_HEAP)
         return;
-    ts->not_before = next_periodic(e.deadline, interval, r->now);
-    if (heap_push(t, e.slot, ts->not_before) < 0)
+    if (heap_push(t, e.slot, next_periodic(e.deadline, interval, r->now)) < 0)
         slot_release(t, e.slot);
 }
 
@@ -225,14 +238,13 @@ void em__timers_run(em_reactor *r)
 {
     em_timers *t = &r->timers;
     uint64_t seq_limit = t->seq; /* timers added while running wait a turn */
-    while (t->heap_len && t->heap[0].seq < seq_limit &&
-           t->slots[t->heap[0].slot].not_before <= r->now)
+    while (t->heap_len && t->heap[0].seq < seq_limit && t->heap[0].deadline <= r->now)
         fire(r, t->heap[0]);
 }
 
 double em__timers_next(const em_timers *t)
 {
-    return t->heap_len ? t->slots[t->heap[0].slot].not_before : -1;
+    return t->heap_len ? t->heap[0].deadline : -1;
 }
 
 void em__timers_clear(em_reactor *r)
@@ -253,7 +265,7 @@ em_timer_id em_add_timer(em_reactor *r, double seconds, em_cb cb, void *arg)
         errno = EINVAL;
         return 0;
     }
-    return em__timer_add(r, r->now + seconds, em__clock() + seconds, 0, cb, arg, false);
+    return em__timer_add(r, em__clock() + seconds, 0, cb, arg, false);
 }
 
 em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb, void *arg)
@@ -262,8 +274,7 @@ em_timer_id em_add_periodic_timer(em_reactor *r, double interval, em_cb cb, void
         errno = EINVAL;
         return 0;
     }
-    double start = em__clock();
-    return em__timer_add(r, start + interval, start + interval, interval, cb, arg, false);
+    return em__timer_add(r, em__clock() + interval, interval, cb, arg, false);
 }
 
 int em_cancel_timer(em_reactor *r, em_timer_id id)

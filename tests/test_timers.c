@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,63 @@ TEST(timers_never_early)
         ASSERT_DBL_GE(e[i].now_at_fire - e[i].now_at_add, e[i].due);
         ASSERT_DBL_LE(e[i].fired - e[i].added, e[i].due + 1.0);
     }
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A timer added after a slow callback, when em_now() is 0.3 s old, must not
+ * hold back one added later with an earlier deadline: B, added on the next
+ * turn, fires 0.75 s after its call, not when A (1.0 s) does. The bound is
+ * an ordering one: a B held behind A fires 1.0 s after its call. */
+struct behind {
+    em_timer_id a;
+    double b_added, b_fired;
+    int a_fired, b_done;
+};
+
+static void behind_a(em_reactor *r, void *arg)
+{
+    (void)r;
+    ((struct behind *)arg)->a_fired = 1;
+}
+
+static void behind_b(em_reactor *r, void *arg)
+{
+    (void)r;
+    struct behind *s = arg;
+    s->b_fired = now_mono();
+    s->b_done = 1;
+}
+
+static void behind_add_b(em_reactor *r, void *arg)
+{
+    struct behind *s = arg;
+    s->b_added = now_mono();
+    ASSERT_NE(em_add_timer(r, 0.75, behind_b, s), 0);
+}
+
+static void behind_slow(em_reactor *r, void *arg)
+{
+    struct behind *s = arg;
+    double t = now_mono();
+    while (now_mono() - t < 0.3) {
+    }
+    s->a = em_add_timer(r, 1.0, behind_a, s);
+    ASSERT_NE(s->a, 0);
+    ASSERT_NE(em_add_timer(r, 0, behind_add_b, s), 0);
+}
+
+TEST(timer_not_held_back_by_one_added_after_slow_callback)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct behind s = {0};
+    ASSERT_NE(em_add_timer(r, 0.01, behind_slow, &s), 0);
+    ASSERT(run_until(r, &s.b_done, 5));
+    ASSERT_DBL_GE(s.b_fired - s.b_added, 0.75);
+    ASSERT_DBL_LE(s.b_fired - s.b_added, 0.95);
+    ASSERT_EQ(s.a_fired, 0);
+    ASSERT_EQ(em_cancel_timer(r, s.a), 0);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
@@ -721,6 +779,92 @@ TEST(defer_runs_on_pool_done_on_reactor)
     ASSERT_EQ(j.worked, 1);
     ASSERT_EQ(em_defer(r, NULL, NULL, NULL), -EINVAL);
     ASSERT_EQ(em_defer(NULL, defer_work, NULL, &j), -EINVAL);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A burst submitted while one pool thread idles runs at once, a thread a
+ * job: the idle thread, once signalled, is no longer free for the next job.
+ * Each job waits (bounded) until the whole burst has started, so the case
+ * asserts concurrency, not timing.
+ *
+ * The idle thread must not take its job before the rest are submitted, or
+ * it would no longer count as idle and hide the fault: it shares the
+ * reactor thread's CPU under SCHED_IDLE, so it runs only once that CPU has
+ * nothing else to do. Pinning and SCHED_IDLE are best effort: refused, the
+ * window is only a thread's wake-up, and the case may miss the fault. */
+enum { BURST = 8 };
+
+static struct {
+    pthread_mutex_t lock;
+    int started, running, max_running, done;
+    bool gave_up;
+    cpu_set_t cpu;
+} B = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void burst_work(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&B.lock);
+    B.started++;
+    if (++B.running > B.max_running)
+        B.max_running = B.running;
+    double give_up_at = now_mono() + 5.0;
+    while (B.started < BURST && !B.gave_up) {
+        if (now_mono() > give_up_at) {
+            B.gave_up = true; /* the rest need not wait as well */
+            break;
+        }
+        pthread_mutex_unlock(&B.lock);
+        struct timespec ms = {0, 1000 * 1000};
+        nanosleep(&ms, NULL);
+        pthread_mutex_lock(&B.lock);
+    }
+    B.running--;
+    pthread_mutex_unlock(&B.lock);
+}
+
+static void burst_idle_last(void *arg)
+{
+    (void)arg;
+    struct sched_param none = {0};
+    sched_setaffinity(0, sizeof B.cpu, &B.cpu);
+    sched_setscheduler(0, SCHED_IDLE, &none);
+}
+
+static void burst_done(em_reactor *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    B.done++;
+}
+
+static bool burst_all_done(void *arg) { return B.done == *(int *)arg; }
+
+TEST(defer_burst_gets_a_thread_per_job)
+{
+    int fd0 = open_fd_count();
+    em_reactor_opts o = {.threadpool_size = 20};
+    em_reactor *r = em_reactor_new(&o);
+    ASSERT_NOT_NULL(r);
+    CPU_ZERO(&B.cpu);
+    int cpu = sched_getcpu();
+    if (cpu >= 0 && cpu < CPU_SETSIZE) {
+        CPU_SET(cpu, &B.cpu);
+        sched_setaffinity(0, sizeof B.cpu, &B.cpu);
+    }
+    /* the pool's one thread; done may run before it waits again: a pause */
+    int goal = 1;
+    ASSERT_EQ(em_defer(r, burst_idle_last, burst_done, NULL), 0);
+    ASSERT(run_until_pred(r, burst_all_done, &goal, 5));
+    struct timespec settle = {0, 50 * 1000 * 1000};
+    nanosleep(&settle, NULL);
+    goal += BURST;
+    for (int i = 0; i < BURST; i++)
+        ASSERT_EQ(em_defer(r, burst_work, burst_done, NULL), 0);
+    ASSERT(run_until_pred(r, burst_all_done, &goal, 15));
+    ASSERT_EQ(B.gave_up, 0);
+    ASSERT_EQ(B.max_running, BURST);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }

@@ -1,6 +1,7 @@
 /* Timers at scale and at the edges (issue 5, item 7), beyond test_timers.c:
  *  - a million timers, each firing exactly once (tracked one by one), in
- *    deadline order, never before the clock read just before its add, while
+ *    deadline order (those of one delay in the order they were added), never
+ *    before the clock read just before its add, while
  *    a quarter of them cancel another timer and themselves as they fire;
  *  - a turn in which 100,000 due timers cancel each other;
  *  - huge timeouts (1e9 s, 1e12 s): added, counted, waited for without
@@ -32,21 +33,36 @@ enum { MN = 1000000 };
 
 enum { PENDING, FIRED, CANCELLED };
 
+enum { MT_DELAYS = 250000 }; /* delays: 0 .. 0.25 s in steps of 1 us */
+
 static struct {
-    double *added;  /* CLOCK_MONOTONIC just before em_add_timer */
-    double *delay;  /* seconds asked */
+    double *added;  /* CLOCK_MONOTONIC just before em_add_timer; [MN]: after the last */
+    uint32_t *delay_us;
     em_timer_id *ids;
     unsigned char *state;
-    size_t fired, cancelled, early, order_errors, last;
-    bool any_fired;
+    size_t *last_of_delay; /* per delay: 1 + the last timer fired */
+    size_t fired, cancelled, early, order_errors;
+    double max_earliest;   /* the latest earliest-possible deadline fired */
     em_reactor *r;
 } MT;
 
-/* Timers added in one go, with no turn in between, share em_now(): their
- * deadline order is (delay, order of adding). */
-static bool before_in_deadline(size_t a, size_t b)
+static double mt_delay(size_t i) { return MT.delay_us[i] / 1e6; }
+
+/* A deadline is the clock at the call + the delay: the call's clock lies
+ * between the reads around it, added[i] and added[i + 1]. A timer fired
+ * after another whose deadline is surely later is out of order; so is one
+ * fired after a later-added timer of the same delay. */
+static void mt_check_order(size_t i)
 {
-    return MT.delay[a] < MT.delay[b] || (MT.delay[a] == MT.delay[b] && a < b);
+    double earliest = MT.added[i] + mt_delay(i), latest = MT.added[i + 1] + mt_delay(i);
+    if (latest < MT.max_earliest)
+        MT.order_errors++;
+    if (earliest > MT.max_earliest)
+        MT.max_earliest = earliest;
+    size_t *last = &MT.last_of_delay[MT.delay_us[i]];
+    if (*last > i)
+        MT.order_errors++;
+    *last = i + 1;
 }
 
 static void mt_cb(em_reactor *r, void *arg)
@@ -59,12 +75,9 @@ static void mt_cb(em_reactor *r, void *arg)
         FAIL("timer %zu fired after em_cancel_timer returned 0", i);
     MT.state[i] = FIRED;
     MT.fired++;
-    if (t < MT.added[i] + MT.delay[i])
+    if (t < MT.added[i] + mt_delay(i))
         MT.early++;
-    if (MT.any_fired && !before_in_deadline(MT.last, i))
-        MT.order_errors++;
-    MT.last = i;
-    MT.any_fired = true;
+    mt_check_order(i);
     if (i % 4 == 0) {
         /* a one-shot timer inside its own callback has fired */
         ASSERT_EQ(em_cancel_timer(r, MT.ids[i]), -ENOENT);
@@ -93,21 +106,23 @@ TEST(million_timers_each_once_in_order_never_early_cancelling)
     int fd0 = open_fd_count();
     em_reactor *r = new_reactor();
     MT.r = r;
-    MT.added = malloc(MN * sizeof(double));
-    MT.delay = malloc(MN * sizeof(double));
+    MT.added = malloc((MN + 1) * sizeof(double));
+    MT.delay_us = malloc(MN * sizeof(uint32_t));
     MT.ids = malloc(MN * sizeof(em_timer_id));
     MT.state = calloc(MN, 1);
-    ASSERT(MT.added && MT.delay && MT.ids && MT.state);
+    MT.last_of_delay = calloc(MT_DELAYS, sizeof(size_t));
+    ASSERT(MT.added && MT.delay_us && MT.ids && MT.state && MT.last_of_delay);
     uint64_t seed = 0x5eed;
     ASSERT_GE(em_run_once(r, 0), 0);
     for (size_t i = 0; i < MN; i++) {
-        /* 0 .. 0.25 s in steps of 1 us: many equal deadlines too */
-        MT.delay[i] = (double)(rng_next(&seed) % 250000) / 1e6;
+        /* many equal delays too */
+        MT.delay_us[i] = (uint32_t)(rng_next(&seed) % MT_DELAYS);
         MT.added[i] = now_mono();
-        MT.ids[i] = em_add_timer(r, MT.delay[i], mt_cb, (void *)(uintptr_t)i);
+        MT.ids[i] = em_add_timer(r, mt_delay(i), mt_cb, (void *)(uintptr_t)i);
         if (MT.ids[i] == 0)
             FAIL("em_add_timer #%zu: errno %d", i, errno);
     }
+    MT.added[MN] = now_mono();
     ASSERT_EQ(em_timer_count(r), MN);
     ASSERT(run_until_pred(r, mt_done, NULL, 60));
     ASSERT_EQ(MT.fired + MT.cancelled, MN);
@@ -123,9 +138,10 @@ TEST(million_timers_each_once_in_order_never_early_cancelling)
             FAIL("timer %zu never fired", i);
     REACTOR_FREE_CHECKED(r);
     free(MT.added);
-    free(MT.delay);
+    free(MT.delay_us);
     free(MT.ids);
     free(MT.state);
+    free(MT.last_of_delay);
     ASSERT_NO_FD_LEAK(fd0);
 }
 
@@ -505,5 +521,35 @@ TEST(periodic_1ms_sleeps_between_firings)
     ASSERT_EQ(em_cancel_timer(r, s.id), 0);
     ASSERT_EQ(em_cancel_timer(r, s7.id), 0);
     REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* Intervals far below what the clock can tell from its own value: the
+ * periods missed since the last firing number 1e24 and more (infinitely
+ * many for a denormal interval), which must neither overflow a conversion
+ * (UBSan: float-cast-overflow) nor stop the timer. */
+struct crawl {
+    int fires;
+};
+
+static void crawl_cb(em_reactor *r, void *arg)
+{
+    struct crawl *c = arg;
+    if (++c->fires == 3)
+        em_stop(r);
+}
+
+TEST(periodic_intervals_below_clock_resolution_fire_and_stop)
+{
+    int fd0 = open_fd_count();
+    double intervals[] = {1e-30, 1e-320, 5e-324 /* the smallest double */};
+    for (size_t i = 0; i < sizeof intervals / sizeof intervals[0]; i++) {
+        em_reactor *r = new_reactor();
+        struct crawl c = {0};
+        ASSERT_NE(em_add_periodic_timer(r, intervals[i], crawl_cb, &c), 0);
+        ASSERT_EQ(em_run(r), 0);
+        ASSERT_EQ(c.fires, 3);
+        REACTOR_FREE_CHECKED(r);
+    }
     ASSERT_NO_FD_LEAK(fd0);
 }
