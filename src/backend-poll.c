@@ -28,9 +28,10 @@ static short to_poll(unsigned interest)
     return (short)((interest & EM_EV_READ ? POLLIN : 0) | (interest & EM_EV_WRITE ? POLLOUT : 0));
 }
 
-static int grow_slots(em_reactor *r)
+#define MIN_CAP 64
+
+static int resize_slots(em_reactor *r, int cap)
 {
-    int cap = P.cap ? P.cap * 2 : 64;
     struct pollfd *fds = em__realloc(P.fds, (size_t)cap * sizeof *fds);
     if (!fds)
         return -ENOMEM;
@@ -43,11 +44,8 @@ static int grow_slots(em_reactor *r)
     return 0;
 }
 
-static int grow_fd_table(em_reactor *r, int fd)
+static int resize_fd_table(em_reactor *r, int cap)
 {
-    int cap = P.fd_cap ? P.fd_cap : 64;
-    while (cap <= fd)
-        cap *= 2;
     int *t = em__realloc(P.slot_of_fd, (size_t)cap * sizeof *t);
     if (!t)
         return -ENOMEM;
@@ -56,11 +54,46 @@ static int grow_fd_table(em_reactor *r, int fd)
     return 0;
 }
 
+static int grow_fd_table(em_reactor *r, int fd)
+{
+    int cap = P.fd_cap ? P.fd_cap : MIN_CAP;
+    while (cap <= fd)
+        cap *= 2;
+    return resize_fd_table(r, cap);
+}
+
+/* Once most descriptors are gone the arrays give their memory back: below
+ * 1/8 full they are halved, far from growing again. Short of memory they
+ * stay as they are. */
+static void shrink_slots(em_reactor *r)
+{
+    if (P.cap > MIN_CAP && P.len * 8 < P.cap)
+        resize_slots(r, P.cap / 2);
+}
+
+/* The table by descriptor number shrinks to the highest number still
+ * polled, looked for only when few are polled and the one removed was in
+ * the table's top half, so the scan stays small. */
+static void shrink_fd_table(em_reactor *r, int removed_fd)
+{
+    if (P.fd_cap <= MIN_CAP || P.len * 8 >= P.fd_cap || removed_fd < P.fd_cap / 2)
+        return;
+    int top = 0;
+    for (int i = 0; i < P.len; i++)
+        if (P.fds[i].fd > top)
+            top = P.fds[i].fd;
+    int cap = P.fd_cap;
+    while (cap > MIN_CAP && cap / 2 > top)
+        cap /= 2;
+    if (cap < P.fd_cap)
+        resize_fd_table(r, cap);
+}
+
 static int pl_add(em_reactor *r, em_io *io, unsigned interest)
 {
     int err = 0;
     if (P.len == P.cap)
-        err = grow_slots(r);
+        err = resize_slots(r, P.cap ? P.cap * 2 : MIN_CAP);
     if (!err && io->fd >= P.fd_cap)
         err = grow_fd_table(r, io->fd);
     if (err)
@@ -86,6 +119,8 @@ static int pl_del(em_reactor *r, em_io *io)
         P.ios[i] = P.ios[last];
         P.slot_of_fd[P.fds[i].fd] = i;
     }
+    shrink_slots(r);
+    shrink_fd_table(r, io->fd);
     return 0;
 }
 

@@ -1,6 +1,8 @@
 /* Signature -> connection: open addressing with linear probing and
  * backward-shift deletion (no tombstones). A slot holds only the connection
- * pointer; the key is the connection's own sig, so an entry costs 8 bytes. */
+ * pointer; the key is the connection's own sig, so an entry costs 8 bytes.
+ * Entries are deleted only outside the loops that walk the slots, so a
+ * deletion may resize the table. */
 #include "em-internal.h"
 
 static size_t home_of(em_sig sig, size_t cap)
@@ -9,9 +11,10 @@ static size_t home_of(em_sig sig, size_t cap)
     return (size_t)(h >> 32) & (cap - 1);
 }
 
-static int grow(em_sigmap *m)
+#define MIN_CAP 64
+
+static int resize(em_sigmap *m, size_t cap)
 {
-    size_t cap = m->cap ? m->cap * 2 : 64;
     em_conn **slots = em__calloc(cap, sizeof *slots);
     if (!slots)
         return -ENOMEM;
@@ -28,6 +31,17 @@ static int grow(em_sigmap *m)
     m->slots = slots;
     m->cap = cap;
     return 0;
+}
+
+static int grow(em_sigmap *m) { return resize(m, m->cap ? m->cap * 2 : MIN_CAP); }
+
+/* A map that held many connections gives the memory back once most are
+ * gone: below 1/8 full it halves, which leaves it 1/4 full, far from the
+ * 3/4 that makes it grow again. Short of memory it simply stays large. */
+static void shrink_if_sparse(em_sigmap *m)
+{
+    if (m->cap > MIN_CAP && m->len * 8 < m->cap)
+        resize(m, m->cap / 2);
 }
 
 /* c->sig must be set. */
@@ -77,6 +91,7 @@ void em__sigmap_del(em_sigmap *m, em_sig sig)
     }
     m->slots[i] = NULL;
     m->len--;
+    shrink_if_sparse(m);
 }
 
 em_conn *em__sigmap_at(const em_sigmap *m, size_t i) { return i < m->cap ? m->slots[i] : NULL; }

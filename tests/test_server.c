@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <malloc.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -628,3 +630,72 @@ TEST(burst_among_many_idle_takes_few_full_scans)
     ASSERT_NO_FD_LEAK(fd0);
 }
 TEST_TIMEOUT(burst_among_many_idle_takes_few_full_scans, 120);
+
+/* ---------------------------------------- memory after many connections */
+
+static atomic_long live_bytes;
+
+static void *track_malloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&live_bytes, (long)malloc_usable_size(p));
+    return p;
+}
+
+static void *track_realloc(void *p, size_t n)
+{
+    long before = p ? (long)malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (q)
+        atomic_fetch_add(&live_bytes, (long)malloc_usable_size(q) - before);
+    return q;
+}
+
+static void track_free(void *p)
+{
+    if (p)
+        atomic_fetch_sub(&live_bytes, (long)malloc_usable_size(p));
+    free(p);
+}
+
+/* A reactor that held 5,000 connections gives back the memory that grew
+ * with them (the signature map, the poll arrays) once they are gone: what
+ * it holds then is what it held before, within a few KiB. */
+TEST(memory_returned_after_many_connections_close)
+{
+    int fd0 = open_fd_count();
+    ASSERT_GE(raise_nofile(), 12000);
+    ASSERT_EQ(em_set_allocator(track_malloc, track_realloc, track_free), 0);
+    em_reactor *r = new_reactor();
+    enum { N = 5000 };
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, N);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    run_for(r, 0.01);
+    long before = atomic_load(&live_bytes);
+    static int fds[N];
+    double deadline = now_mono() + 60;
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_connect_raw("127.0.0.1", port);
+        while (i % 100 == 99 && srv.pool_used <= i && now_mono() < deadline)
+            ASSERT_GE(em_run_once(r, 0.05), 0);
+    }
+    ASSERT_EQ(srv.pool_used, N);
+    long peak = atomic_load(&live_bytes);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    while (rec_live > 0 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(rec_live, 0);
+    long after = atomic_load(&live_bytes);
+    ASSERT_GT(peak - before, N * 100); /* the connections were counted */
+    ASSERT_LE(after - before, 8 * 1024);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+TEST_TIMEOUT(memory_returned_after_many_connections_close, 120);
