@@ -247,7 +247,12 @@ typedef struct em_handler {
     void (*notify_readable)(em_conn *c);
     void (*notify_writable)(em_conn *c);
     /* Outbound data fell to 0 after a write had to wait for the kernel (also
-     * just before a close_connection_after_writing that waited for it). */
+     * just before a close_connection_after_writing that waited for it). It
+     * does not run when the kernel took everything at once, which is the
+     * common case: a producer that refills only from here must first fill
+     * the queue past what the kernel takes (e.g. until em_send_data returns
+     * -ENOBUFS under em_set_outbound_limit, or while
+     * em_get_outbound_data_size is 0 after a turn, keep sending). */
     void (*outbound_drained)(em_conn *c);
 } em_handler;
 
@@ -371,9 +376,21 @@ EM_EXPORT em_conn *em_popen(em_reactor *r, const char *const argv[], const em_ha
 
 /* Queues a copy of data; flushed at the end of the turn, coalesced with the
  * rest of the turn's data into one writev. Never blocks, never calls back.
- * -ENOTCONN after a close was requested (nothing is sent), -EINVAL, -ENOMEM.
- * Data sent while connecting is sent once connected. */
+ * -ENOTCONN after a close was requested (nothing is sent), -EINVAL, -ENOMEM,
+ * -ENOBUFS when an outbound limit is set and len more bytes would pass it
+ * (nothing is queued; the connection stays usable). Data sent while
+ * connecting is sent once connected. */
 EM_EXPORT int em_send_data(em_conn *c, const void *data, size_t len);
+
+/* Bounds the bytes em_send_data may leave queued on c (not yet taken by
+ * the kernel): a send that would pass max_bytes fails with -ENOBUFS and
+ * queues nothing. 0 (the default, as in EventMachine) means no limit: a
+ * peer that never reads then makes the queue grow as long as the sender
+ * sends. A proxy into c keeps its own bound (bufsize and one read). Kept
+ * across em_reconnect. -EINVAL for NULL, watched and datagram connections
+ * (those queue at most 4 MiB anyway); -ENOMEM. */
+EM_EXPORT int em_set_outbound_limit(em_conn *c, size_t max_bytes);
+EM_EXPORT size_t em_get_outbound_limit(const em_conn *c);
 
 /* Closes the connection: at once, dropping unsent data (after_writing false),
  * or once every queued byte is written (true). unbind runs later, never

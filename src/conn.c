@@ -580,17 +580,28 @@ void em__conn_deliver(em_conn *c, size_t n)
         em__conn_receive(c, c->r->read_buf, n);
 }
 
-int em_send_data(em_conn *c, const void *data, size_t len)
+static bool over_limit(const em_conn *c, size_t len)
+{
+    size_t limit = c->cold->out_limit, queued = em__conn_pending(c);
+    return len > limit || queued > limit - len;
+}
+
+/* limited: the user's em_send_data, which the outbound limit bounds; a
+ * proxy's target takes what its source reads (its bound is the proxy's). */
+static int send_data(em_conn *c, const void *data, size_t len, bool limited)
 {
     if (!c || (!data && len))
         return -EINVAL;
     if (!em__conn_usable(c) ||
         (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
         return -ENOTCONN;
-    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM)) {
+    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM | EM_CF_OUT_LIMIT)) {
         if (c->flags & EM_CF_WATCH)
             return -EINVAL;
-        return em__dgram_send_reply(c, data, len);
+        if (c->flags & EM_CF_DGRAM)
+            return em__dgram_send_reply(c, data, len);
+        if (limited && over_limit(c, len))
+            return -ENOBUFS;
     }
     if (!len)
         return 0;
@@ -608,6 +619,35 @@ int em_send_data(em_conn *c, const void *data, size_t len)
     }
     em__conn_mark_dirty(c);
     return 0;
+}
+
+int em_send_data(em_conn *c, const void *data, size_t len) { return send_data(c, data, len, true); }
+
+int em__conn_send(em_conn *c, const void *data, size_t len)
+{
+    return send_data(c, data, len, false);
+}
+
+int em_set_outbound_limit(em_conn *c, size_t max_bytes)
+{
+    if (!c || (c->flags & (EM_CF_WATCH | EM_CF_DGRAM)))
+        return -EINVAL;
+    if (!max_bytes) {
+        c->flags &= ~(uint32_t)EM_CF_OUT_LIMIT;
+        if (c->cold)
+            c->cold->out_limit = 0;
+        return 0;
+    }
+    if (!em__conn_cold(c))
+        return -ENOMEM;
+    c->cold->out_limit = max_bytes;
+    c->flags |= EM_CF_OUT_LIMIT;
+    return 0;
+}
+
+size_t em_get_outbound_limit(const em_conn *c)
+{
+    return c && (c->flags & EM_CF_OUT_LIMIT) ? c->cold->out_limit : 0;
 }
 
 int em_close_connection(em_conn *c, bool after_writing)

@@ -407,7 +407,7 @@ static int reconnect(em_conn *c, const char *host, int port)
         return -ENOMEM;
     }
     em_sig sig = c->sig;
-    c->flags = port < 0 ? EM_CF_UNIX : 0;
+    c->flags = (port < 0 ? EM_CF_UNIX : 0) | (c->flags & EM_CF_OUT_LIMIT); /* settings stay */
     c->reason = 0;
     c->io.dead = false;
     c->created = c->last_activity = r->now;

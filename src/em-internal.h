@@ -232,6 +232,7 @@ enum em_conn_flag {
     EM_CF_PROXY = 1u << 19,          /* proxies what it reads (cold->proxy) */
     EM_CF_PROXY_HELD = 1u << 20,     /* not read: its proxy target is full */
     EM_CF_PROXY_TARGET = 1u << 21,   /* a proxy's target (cold->proxy_from) */
+    EM_CF_OUT_LIMIT = 1u << 22,      /* em_send_data bounded by cold->out_limit */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -247,6 +248,7 @@ typedef struct em_cold {
     double connect_timeout;
     em_timer_id inactivity_timer;
     uint32_t in_hi, out_hi; /* bytes_in / bytes_out >> 32 */
+    size_t out_limit;       /* em_set_outbound_limit; 0: none */
     struct em_proxy *proxy; /* as a proxy's source, kept for its count */
     struct em_conn *proxy_from; /* as a proxy's target */
     union {
@@ -288,6 +290,8 @@ void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
 /* receive_data with the first n bytes of read_buf, then their settling. */
 void em__conn_deliver(em_conn *c, size_t n);
+/* em_send_data without the outbound limit (what a proxy sends on). */
+int em__conn_send(em_conn *c, const void *data, size_t len);
 /* receive_data with bytes of read_buf, then their settling. */
 void em__conn_receive(em_conn *c, const char *data, size_t n);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */

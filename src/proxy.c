@@ -1,7 +1,7 @@
 /* Proxying (em_proxy_incoming_to): the bytes read from one connection sent
  * on to another, without a copy and with backpressure of its own.
  *
- * The bytes go out as bytes of the read buffer (em_send_data inside the
+ * The bytes go out as bytes of the read buffer (em__conn_send inside the
  * receiving window), so an unhindered proxy writes each read with one send()
  * and copies only what the target's kernel buffer does not take. While more
  * than bufsize bytes wait in the target's queue the source is not read (the
@@ -100,7 +100,7 @@ void em__proxy_deliver(em_conn *from, size_t n)
     em_conn *to = p->to;
     size_t k = n < p->left ? n : p->left;
     r->receiving = true;
-    int err = em_send_data(to, r->read_buf, k);
+    int err = em__conn_send(to, r->read_buf, k);
     r->receiving = false;
     if (r->borrower_count)
         em__conn_settle_borrowed(r);

@@ -355,3 +355,20 @@ TEST(proxy_to_half_closed_target_is_enotconn)
     ASSERT_EQ(em_proxy_incoming_to(p.cy, p.cx, 0, 0), 0); /* as a source it may */
     pair_close(&p);
 }
+
+/* A target with an outbound limit below the proxy's bufsize: the limit
+ * bounds the user's em_send_data, not the proxy, whose bytes all reach the
+ * target (none strays to the source's receive_data). */
+TEST(proxy_into_target_with_outbound_limit)
+{
+    pair p;
+    pair_open(&p);
+    ASSERT_EQ(em_set_outbound_limit(p.cy, 4096), 0);
+    ASSERT_EQ(em_proxy_incoming_to(p.cx, p.cy, 256 * 1024, 0), 0);
+    const uint64_t total = 4u << 20;
+    pump(&p, total, total);
+    ASSERT_EQ(p.read, total);
+    ASSERT_EQ(p.srv.pool[0].data_calls, 0);
+    ASSERT_EQ(em_get_proxied_bytes(p.cx), total);
+    pair_close(&p);
+}

@@ -829,3 +829,139 @@ TEST(thousand_connections)
     rec_free(&srv);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* ------------------------------------------------------ outbound limit */
+
+/* A peer that never reads: without a limit the queue grows as long as the
+ * sender sends (1 GiB took 1 GiB). With em_set_outbound_limit the sends
+ * past it fail with -ENOBUFS and queue nothing, the queue stays bounded, and
+ * the stream the peer finally reads is exactly the accepted sends, in
+ * order. */
+TEST(outbound_limit_bounds_queue_enobufs)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec cli = {.tag = 2};
+    int lfd, peer;
+    em_conn *c = connect_to_raw(r, &cli, &lfd, &peer);
+    ASSERT_EQ(em_get_outbound_limit(c), 0);
+    const size_t limit = 1u << 20, piece = 64 * 1024;
+    ASSERT_EQ(em_set_outbound_limit(c, limit), 0);
+    ASSERT_EQ(em_get_outbound_limit(c), limit);
+    char *buf = malloc(piece);
+    uint64_t accepted = 0;
+    int refused = 0;
+    for (int turn = 0; turn < 200 && refused < 50; turn++) {
+        for (int i = 0; i < 16; i++) {
+            fill_pattern(buf, accepted, piece);
+            int rc = em_send_data(c, buf, piece);
+            if (rc == -ENOBUFS) {
+                refused++;
+            } else {
+                ASSERT_EQ(rc, 0);
+                accepted += piece;
+            }
+            ASSERT_LE(em_get_outbound_data_size(c), limit);
+        }
+        ASSERT_GE(em_run_once(r, 0.001), 0);
+    }
+    ASSERT_GE(refused, 50);
+    ASSERT_LE(em_get_outbound_data_size(c), limit);
+    ASSERT_EQ(em_send_data(c, buf, limit + 1), -ENOBUFS); /* bigger than the limit */
+    ASSERT_EQ(em_error(c), 0);
+    /* the peer reads: every accepted byte arrives, in order, and sending
+     * works again once the queue has room */
+    char *got = malloc(piece);
+    uint64_t n = 0;
+    double deadline = now_mono() + 20;
+    while (n < accepted && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.001), 0);
+        ssize_t k;
+        while ((k = read(peer, got, piece)) > 0) {
+            for (ssize_t i = 0; i < k; i++)
+                if ((unsigned char)got[i] != pattern_byte(n + (uint64_t)i))
+                    FAIL("byte %llu differs", (unsigned long long)(n + (uint64_t)i));
+            n += (uint64_t)k;
+        }
+    }
+    ASSERT_EQ(n, accepted);
+    ASSERT_EQ(em_get_outbound_data_size(c), 0);
+    fill_pattern(buf, accepted, piece);
+    ASSERT_EQ(em_send_data(c, buf, piece), 0);
+    /* 0 lifts the limit */
+    ASSERT_EQ(em_set_outbound_limit(c, 0), 0);
+    ASSERT_EQ(em_get_outbound_limit(c), 0);
+    ASSERT_EQ(em_set_outbound_limit(NULL, 1), -EINVAL);
+    free(buf);
+    free(got);
+    ASSERT_EQ(close_conn(c, false), 0);
+    ASSERT(run_until(r, &cli.unbinds, 5));
+    close(peer);
+    close(lfd);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&cli);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+TEST_TIMEOUT(outbound_limit_bounds_queue_enobufs, 60);
+
+/* A producer that fills up to the limit and refills from outbound_drained
+ * never stalls: filling past what the kernel takes makes a write wait, so
+ * outbound_drained follows. */
+struct producer {
+    uint64_t sent, target;
+    int drained;
+};
+
+static void produce(em_conn *c, struct producer *p)
+{
+    static char piece[16 * 1024];
+    while (p->sent < p->target) {
+        fill_pattern(piece, p->sent, sizeof piece);
+        if (em_send_data(c, piece, sizeof piece) == -ENOBUFS)
+            return;
+        p->sent += sizeof piece;
+    }
+}
+
+static void producer_drained(em_conn *c, rec *x)
+{
+    struct producer *p = x->ctx;
+    p->drained++;
+    produce(c, p);
+}
+
+TEST(outbound_limit_producer_refills_from_drained)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct producer p = {.target = 2u << 20};
+    rec cli = {.tag = 2, .on_drained = producer_drained, .ctx = &p};
+    int lfd, peer;
+    em_conn *c = connect_to_raw(r, &cli, &lfd, &peer);
+    ASSERT_EQ(em_set_outbound_limit(c, 256 * 1024), 0);
+    int small = 16 * 1024;
+    ASSERT_EQ(em_set_sock_opt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    produce(c, &p);
+    static char got[64 * 1024];
+    uint64_t n = 0;
+    double deadline = now_mono() + 60;
+    while (n < p.target && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.001), 0);
+        ssize_t k;
+        while ((k = read(peer, got, sizeof got)) > 0) {
+            for (ssize_t i = 0; i < k; i += 4099)
+                if ((unsigned char)got[i] != pattern_byte(n + (uint64_t)i))
+                    FAIL("byte %llu differs", (unsigned long long)(n + (uint64_t)i));
+            n += (uint64_t)k;
+        }
+    }
+    ASSERT_EQ(n, p.target);
+    ASSERT_GT(p.drained, 0);
+    ASSERT_EQ(close_conn(c, false), 0);
+    ASSERT(run_until(r, &cli.unbinds, 5));
+    close(peer);
+    close(lfd);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+TEST_TIMEOUT(outbound_limit_producer_refills_from_drained, 90);
