@@ -111,10 +111,10 @@ EM_EXPORT int em_run(em_reactor *r);
 EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 
 /* Asks em_run to return once the current turn is finished. Thread-safe.
- * A loop driven by em_run_once is only woken (its next turn does not wait
- * in the poller); later turns wait as usual, and nothing is shut down: the
- * embedder ends its loop (em_stopping tells it a stop was asked) and
- * em_reactor_free unbinds what is open. A request made while em_run is not
+ * A loop driven by em_run_once is only woken if it waits in the poller;
+ * later turns wait as usual, and nothing is shut down: the embedder ends
+ * its loop (em_stopping tells it a stop was asked) and em_reactor_free
+ * unbinds what is open. A request made while em_run is not
  * running is kept for the next em_run, which then shuts down and returns
  * at once. */
 EM_EXPORT void em_stop(em_reactor *r);
@@ -222,8 +222,9 @@ EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void 
  * (a pre-fork server's worker) gets the dispositions libem found, so a
  * SIGTERM sent to it terminates it, and may add handlers of its own on a
  * reactor of its own. -EINVAL for a signal that cannot be caught (SIGKILL,
- * SIGSTOP, out of range) or a NULL cb; -ENOMEM; -EBUSY when more than 8
- * reactors handle the same signal. */
+ * SIGSTOP, out of range), a NULL cb, or a reactor inherited through fork()
+ * (it is the parent's); -ENOMEM; -EBUSY when more than 8 reactors handle
+ * the same signal. */
 EM_EXPORT int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg);
 
 /* -------------------------------------------------------------- handler */
@@ -294,7 +295,9 @@ EM_EXPORT em_server *em_start_unix_server(em_reactor *r, const char *path,
                                           const em_handler *h, void *arg);
 
 /* Accepts on a listening descriptor you made; libem makes it non-blocking
- * and closes it when the server stops. */
+ * and closes it when the server stops. NULL + errno: EINVAL (not a
+ * listening socket), EBADF, EEXIST (a descriptor this reactor already
+ * holds), ENOMEM. */
 EM_EXPORT em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h,
                                       void *arg);
 
@@ -311,7 +314,8 @@ EM_EXPORT em_sig em_server_signature(const em_server *s);
 /* Connects to host:port. Never blocks: a name is resolved on the pool and
  * every resolved address is tried in turn. Every failure (refused,
  * unreachable, timeout, resolution, EAGAIN when no pool thread could start
- * to resolve it) arrives later as unbind(reason). post_init runs before
+ * to resolve it, ECANCELED when the pool is gone: a done callback run by
+ * em_reactor_free) arrives later as unbind(reason). post_init runs before
  * this returns. NULL + EINVAL for NULL host or h or a port outside
  * 1..65535; ENOMEM; ECANCELED during shutdown. */
 EM_EXPORT em_conn *em_connect(em_reactor *r, const char *host, int port,

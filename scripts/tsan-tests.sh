@@ -24,6 +24,7 @@ runs=(
     "test_timers schedule" # schedule_from_other_threads, schedule_wakes_poller
     "test_timers defer"    # defer_runs_on_pool_done_on_reactor
     "test_reactor thread"  # stop_from_other_thread, two_reactors_two_threads
+    "test_reactor defer_from_done" # done callbacks run by em_reactor_free
     "test_connect connect_localhost_name"    # names resolved on the pool
     "test_connect connect_unresolvable_name"
     "test_signal signal_"  # handlers run on any thread; forks with threads busy

@@ -30,6 +30,8 @@ static short to_poll(unsigned interest)
 
 #define MIN_CAP 64
 
+/* A failure between the two reallocs leaves them of different sizes: the
+ * usable capacity is the smaller. */
 static int resize_slots(em_reactor *r, int cap)
 {
     struct pollfd *fds = em__realloc(P.fds, (size_t)cap * sizeof *fds);
@@ -37,8 +39,11 @@ static int resize_slots(em_reactor *r, int cap)
         return -ENOMEM;
     P.fds = fds;
     em_io **ios = em__realloc(P.ios, (size_t)cap * sizeof *ios);
-    if (!ios)
+    if (!ios) {
+        if (cap < P.cap)
+            P.cap = cap;
         return -ENOMEM;
+    }
     P.ios = ios;
     P.cap = cap;
     return 0;

@@ -600,7 +600,7 @@ static int send_data(em_conn *c, const void *data, size_t len, bool limited)
             return -EINVAL;
         if (c->flags & EM_CF_DGRAM)
             return em__dgram_send_reply(c, data, len);
-        if (limited && over_limit(c, len))
+        if (limited && len && over_limit(c, len))
             return -ENOBUFS;
     }
     if (!len)

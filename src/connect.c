@@ -384,10 +384,7 @@ em_conn *em_connect_unix(em_reactor *r, const char *path, const em_handler *h, v
         errno = -err;
         return NULL;
     }
-    em_conn *c = connect_common(r, NULL, 0, path, -1, h, arg);
-    if (c)
-        c->flags |= EM_CF_UNIX;
-    return c;
+    return connect_common(r, NULL, 0, path, -1, h, arg);
 }
 
 /* port -1: host is a unix socket's path. */
@@ -407,7 +404,7 @@ static int reconnect(em_conn *c, const char *host, int port)
         return -ENOMEM;
     }
     em_sig sig = c->sig;
-    c->flags = (port < 0 ? EM_CF_UNIX : 0) | (c->flags & EM_CF_OUT_LIMIT); /* settings stay */
+    c->flags &= EM_CF_OUT_LIMIT; /* a setting: kept */
     c->reason = 0;
     c->io.dead = false;
     c->created = c->last_activity = r->now;

@@ -218,7 +218,6 @@ enum em_conn_flag {
     EM_CF_WRITE_WAITED = 1u << 5,    /* kernel refused part: drained fires */
     EM_CF_DETACHED = 1u << 6,        /* do not close the fd */
     EM_CF_OUTBOUND = 1u << 7,        /* made by connect: may reconnect */
-    EM_CF_UNIX = 1u << 8,
     EM_CF_NO_FD_CLOSE = 1u << 9,
     EM_CF_EOF = 1u << 10,            /* peer closed: no more reads */
     EM_CF_DGRAM = 1u << 11,

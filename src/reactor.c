@@ -327,12 +327,16 @@ static void free_dead_servers(em_reactor *r)
 /* Writes before closes, so that a connection is never freed while on the
  * flush list: a closing connection is never added to it again.
  *
- * The phase finishes the connections closed before it began. Those closed
- * during it (an unbind's retry that failed at once, again and again) are
- * unbound in the next turn's, so that every turn ends and timers run; their
- * descriptors are closed now all the same, before the poller is asked. */
+ * The phase finishes the connections closed before it began (the first
+ * flush hands over those closed while on the flush list, and closes those
+ * whose close waited for their data). Those closed by the phase itself (an
+ * unbind's retry that failed at once, again and again) are unbound in the
+ * next turn's, so that every turn ends and timers run; their descriptors
+ * are closed now all the same, before the poller is asked. */
 static void flush_and_close(em_reactor *r)
 {
+    if (r->dirty)
+        flush_dirty(r);
     em_conn *batch = r->closing;
     r->closing = r->closing_tail = NULL;
     for (;;) {

@@ -350,6 +350,10 @@ em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h, v
         errno = ECANCELED;
         return NULL;
     }
+    if (em__fd_held(r, listen_fd)) {
+        errno = EEXIST;
+        return NULL;
+    }
     int flags = fcntl(listen_fd, F_GETFL);
     if (flags < 0)
         return NULL; /* errno: EBADF */

@@ -161,9 +161,12 @@ static bool handles(const em_reactor *r, int signo)
     return false;
 }
 
+/* A reactor inherited through fork() is its parent's: the table forgot it at
+ * the fork, so handlers added to it in the child would never run. */
 int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg)
 {
-    if (!r || !cb || signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP)
+    if (!r || !cb || signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP ||
+        r->owner_pid != getpid())
         return -EINVAL;
     em_sighandler *h = em__malloc(sizeof *h);
     if (!h)
@@ -200,15 +203,15 @@ void em__signals_run(em_reactor *r)
             h->cb(r, h->arg);
 }
 
-/* In a forked child the table was reset at the fork: the reactor's entries
- * are gone already, and dispositions are the ones libem found. */
+/* In a forked child the table was reset at the fork: leaving it finds the
+ * reactor nowhere and changes nothing (the hooks keep its lock usable). */
 void em__signals_free(em_reactor *r)
 {
-    bool joined = r->sighandlers && !r->forked;
+    bool joined = r->sighandlers != NULL;
     while (r->sighandlers) {
         em_sighandler *h = r->sighandlers;
         r->sighandlers = h->next;
-        if (!r->forked && !handles(r, h->signo))
+        if (!handles(r, h->signo))
             table_leave(h->signo, r);
         em__free(h);
     }

@@ -582,3 +582,42 @@ TEST(sigpipe_never_kills_unix)
     rec_free(&srv);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* A reply and a close in the same receive_data (a request/response
+ * server): the connection is unbound in the turn that closed it, not the
+ * next, with either close (the immediate one drops the reply). */
+static void reply_and_close(em_conn *c, rec *x, const char *d, size_t n)
+{
+    (void)d;
+    (void)n;
+    em_send_data(c, "bye", 3);
+    em_close_connection(c, *(bool *)x->ctx);
+}
+
+static void unbind_in_closing_turn(bool after_writing)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1, .on_data = reply_and_close, .ctx = &after_writing};
+    rec_pool_new(&srv, 1);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int fd = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    ASSERT(run_until(r, &srv.pool[0].post_inits, 5));
+    write_all(fd, "hi", 2);
+    double deadline = now_mono() + 5;
+    while (!srv.pool[0].data_calls && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(srv.pool[0].data_calls, 1);
+    ASSERT_EQ(srv.pool[0].unbinds, 1); /* the same turn */
+    char buf[8];
+    ASSERT_EQ(read(fd, buf, sizeof buf), after_writing ? 3 : 0);
+    close(fd);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(send_and_close_unbinds_in_the_same_turn) { unbind_in_closing_turn(false); }
+TEST(send_and_close_after_writing_unbinds_in_the_same_turn) { unbind_in_closing_turn(true); }

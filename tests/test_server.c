@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -699,3 +700,89 @@ TEST(memory_returned_after_many_connections_close)
     ASSERT_NO_FD_LEAK(fd0);
 }
 TEST_TIMEOUT(memory_returned_after_many_connections_close, 120);
+
+/* The same listening descriptor attached twice: EEXIST, and the first
+ * server is unharmed (still accepting, its descriptor still held). */
+TEST(attach_server_twice_is_eexist)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 2);
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 16, &port);
+    em_server *s = em_attach_server(r, lfd, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_NULL_ERRNO(em_attach_server(r, lfd, &rec_handler, &srv), EEXIST);
+    ASSERT_NULL_ERRNO(em_watch(r, lfd, &rec_handler, &srv), EEXIST);
+    int fd = tcp_connect_raw("127.0.0.1", port);
+    ASSERT(run_until(r, &srv.pool[0].post_inits, 5));
+    close(fd);
+    ASSERT(run_until(r, &srv.pool[0].unbinds, 5));
+    ASSERT_EQ(em_stop_server(s), 0);
+    ASSERT_EQ(fcntl(lfd, F_GETFD), -1); /* closed once, by its server */
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* The tables shrink with realloc, which may fail. Here a shrink to the size
+ * another block was just shrunk to fails: the poll backend's pollfd array
+ * shrinks and its io array (the same size) does not, and connections made
+ * afterwards must still fit (the smaller array's size is the one that
+ * counts). */
+static atomic_int failed_shrinks;
+static void *last_shrunk;
+static size_t last_shrunk_to;
+
+static void *shrink_failing_realloc(void *p, size_t n)
+{
+    bool shrink = p && n < malloc_usable_size(p);
+    if (shrink && n == last_shrunk_to && p != last_shrunk) {
+        atomic_fetch_add(&failed_shrinks, 1);
+        return NULL;
+    }
+    void *q = realloc(p, n);
+    if (shrink && q) {
+        last_shrunk = q;
+        last_shrunk_to = n;
+    }
+    return q;
+}
+
+TEST(tables_survive_failed_shrinks)
+{
+    int fd0 = open_fd_count();
+    ASSERT_GE(raise_nofile(), 4096);
+    ASSERT_EQ(em_set_allocator(malloc, shrink_failing_realloc, free), 0);
+    em_reactor *r = new_reactor();
+    enum { N = 1000 };
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, 2 * N);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    static int fds[N];
+    for (int round = 0; round < 2; round++) {
+        double deadline = now_mono() + 30;
+        int base = srv.pool_used;
+        for (int i = 0; i < N; i++) {
+            fds[i] = tcp_connect_raw("127.0.0.1", port);
+            while (i % 100 == 99 && srv.pool_used <= base + i && now_mono() < deadline)
+                ASSERT_GE(em_run_once(r, 0.05), 0);
+        }
+        ASSERT_EQ(srv.pool_used, base + N);
+        for (int i = 0; i < N; i++)
+            close(fds[i]);
+        while (rec_live > 0 && now_mono() < deadline)
+            ASSERT_GE(em_run_once(r, 0.05), 0);
+        ASSERT_EQ(rec_live, 0);
+    }
+    if (!strcmp(em_backend_name(r), "poll")) /* epoll's tables grow and shrink by malloc */
+        ASSERT_GT(atomic_load(&failed_shrinks), 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+TEST_TIMEOUT(tables_survive_failed_shrinks, 120);

@@ -601,3 +601,31 @@ TEST(signal_free_races_handler_on_other_thread)
     ASSERT(current_handler(SIGUSR1) == SIG_IGN);
 }
 TEST_TIMEOUT(signal_free_races_handler_on_other_thread, 30);
+
+/* The reactor a forked child inherited is its parent's: the child may not
+ * add handlers to it (they would never run, and would outlive its free),
+ * and freeing it there leaves the parent's handler working. */
+TEST(signal_handler_on_inherited_reactor_refused)
+{
+    em_reactor *r = new_reactor();
+    struct sig_rec s = {0};
+    ASSERT_EQ(em_add_signal_handler(r, SIGUSR1, on_sig, &s), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        struct sig_rec w = {0};
+        int rc1 = em_add_signal_handler(r, SIGUSR2, on_sig, &w);
+        int rc2 = em_add_signal_handler(r, SIGUSR1, on_sig, &w);
+        em_reactor_free(r);
+        signal(SIGUSR2, SIG_IGN);
+        raise(SIGUSR2);
+        _exit(rc1 == -EINVAL && rc2 == -EINVAL ? 0 : 3);
+    }
+    int st;
+    wait_status(pid, &st);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    ASSERT_EQ(kill(getpid(), SIGUSR1), 0);
+    ASSERT(run_until(r, &s.calls, 5));
+    REACTOR_FREE_CHECKED(r);
+}

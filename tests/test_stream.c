@@ -868,6 +868,10 @@ TEST(outbound_limit_bounds_queue_enobufs)
     ASSERT_GE(refused, 50);
     ASSERT_LE(em_get_outbound_data_size(c), limit);
     ASSERT_EQ(em_send_data(c, buf, limit + 1), -ENOBUFS); /* bigger than the limit */
+    ASSERT_EQ(em_set_outbound_limit(c, 1024), 0); /* lowered below what is queued */
+    ASSERT_EQ(em_send_data(c, buf, 0), 0);         /* nothing to refuse */
+    ASSERT_EQ(em_send_data(c, buf, 1), -ENOBUFS);
+    ASSERT_EQ(em_set_outbound_limit(c, limit), 0);
     ASSERT_EQ(em_error(c), 0);
     /* the peer reads: every accepted byte arrives, in order, and sending
      * works again once the queue has room */
