@@ -13,7 +13,8 @@
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
 #                               shell patterns allowed; bench_sanity is the
 #                               one echo through each benchmark server;
-#                               scale_short the short stress run; tsan and
+#                               scale_short the short stress run,
+#                               fuzz_short the short fuzz run; tsan and
 #                               faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
@@ -132,6 +133,20 @@ if selected scale_short && [[ " $builds " == *" build "* && -x build/stress/scal
         if ((rc == 0)); then echo "1 passed, 0 failed" >>"$out"; else echo "0 passed, 1 failed" >>"$out"; fi
         report build "$backend" scale_short "$rc" $((SECONDS - start)) 1 "$out"
     done
+fi
+
+# The short form of `make fuzz`: FUZZ_SHORT_SECONDS (20) of fuzz/run.sh on
+# fuzz/corpus, nothing merged into it (needs clang, which make deps installs).
+if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >/dev/null; then
+    runs=$((runs + 1))
+    mkdir -p build/test-logs
+    out=build/test-logs/fuzz_short.out
+    start=$SECONDS
+    FUZZ_SECONDS=${FUZZ_SHORT_SECONDS:-20} FUZZ_MERGE=0 \
+        timeout --kill-after=10 "$limit" bash fuzz/run.sh </dev/null >"$out" 2>&1
+    rc=$?
+    if ((rc == 0)); then echo "1 passed, 0 failed" >>"$out"; else echo "0 passed, 1 failed" >>"$out"; fi
+    report build - fuzz_short "$rc" $((SECONDS - start)) 1 "$out"
 fi
 
 # Suites with a runner of their own (issue 5), selected by name like the
