@@ -29,6 +29,9 @@ static short to_poll(unsigned interest)
 }
 
 #define MIN_CAP 64
+/* Below this an array is not worth shrinking, and a few dozen descriptors
+ * coming and going would make it grow and shrink again and again. */
+#define SHRINK_ABOVE 1024
 
 /* A failure between the two reallocs leaves them of different sizes: the
  * usable capacity is the smaller. */
@@ -72,7 +75,7 @@ static int grow_fd_table(em_reactor *r, int fd)
  * stay as they are. */
 static void shrink_slots(em_reactor *r)
 {
-    if (P.cap > MIN_CAP && P.len * 8 < P.cap)
+    if (P.cap > SHRINK_ABOVE && P.len * 8 < P.cap)
         resize_slots(r, P.cap / 2);
 }
 
@@ -81,14 +84,14 @@ static void shrink_slots(em_reactor *r)
  * the table's top half, so the scan stays small. */
 static void shrink_fd_table(em_reactor *r, int removed_fd)
 {
-    if (P.fd_cap <= MIN_CAP || P.len * 8 >= P.fd_cap || removed_fd < P.fd_cap / 2)
+    if (P.fd_cap <= SHRINK_ABOVE || P.len * 8 >= P.fd_cap || removed_fd < P.fd_cap / 2)
         return;
     int top = 0;
     for (int i = 0; i < P.len; i++)
         if (P.fds[i].fd > top)
             top = P.fds[i].fd;
     int cap = P.fd_cap;
-    while (cap > MIN_CAP && cap / 2 > top)
+    while (cap > SHRINK_ABOVE && cap / 2 > top)
         cap /= 2;
     if (cap < P.fd_cap)
         resize_fd_table(r, cap);

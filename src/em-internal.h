@@ -73,9 +73,12 @@ bool em__maybe_forked_with(em_reactor *r, em_sig sig);
  * with it when a registration outlived its connection). */
 void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx);
 
-/* fdset.c: the descriptors the reactor holds, for em_attach's EEXIST */
-int em__fd_claim(em_reactor *r, int fd); /* 0 or -ENOMEM */
-void em__fd_release(em_reactor *r, int fd);
+/* fdset.c: the descriptors the reactor holds, for em_attach's EEXIST; a
+ * bit each. Claims and releases are on every connection's path: inline,
+ * with only the growth of the set out of line. */
+int em__fd_claim_grow(em_reactor *r, int fd); /* 0 or -ENOMEM */
+static inline int em__fd_claim(em_reactor *r, int fd);
+static inline void em__fd_release(em_reactor *r, int fd);
 bool em__fd_held(const em_reactor *r, int fd);
 void em__fds_free(em_reactor *r);
 
@@ -378,6 +381,7 @@ enum {
 };
 
 void em__server_on_event(em_server *s);
+unsigned em__accepts_per_report(const em_backend *be); /* when not busy */
 void em__server_free_all(em_reactor *r);
 void em__servers_fds_freed(em_reactor *r);
 
@@ -469,7 +473,23 @@ struct em_reactor {
     bool in_turn;
     bool freeing;
     bool busy; /* the last wait returned EM_BUSY_EVENTS or more */
+    unsigned accept_per_report; /* when not busy: em__accepts_per_report */
 };
+
+static inline int em__fd_claim(em_reactor *r, int fd)
+{
+    size_t word = (size_t)fd / 64;
+    if (word >= r->held_words)
+        return em__fd_claim_grow(r, fd);
+    r->held_fds[word] |= 1ull << (fd % 64);
+    return 0;
+}
+
+static inline void em__fd_release(em_reactor *r, int fd)
+{
+    if (fd >= 0 && (size_t)fd / 64 < r->held_words)
+        r->held_fds[fd / 64] &= ~(1ull << (fd % 64));
+}
 
 double em__clock(void);
 /* 0, or -ECANCELED while the reactor shuts down: nothing new is made then,

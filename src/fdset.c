@@ -9,28 +9,21 @@
 
 #define BITS 64
 
-int em__fd_claim(em_reactor *r, int fd)
+/* em__fd_claim (em-internal.h) for a descriptor beyond the set's end. */
+int em__fd_claim_grow(em_reactor *r, int fd)
 {
     size_t word = (size_t)fd / BITS;
-    if (word >= r->held_words) {
-        size_t words = r->held_words ? r->held_words : 4;
-        while (words <= word)
-            words *= 2;
-        uint64_t *bits = em__realloc(r->held_fds, words * sizeof *bits);
-        if (!bits)
-            return -ENOMEM;
-        memset(bits + r->held_words, 0, (words - r->held_words) * sizeof *bits);
-        r->held_fds = bits;
-        r->held_words = words;
-    }
+    size_t words = r->held_words ? r->held_words : 4;
+    while (words <= word)
+        words *= 2;
+    uint64_t *bits = em__realloc(r->held_fds, words * sizeof *bits);
+    if (!bits)
+        return -ENOMEM;
+    memset(bits + r->held_words, 0, (words - r->held_words) * sizeof *bits);
+    r->held_fds = bits;
+    r->held_words = words;
     r->held_fds[word] |= 1ull << (fd % BITS);
     return 0;
-}
-
-void em__fd_release(em_reactor *r, int fd)
-{
-    if (fd >= 0 && (size_t)fd / BITS < r->held_words)
-        r->held_fds[fd / BITS] &= ~(1ull << (fd % BITS));
 }
 
 bool em__fd_held(const em_reactor *r, int fd)

@@ -67,6 +67,7 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
     if (!err) {
         r->read_buf = buf;
         r->backend = be;
+        r->accept_per_report = em__accepts_per_report(be);
         r->next_sig = 1;
         r->owner_pid = getpid();
         pthread_once(&forks_counted, count_forks);

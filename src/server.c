@@ -184,11 +184,15 @@ static bool next_may_succeed(int err)
  * so that a busy server still accepts quickly. A poller whose wait scans
  * every descriptor makes each turn cost O(connections): one accept per
  * turn would make a burst quadratic, so there the backlog is emptied. */
+unsigned em__accepts_per_report(const em_backend *be)
+{
+    return be->wait_scans_all ? LISTEN_BACKLOG : 1;
+}
+
 static unsigned accept_batch(const em_reactor *r)
 {
-    if (r->backend->wait_scans_all)
-        return LISTEN_BACKLOG;
-    return r->busy ? ACCEPT_BATCH : 1;
+    unsigned n = r->accept_per_report;
+    return r->busy && n < ACCEPT_BATCH ? ACCEPT_BATCH : n;
 }
 
 void em__server_on_event(em_server *s)

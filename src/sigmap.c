@@ -12,6 +12,9 @@ static size_t home_of(em_sig sig, size_t cap)
 }
 
 #define MIN_CAP 64
+/* Below this a table is not worth shrinking, and a few dozen connections
+ * coming and going would make it grow and shrink again and again. */
+#define SHRINK_ABOVE 1024
 
 static int resize(em_sigmap *m, size_t cap)
 {
@@ -40,7 +43,7 @@ static int grow(em_sigmap *m) { return resize(m, m->cap ? m->cap * 2 : MIN_CAP);
  * 3/4 that makes it grow again. Short of memory it simply stays large. */
 static void shrink_if_sparse(em_sigmap *m)
 {
-    if (m->cap > MIN_CAP && m->len * 8 < m->cap)
+    if (m->cap > SHRINK_ABOVE && m->len * 8 < m->cap)
         resize(m, m->cap / 2);
 }
 

@@ -662,7 +662,9 @@ static void track_free(void *p)
 
 /* A reactor that held 5,000 connections gives back the memory that grew
  * with them (the signature map, the poll arrays) once they are gone: what
- * it holds then is what it held before, within a few KiB. */
+ * it holds then is what it held before, but for tables of up to 1,024
+ * entries, which are not shrunk (32 KiB at most; 64 KiB on epoll and 255
+ * KiB on poll were kept before). */
 TEST(memory_returned_after_many_connections_close)
 {
     int fd0 = open_fd_count();
@@ -693,7 +695,7 @@ TEST(memory_returned_after_many_connections_close)
     ASSERT_EQ(rec_live, 0);
     long after = atomic_load(&live_bytes);
     ASSERT_GT(peak - before, N * 100); /* the connections were counted */
-    ASSERT_LE(after - before, 8 * 1024);
+    ASSERT_LE(after - before, 32 * 1024);
     ASSERT_EQ(em_stop_server(s), 0);
     REACTOR_FREE_CHECKED(r);
     rec_free(&srv);
