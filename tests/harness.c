@@ -324,6 +324,38 @@ int unix_connect_raw(const char *path)
     return fd;
 }
 
+void unix_listen_full(const char *path, unix_full *q)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sun.sun_path)
+        test_fail(__FILE__, __LINE__, "path too long");
+    strcpy(sun.sun_path, path);
+    q->n = 0;
+    q->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (q->listener < 0 || bind(q->listener, (struct sockaddr *)&sun, sizeof sun) < 0 ||
+        listen(q->listener, 0) < 0)
+        test_fail(__FILE__, __LINE__, "unix listener %s: %s", path, strerror(errno));
+    while (q->n < 8) {
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) {
+            if (errno != EAGAIN)
+                test_fail(__FILE__, __LINE__, "connect %s: %s", path, strerror(errno));
+            close(c);
+            return; /* full */
+        }
+        q->fds[q->n++] = c;
+    }
+    test_fail(__FILE__, __LINE__, "the backlog of %s did not fill", path);
+}
+
+void unix_full_close(unix_full *q)
+{
+    for (int i = 0; i < q->n; i++)
+        close(q->fds[i]);
+    close(q->listener);
+    q->n = 0;
+}
+
 void set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

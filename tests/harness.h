@@ -145,6 +145,14 @@ void free_in_forked_child(em_reactor *r);
 int tcp_listen_raw(const char *ip, int backlog, int *port_out); /* port 0 */
 int tcp_connect_raw(const char *ip, int port);                  /* blocking */
 int unix_connect_raw(const char *path);                         /* blocking */
+/* A live unix listener at path that does not accept: its backlog is full of
+ * clients (their descriptors in q->fds, q->n of them). Returns the
+ * listener; unix_full_close closes it and the clients. */
+typedef struct unix_full {
+    int listener, fds[8], n;
+} unix_full;
+void unix_listen_full(const char *path, unix_full *q);
+void unix_full_close(unix_full *q);
 void set_nonblock(int fd);
 /* Writes all of buf (blocking fd). */
 void write_all(int fd, const void *buf, size_t len);

@@ -537,28 +537,14 @@ TEST(unix_connect_retry_to_full_backlog_lets_turns_end)
     char dir[64], path[128];
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/busy.sock", dir);
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, path);
-    ASSERT_EQ(bind(l, (struct sockaddr *)&a, sizeof a), 0);
-    ASSERT_EQ(listen(l, 0), 0);
-    int queued[8], nq = 0;
-    while (nq < 8) { /* fill the backlog */
-        int q = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (connect(q, (struct sockaddr *)&a, sizeof a) < 0) {
-            close(q);
-            break;
-        }
-        queued[nq++] = q;
-    }
+    unix_full busy;
+    unix_listen_full(path, &busy);
     em_reactor *r = new_reactor();
     struct spin s = {.r = r, .unix_path = path};
     ASSERT_NOT_NULL(em_connect_unix(r, path, &spin_handler, &s));
     run_spinning_retries(&s);
     REACTOR_FREE_CHECKED(r);
-    for (int i = 0; i < nq; i++)
-        close(queued[i]);
-    close(l);
+    unix_full_close(&busy);
     rm_tmpdir(dir);
     ASSERT_NO_FD_LEAK(fd0);
 }

@@ -554,33 +554,33 @@ TEST(unix_server_refuses_live_listener_with_full_backlog)
     char dir[64], path[128];
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/busy", dir);
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    strcpy(sun.sun_path, path);
-    ASSERT_EQ(bind(l, (struct sockaddr *)&sun, sizeof sun), 0);
-    ASSERT_EQ(listen(l, 0), 0);
-    int queued[8], nq = 0;
-    while (nq < 8) {
-        int q = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (connect(q, (struct sockaddr *)&sun, sizeof sun) < 0) {
-            ASSERT_EQ(errno, EAGAIN);
-            close(q);
-            break;
-        }
-        queued[nq++] = q;
-    }
-    ASSERT_LT(nq, 8); /* the backlog is full */
+    unix_full busy;
+    unix_listen_full(path, &busy);
     em_reactor *r = new_reactor();
     rec srv = {.tag = 1};
     ASSERT_NULL_ERRNO(em_start_unix_server(r, path, &rec_handler, &srv), EADDRINUSE);
     struct stat st;
     ASSERT_EQ(stat(path, &st), 0); /* left alone */
     REACTOR_FREE_CHECKED(r);
-    for (int i = 0; i < nq; i++)
-        close(queued[i]);
-    close(l);
+    unix_full_close(&busy);
     rm_tmpdir(dir);
     ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* n raw clients connected to port, fds[0..n), each accepted by srv's pool
+ * (which has accepted `base` before): the reactor runs every 100 clients,
+ * since the listen backlog holds 1024. */
+static void connect_clients(em_reactor *r, int port, rec *srv, int *fds, int n)
+{
+    int base = srv->pool_used;
+    double deadline = now_mono() + 60;
+    for (int i = 0; i < n; i++) {
+        fds[i] = tcp_connect_raw("127.0.0.1", port);
+        while ((i % 100 == 99 || i == n - 1) && srv->pool_used <= base + i &&
+               now_mono() < deadline)
+            ASSERT_GE(em_run_once(r, 0.05), 0);
+    }
+    ASSERT_EQ(srv->pool_used, base + n);
 }
 
 /* A burst of connections arriving at a reactor that already holds many:
@@ -601,17 +601,11 @@ TEST(burst_among_many_idle_takes_few_full_scans)
     ASSERT_NOT_NULL(s);
     int port = em_server_port(s);
     static int fds[IDLE + N];
-    double deadline = now_mono() + 30;
-    for (int i = 0; i < IDLE; i++) {
-        fds[i] = tcp_connect_raw("127.0.0.1", port);
-        while (i % 100 == 99 && srv.pool_used <= i && now_mono() < deadline)
-            ASSERT_GE(em_run_once(r, 0.05), 0); /* the backlog holds 1024 */
-    }
-    ASSERT_EQ(srv.pool_used, IDLE);
+    connect_clients(r, port, &srv, fds, IDLE);
     for (int i = IDLE; i < IDLE + N; i++)
         fds[i] = tcp_connect_raw("127.0.0.1", port); /* waits in the backlog */
     int turns = 0;
-    deadline = now_mono() + 30;
+    double deadline = now_mono() + 30;
     while (srv.pool_used < IDLE + N && now_mono() < deadline) {
         ASSERT_GE(em_run_once(r, 0.05), 0);
         turns++;
@@ -680,16 +674,11 @@ TEST(memory_returned_after_many_connections_close)
     run_for(r, 0.01);
     long before = atomic_load(&live_bytes);
     static int fds[N];
-    double deadline = now_mono() + 60;
-    for (int i = 0; i < N; i++) {
-        fds[i] = tcp_connect_raw("127.0.0.1", port);
-        while (i % 100 == 99 && srv.pool_used <= i && now_mono() < deadline)
-            ASSERT_GE(em_run_once(r, 0.05), 0);
-    }
-    ASSERT_EQ(srv.pool_used, N);
+    connect_clients(r, port, &srv, fds, N);
     long peak = atomic_load(&live_bytes);
     for (int i = 0; i < N; i++)
         close(fds[i]);
+    double deadline = now_mono() + 60;
     while (rec_live > 0 && now_mono() < deadline)
         ASSERT_GE(em_run_once(r, 0.05), 0);
     ASSERT_EQ(rec_live, 0);
@@ -766,14 +755,8 @@ TEST(tables_survive_failed_shrinks)
     int port = em_server_port(s);
     static int fds[N];
     for (int round = 0; round < 2; round++) {
+        connect_clients(r, port, &srv, fds, N);
         double deadline = now_mono() + 30;
-        int base = srv.pool_used;
-        for (int i = 0; i < N; i++) {
-            fds[i] = tcp_connect_raw("127.0.0.1", port);
-            while (i % 100 == 99 && srv.pool_used <= base + i && now_mono() < deadline)
-                ASSERT_GE(em_run_once(r, 0.05), 0);
-        }
-        ASSERT_EQ(srv.pool_used, base + N);
         for (int i = 0; i < N; i++)
             close(fds[i]);
         while (rec_live > 0 && now_mono() < deadline)
