@@ -110,16 +110,6 @@ static void arm_connect_timer(em_conn *c)
         em__conn_fail(c, ENOMEM);
 }
 
-static void drop_socket(em_conn *c)
-{
-    em__io_unwatch(c->r, &c->io);
-    if (c->io.fd >= 0) {
-        em__fd_release(c->r, c->io.fd);
-        close(c->io.fd);
-    }
-    c->io.fd = -1;
-}
-
 /* Starts a connect to one address: 0 in flight, else a positive errno. */
 static int attempt(em_conn *c, const em_addr *a)
 {
@@ -162,7 +152,7 @@ static void try_next(em_conn *c)
         if (!err)
             return;
         cs->last_err = err;
-        drop_socket(c);
+        em__io_close(c->r, &c->io);
     }
     c->state = EM_CS_CONNECTING; /* usable, so that the failure can close it */
     em__conn_fail(c, cs->last_err ? cs->last_err : ECONNREFUSED);
@@ -191,7 +181,7 @@ void em__connect_on_writable(em_conn *c)
         return;
     }
     c->cold->connect->last_err = err;
-    drop_socket(c);
+    em__io_close(c->r, &c->io);
     try_next(c);
 }
 

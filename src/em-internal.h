@@ -63,6 +63,11 @@ extern const em_backend em__backend_poll;
 
 int em__io_watch(em_reactor *r, em_io *io, unsigned interest);
 void em__io_unwatch(em_reactor *r, em_io *io);
+/* A descriptor libem made (io->fd) joins the reactor: held and watched;
+ * on failure neither, and the caller closes it. em__io_close undoes it all
+ * and closes the descriptor (fd -1 after; nothing for -1). */
+int em__io_open(em_reactor *r, em_io *io, unsigned interest);
+void em__io_close(em_reactor *r, em_io *io);
 /* io's descriptor is about to be closed by libem: unwatch it, with no system
  * call where the close itself does that. */
 void em__io_forget(em_reactor *r, em_io *io);

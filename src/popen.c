@@ -35,7 +35,7 @@ struct em_child {
 typedef struct em_orphan {
     struct em_orphan *next;
     pid_t pid;
-    int pidfd; /* -1: none */
+    em_io pidfd; /* not watched: em_reactor_free polls it */
     double term_sent;
 } em_orphan;
 
@@ -72,23 +72,13 @@ static int spawn(const char *const argv[], int child_fd, pid_t *pid)
     return err;
 }
 
-static void close_pidfd(em_reactor *r, em_child *ch)
-{
-    em__io_unwatch(r, &ch->io);
-    if (ch->io.fd >= 0) {
-        em__fd_release(r, ch->io.fd);
-        close(ch->io.fd);
-    }
-    ch->io.fd = -1;
-}
-
 static void child_exited(em_child *ch, int status, bool known)
 {
     ch->exited = true;
     ch->status = status;
     ch->status_known = known;
     em_reactor *r = ch->conn->r;
-    close_pidfd(r, ch);
+    em__io_close(r, &ch->io);
     if (ch->timer)
         em__timer_cancel(r, ch->timer);
     ch->timer = 0;
@@ -132,11 +122,11 @@ static int watch_child(em_reactor *r, em_child *ch)
     if (fd < 0)
         return -errno;
     ch->io.fd = fd;
-    int err = em__fd_claim(r, fd);
-    if (!err)
-        err = em__io_watch(r, &ch->io, EM_EV_READ);
-    if (err)
-        close_pidfd(r, ch);
+    int err = em__io_open(r, &ch->io, EM_EV_READ);
+    if (err) {
+        close(fd);
+        ch->io.fd = -1;
+    }
     return err;
 }
 
@@ -225,7 +215,7 @@ static void orphan(em_reactor *r, em_child *ch)
         return;
     }
     em__io_unwatch(r, &ch->io);
-    *o = (em_orphan){.next = r->orphans, .pid = ch->pid, .pidfd = ch->io.fd,
+    *o = (em_orphan){.next = r->orphans, .pid = ch->pid, .pidfd = ch->io,
                      .term_sent = em__clock()};
     ch->io.fd = -1;
     r->orphans = o;
@@ -237,7 +227,7 @@ static void hand_over(em_reactor *r, em_child *ch)
 {
     if (ch->exited)
         return;
-    close_pidfd(r, ch);
+    em__io_close(r, &ch->io);
     ch->handed_over = true;
 }
 
@@ -270,7 +260,7 @@ void em__child_free(em_conn *c)
     em_child *ch = c->cold->child;
     if (!ch)
         return;
-    close_pidfd(c->r, ch);
+    em__io_close(c->r, &ch->io);
     if (ch->timer)
         em__timer_cancel(c->r, ch->timer);
     em__free(ch);
@@ -293,10 +283,7 @@ static bool orphan_reaped(const em_orphan *o, double now)
 
 static void orphan_free(em_reactor *r, em_orphan *o)
 {
-    if (o->pidfd >= 0) {
-        em__fd_release(r, o->pidfd);
-        close(o->pidfd);
-    }
+    em__io_close(r, &o->pidfd);
     em__free(o);
 }
 
@@ -313,8 +300,8 @@ static double reap_done_orphans(em_reactor *r, struct pollfd *fds, int max, int 
             orphan_free(r, o);
             continue;
         }
-        if (*n < max && o->pidfd >= 0)
-            fds[(*n)++] = (struct pollfd){.fd = o->pidfd, .events = POLLIN};
+        if (*n < max && o->pidfd.fd >= 0)
+            fds[(*n)++] = (struct pollfd){.fd = o->pidfd.fd, .events = POLLIN};
         if (o->term_sent + GRACE_S < next)
             next = o->term_sent + GRACE_S;
         link = &o->next;

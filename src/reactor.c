@@ -46,9 +46,7 @@ static int wake_open(em_reactor *r)
     if (fd < 0)
         return -errno;
     r->wake = (em_io){.fd = fd, .type = EM_IO_WAKE};
-    int err = em__fd_claim(r, fd);
-    if (!err)
-        err = em__io_watch(r, &r->wake, EM_EV_READ);
+    int err = em__io_open(r, &r->wake, EM_EV_READ);
     if (err)
         close(fd);
     return err;
@@ -127,6 +125,24 @@ void em__io_unwatch(em_reactor *r, em_io *io)
         r->backend->del(r, io);
     io->registered = false;
     io->interest = 0;
+}
+
+int em__io_open(em_reactor *r, em_io *io, unsigned interest)
+{
+    int err = em__fd_claim(r, io->fd);
+    if (!err && (err = em__io_watch(r, io, interest)) < 0)
+        em__fd_release(r, io->fd);
+    return err;
+}
+
+void em__io_close(em_reactor *r, em_io *io)
+{
+    if (io->fd < 0)
+        return;
+    em__io_unwatch(r, io);
+    em__fd_release(r, io->fd);
+    close(io->fd);
+    io->fd = -1;
 }
 
 void em__io_forget(em_reactor *r, em_io *io)
@@ -528,8 +544,7 @@ void em_reactor_free(em_reactor *r)
     shut_down(r);         /* whatever those callbacks made */
     em__orphans_reap(r);
     em__signals_free(r);
-    em__io_unwatch(r, &r->wake);
-    close(r->wake.fd);
+    em__io_close(r, &r->wake);
     r->backend->destroy(r);
     em__timers_destroy(&r->timers);
     em__sigmap_destroy(&r->sigmap);

@@ -63,9 +63,7 @@ static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *a
     s->r = r;
     s->h = h;
     s->arg = arg;
-    int err = em__fd_claim(r, fd);
-    if (!err && (err = em__io_watch(r, &s->io, EM_EV_READ)) < 0)
-        em__fd_release(r, fd);
+    int err = em__io_open(r, &s->io, EM_EV_READ);
     if (err) {
         em__free(s);
         errno = -err;
@@ -410,10 +408,8 @@ int em_stop_server(em_server *s)
         r->starved_servers--;
     if (s->retry_timer)
         em__timer_cancel(r, s->retry_timer);
-    em__io_unwatch(r, &s->io);
+    em__io_close(r, &s->io);
     s->io.dead = true;
-    em__fd_release(r, s->io.fd);
-    close(s->io.fd);
     unlink_if_ours(s);
     server_unlink(s);
     s->next = r->dead_servers;
