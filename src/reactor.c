@@ -352,6 +352,8 @@ static void free_dead_servers(em_reactor *r)
  * are closed now all the same, before the poller is asked. */
 static void flush_and_close(em_reactor *r)
 {
+    if (!r->dirty && !r->closing && !r->dead_servers)
+        return; /* most turns of a busy server: twice per turn */
     if (r->dirty)
         flush_dirty(r);
     em_conn *batch = r->closing;
