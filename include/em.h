@@ -76,7 +76,7 @@ EM_EXPORT const char *em_strerror(int err);
 
 typedef struct em_conn_stats {
     uint64_t bytes_in;    /* bytes delivered to receive_data */
-    uint64_t bytes_out;   /* bytes written to the kernel */
+    uint64_t bytes_out;   /* bytes written to the kernel (TLS: plaintext bytes sent) */
     double created;       /* em_now() when the connection was made */
     double last_activity; /* em_now() of the last byte read or written */
 } em_conn_stats;
@@ -239,9 +239,16 @@ typedef struct em_handler {
     void (*receive_data)(em_conn *c, const char *data, size_t len);
     /* Exactly once per connection, always last. reason: 0 for a local close,
      * a clean EOF, em_detach and reactor shutdown; else ECONNREFUSED,
-     * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE, or the failed call's errno. */
+     * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE, EM_ETLS, EM_ETLS_TRUNCATED,
+     * or the failed call's errno. */
     void (*unbind)(em_conn *c, int reason);
+    /* TLS (em_start_tls): the handshake completed and the peer was
+     * accepted. Data sent before it was queued; it is written now. */
     void (*ssl_handshake_completed)(em_conn *c);
+    /* TLS: once for each certificate of the chain being verified, root
+     * first, leaf last, as PEM (valid during the call); false rejects the
+     * peer (unbind with EM_ETLS). Its answer replaces OpenSSL's verdict,
+     * which em_tls_preverify_ok gives during the call. */
     bool (*ssl_verify_peer)(em_conn *c, const char *pem);
     void (*proxy_target_unbound)(em_conn *c);
     void (*proxy_completed)(em_conn *c);
@@ -490,6 +497,97 @@ EM_EXPORT int em_enable_keepalive(em_conn *c, int idle_s, int interval_s, int co
 EM_EXPORT int em_disable_keepalive(em_conn *c);
 
 EM_EXPORT int em_get_stats(const em_conn *c, em_conn_stats *st);
+
+/* ------------------------------------------------------------------ TLS */
+
+enum { EM_TLS_1_2 = 0x0303, EM_TLS_1_3 = 0x0304 };
+
+/* How em_start_tls sets up TLS. Zero-initialised means: a client that
+ * verifies the server against the system trust store and the name it
+ * connected to, TLS 1.2 or 1.3, modern ciphers, no ALPN. The strings are
+ * read during the call only. */
+typedef struct em_tls_opts {
+    const char *cert_chain_file;  /* PEM chain, leaf first */
+    const char *private_key_file; /* PEM */
+    const char *cert_chain_pem;   /* the same, from memory (NUL-terminated) */
+    const char *private_key_pem;
+    const char *private_key_pass; /* passphrase of an encrypted key */
+    bool verify_peer;             /* server: ask for and verify a client certificate */
+    bool fail_if_no_peer_cert;    /* server, with verify_peer: refuse a client without one */
+    bool insecure;                /* client: verify nothing (EventMachine's old default) */
+    const char *ca_file;          /* trust anchors (PEM); NULL: the system store */
+    const char *sni_hostname;     /* client: SNI and the name checked; NULL: em_connect's host */
+    const char *cipher_list;      /* TLS 1.2 ciphers (OpenSSL syntax); NULL: ECDHE with AEADs */
+    const char *ciphersuites;     /* TLS 1.3 suites; NULL: OpenSSL's default */
+    const char *alpn;             /* comma-separated protocols, in order of preference */
+    int min_version;              /* EM_TLS_1_2 (0 means the same) or EM_TLS_1_3 */
+    int max_version;              /* 0: the highest (TLS 1.3) */
+    const char *ecdh_curve;       /* key-exchange groups, e.g. "X25519:prime256v1" */
+    const char *dhparam_file;     /* finite-field DH parameters; NULL: automatic */
+} em_tls_opts;
+
+/* Starts TLS on a stream connection (TCP or unix; accepted, outbound or
+ * attached), at any time: usually in post_init or connection_completed. An
+ * accepted connection is the server, any other the client. Bytes queued
+ * before the call go out as they are (a STARTTLS reply); bytes sent after
+ * it are encrypted and wait for the handshake; received bytes are
+ * decrypted before receive_data sees them, up to a record (16 KiB) or more
+ * per call. opts may be NULL (a verifying client); it is copied.
+ *
+ * Secure by default: a client verifies the server's chain against ca_file
+ * or the system store and its name (sni_hostname, else the host given to
+ * em_connect, a name or an IP address) unless insecure is set, sends SNI for
+ * names, refuses TLS below 1.2 and renegotiation. A unix or attached client
+ * has no host name: it needs sni_hostname, or insecure (-EINVAL otherwise).
+ * A server needs a certificate and its key. A handshake not complete within
+ * the pending-connect timeout (em_set_pending_connect_timeout, 20 s by
+ * default, counted from this call) unbinds with ETIMEDOUT.
+ *
+ * After it, em_close_connection_after_writing and em_close_write send
+ * close_notify after the last byte (then the FIN), and a peer that closes
+ * without close_notify unbinds with EM_ETLS_TRUNCATED, never 0. A failed
+ * handshake or verification unbinds with EM_ETLS; em_tls_error_string
+ * says why. em_get_outbound_data_size counts plaintext bytes.
+ *
+ * Configurations are cached per reactor: connections with equal options
+ * share one OpenSSL context (and a client's session tickets, for
+ * resumption); a certificate or key file changed on disk makes a new one.
+ *
+ * Errors, with nothing started: -EM_ETLS for a certificate, key, CA or DH
+ * file that cannot be loaded (missing, bad PEM, wrong passphrase, a key
+ * that does not match its certificate); -EINVAL for NULL, a connection that
+ * is not a stream socket, unknown ciphers, suites, groups or versions, a bad
+ * ALPN list, a server without a certificate, a client without a name;
+ * -EISCONN when TLS was already started; -ENOTCONN on a closing connection;
+ * -ENOTSUP when libem was built without OpenSSL; -ENOMEM. */
+EM_EXPORT int em_start_tls(em_conn *c, const em_tls_opts *opts);
+
+/* During ssl_verify_peer: OpenSSL's verdict on the certificate being shown
+ * (chain and validity; for the leaf, the host name too). false elsewhere. */
+EM_EXPORT bool em_tls_preverify_ok(const em_conn *c);
+
+/* After the handshake: the PEM of the peer's certificate, the cipher's
+ * name, the protocol ("TLSv1.3"), each a new string the caller releases
+ * with free(); NULL without TLS, before the handshake, or with no
+ * certificate. em_get_cipher_bits: the cipher's secret bits, or -1. */
+EM_EXPORT char *em_get_peer_cert(const em_conn *c);
+EM_EXPORT char *em_get_cipher_name(const em_conn *c);
+EM_EXPORT char *em_get_cipher_protocol(const em_conn *c);
+EM_EXPORT int em_get_cipher_bits(const em_conn *c);
+
+/* Server side: the name the client asked for with SNI; NULL if none. The
+ * protocol ALPN agreed on; NULL if none. Both valid until unbind returns. */
+EM_EXPORT const char *em_get_sni_hostname(const em_conn *c);
+EM_EXPORT const char *em_get_alpn_protocol(const em_conn *c);
+
+/* Client side, after the handshake: whether the session was resumed from
+ * a ticket of an earlier connection to the same server. */
+EM_EXPORT bool em_tls_session_reused(const em_conn *c);
+
+/* Why TLS failed on c, as text: the handshake or verification error that
+ * unbinds it with EM_ETLS or EM_ETLS_TRUNCATED (valid until unbind
+ * returns), or why the last em_start_tls on it was refused. NULL if none. */
+EM_EXPORT const char *em_tls_error_string(const em_conn *c);
 
 /* Sends one datagram to host:port (address literals only: the reactor never
  * waits for a name). It goes out at once; when the kernel refuses for now,

@@ -74,10 +74,22 @@ static inline void count(em_conn *c, uint32_t *lo, size_t n, bool out)
 void em__count_in(em_conn *c, size_t n) { count(c, &c->in_lo, n, false); }
 void em__count_out(em_conn *c, size_t n) { count(c, &c->out_lo, n, true); }
 
+void em__conn_layer_free(em_conn *c)
+{
+    if (c->cold && c->cold->layer) {
+        c->cold->layer->ops->free(c);
+        c->cold->layer = NULL;
+    }
+    c->flags &= ~(uint32_t)EM_CF_LAYER;
+}
+
 static void conn_free(em_conn *c)
 {
     c->r->conn_count--;
     em__proxy_free(c);
+    em__conn_layer_free(c);
+    if (c->cold)
+        em__free(c->cold->host);
     em__free(c->cold);
     em__free(c);
 }
@@ -109,6 +121,8 @@ static unsigned wanted_interest(const em_conn *c)
 void em__conn_update_interest(em_conn *c)
 {
     unsigned want = wanted_interest(c);
+    if ((c->flags & EM_CF_LAYER) && (want & EM_EV_READ))
+        em__layer(c)->ops->read_wanted(c);
     if (want == c->io.interest && (want != 0) == c->io.registered)
         return;
     if (!want) {
@@ -210,6 +224,8 @@ void em__conn_fail(em_conn *c, int reason)
         return;
     if (!c->reason)
         c->reason = reason;
+    if (c->flags & EM_CF_LAYER)
+        em__layer(c)->ops->closing(c, reason);
     c->state = EM_CS_CLOSING;
     leave_poller(c);
     c->io.dead = true;
@@ -277,7 +293,7 @@ void em__conn_finish(em_conn *c)
 
 /* ----------------------------------------------------------------- read */
 
-static void on_eof(em_conn *c)
+void em__conn_on_eof(em_conn *c)
 {
     c->flags |= EM_CF_EOF;
     if (em__conn_pending(c) && !(c->flags & EM_CF_PAUSED)) {
@@ -307,7 +323,7 @@ static void do_read(em_conn *c)
         c->last_activity = r->now;
         em__conn_deliver(c, (size_t)n);
     } else if (n == 0) {
-        on_eof(c);
+        em__conn_on_eof(c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         em__conn_fail(c, errno);
     }
@@ -320,11 +336,13 @@ void em__conn_on_event(em_conn *c, unsigned events)
             em__connect_on_writable(c);
         return;
     }
-    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM)) {
+    if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM | EM_CF_LAYER)) {
         if (c->flags & EM_CF_WATCH)
             em__watch_on_event(c, events);
-        else
+        else if (c->flags & EM_CF_DGRAM)
             em__dgram_on_event(c, events);
+        else
+            em__layer(c)->ops->on_event(c, events);
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
@@ -366,8 +384,24 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     return write_iov(c, iov, cnt);
 }
 
+ssize_t em__conn_write_raw(em_conn *c, size_t max)
+{
+    struct iovec iov[IOV_PER_WRITE];
+    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (iov[i].iov_len >= max - total) {
+            iov[i].iov_len = max - total;
+            cnt = i + 1;
+            break;
+        }
+        total += iov[i].iov_len;
+    }
+    return write_iov(c, iov, cnt);
+}
+
 /* A proxy's target that wrote may release its source's hold. */
-static void sent(em_conn *c, size_t n)
+void em__conn_sent(em_conn *c, size_t n)
 {
     count(c, &c->out_lo, n, true);
     c->last_activity = c->r->now;
@@ -389,14 +423,14 @@ static bool drain_queue(em_conn *c)
             return false;
         }
         em__outq_consume(c->r, &c->out, (size_t)n);
-        sent(c, (size_t)n);
+        em__conn_sent(c, (size_t)n);
         if ((size_t)n < asked)
             return true;
     }
     return true;
 }
 
-static void after_drain(em_conn *c)
+void em__conn_after_drain(em_conn *c)
 {
     bool waited = c->flags & EM_CF_WRITE_WAITED;
     c->flags &= ~(uint32_t)EM_CF_WRITE_WAITED;
@@ -425,8 +459,11 @@ void em__conn_flush(em_conn *c)
 {
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return;
-    if (c->flags & EM_CF_DGRAM) {
-        em__dgram_flush(c);
+    if (c->flags & (EM_CF_DGRAM | EM_CF_LAYER)) {
+        if (c->flags & EM_CF_DGRAM)
+            em__dgram_flush(c);
+        else
+            em__layer(c)->ops->flush(c);
         return;
     }
     if (!drain_queue(c))
@@ -436,7 +473,7 @@ void em__conn_flush(em_conn *c)
         em__conn_update_interest(c);
         return;
     }
-    after_drain(c);
+    em__conn_after_drain(c);
 }
 
 /* ------------------------------------------------------- public methods */
@@ -475,13 +512,19 @@ static int unspan(em_conn *c)
     return err;
 }
 
+void em__conn_unspan(em_conn *c)
+{
+    if ((c->flags & EM_CF_SPAN) && unspan(c) < 0)
+        em__conn_fail(c, ENOMEM);
+}
+
 static int queue_borrowed(em_conn *c, const char *data, size_t len)
 {
     em_reactor *r = c->r;
     unsigned i = borrower_index(r, c);
     if (i == EM_MAX_BORROWERS) /* no room to remember it: copy */
         return em__outq_append(r, &c->out, data, len);
-    if (i == r->borrower_count && !em__outq_bytes(&c->out)) {
+    if (i == r->borrower_count && !em__outq_bytes(&c->out) && !(c->flags & EM_CF_LAYER)) {
         r->spans[i] = (struct em_span){.p = data, .len = len};
         r->borrowers[r->borrower_count++] = c;
         c->flags |= EM_CF_SPAN;
@@ -505,6 +548,12 @@ static int queue_borrowed(em_conn *c, const char *data, size_t len)
 
 static void settle(em_conn *c)
 {
+    if (c->flags & EM_CF_LAYER) {
+        em__conn_flush(c);
+        if (em__outq_own(c->r, &c->out) < 0)
+            em__conn_fail(c, ENOMEM);
+        return;
+    }
     if (c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) && !drain_queue(c))
         return; /* failed: the queue is gone */
     if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED)) {
@@ -529,7 +578,7 @@ static void settle_span(em_conn *c, struct em_span s)
             return;
         }
         if (n > 0)
-            sent(c, done = (size_t)n);
+            em__conn_sent(c, done = (size_t)n);
     }
     if (done == s.len) {
         if (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING))

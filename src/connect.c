@@ -164,7 +164,9 @@ static void connected(em_conn *c)
     c->state = EM_CS_OPEN;
     em__conn_touch(c);
     em__conn_update_interest(c);
-    if (em__conn_pending(c) || (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE)))
+    /* A TLS client's flush begins its handshake. */
+    if (em__conn_pending(c) ||
+        (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE | EM_CF_LAYER)))
         em__conn_mark_dirty(c);
     if (c->state == EM_CS_OPEN && c->h->connection_completed)
         c->h->connection_completed(c);
@@ -300,7 +302,9 @@ int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const ch
         return -ENOMEM;
     c->cold->connect = cs;
     c->flags |= EM_CF_OUTBOUND;
-    int err = parse_bind(cs, bind_host, bind_port);
+    em__free(c->cold->host);
+    c->cold->host = port >= 0 ? em__strdup(host) : NULL;
+    int err = port >= 0 && !c->cold->host ? -ENOMEM : parse_bind(cs, bind_host, bind_port);
     if (!err && !(cs->addrs = em__calloc(1, sizeof *cs->addrs)))
         err = -ENOMEM;
     if (!err)
@@ -394,6 +398,7 @@ static int reconnect(em_conn *c, const char *host, int port)
         return -ENOMEM;
     }
     em_sig sig = c->sig;
+    em__conn_layer_free(c); /* TLS, if any, starts again with em_start_tls */
     c->flags &= EM_CF_OUT_LIMIT; /* a setting: kept */
     c->reason = 0;
     c->io.dead = false;

@@ -240,10 +240,13 @@ enum em_conn_flag {
     EM_CF_PROXY_HELD = 1u << 20,     /* not read: its proxy target is full */
     EM_CF_PROXY_TARGET = 1u << 21,   /* a proxy's target (cold->proxy_from) */
     EM_CF_OUT_LIMIT = 1u << 22,      /* em_send_data bounded by cold->out_limit */
+    EM_CF_LAYER = 1u << 23,          /* bytes pass through cold->layer (TLS) */
+    EM_CF_ACCEPTED = 1u << 24,       /* made by a server's accept */
 };
 
 typedef struct em_connect_state em_connect_state;
 typedef struct em_dgram em_dgram;
+typedef struct em_layer em_layer;
 typedef struct em_child em_child;
 
 /* What most connections never need, kept apart so that an accepted
@@ -258,6 +261,8 @@ typedef struct em_cold {
     size_t out_limit;       /* em_set_outbound_limit; 0: none */
     struct em_proxy *proxy; /* as a proxy's source, kept for its count */
     struct em_conn *proxy_from; /* as a proxy's target */
+    char *host;             /* outbound TCP: the host given (TLS checks it) */
+    em_layer *layer;        /* EM_CF_LAYER; or a refused em_start_tls's error */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -312,6 +317,39 @@ em_cold *em__conn_cold(em_conn *c); /* allocated on first use; NULL: ENOMEM */
 void em__count_in(em_conn *c, size_t n);
 void em__count_out(em_conn *c, size_t n);
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
+
+/* A layer between a stream connection and its socket (TLS). While
+ * EM_CF_LAYER is set, the layer handles the connection's events and its
+ * flush: it reads, decrypts and delivers with em__conn_deliver, writes the
+ * queue with em__conn_sent for each byte taken, and ends a flush that
+ * emptied the queue with em__conn_after_drain. conn.c tells it of a close
+ * (before the queue is dropped) and of reading wanted again (resume, a
+ * proxy's hold released), when bytes it holds must be delivered. */
+typedef struct em_layer_ops {
+    void (*on_event)(em_conn *c, unsigned events);
+    void (*flush)(em_conn *c);
+    void (*closing)(em_conn *c, int reason);
+    void (*read_wanted)(em_conn *c);
+    void (*free)(em_conn *c);
+} em_layer_ops;
+
+struct em_layer {
+    const em_layer_ops *ops;
+};
+
+static inline em_layer *em__layer(const em_conn *c) { return c->cold->layer; }
+void em__conn_layer_free(em_conn *c); /* and the layer pointer; idempotent */
+void em__conn_sent(em_conn *c, size_t n); /* n queued bytes written */
+void em__conn_on_eof(em_conn *c);
+/* The queue is empty: the close_write or close that waited for it. */
+void em__conn_after_drain(em_conn *c);
+/* Writes up to max queued bytes as they are; the bytes written, or -1 with
+ * errno (EAGAIN included). */
+ssize_t em__conn_write_raw(em_conn *c, size_t max);
+void em__conn_unspan(em_conn *c); /* a span becomes a queued chunk; may fail the conn */
+
+/* tls.c */
+void em__tls_reactor_free(em_reactor *r);
 
 /* proxy.c */
 void em__proxy_deliver(em_conn *from, size_t n);
@@ -445,6 +483,7 @@ struct em_reactor {
     unsigned forks_seen;
     em_sig shared_below;
     em_chunk_cache small_chunks, large_chunks;
+    struct em_tls_shared *tls; /* contexts and write staging; NULL until TLS is used */
     char *read_buf;
     /* Connections whose queue points into read_buf (em_send_data of received
      * bytes): written or copied before read_buf is read into again. */

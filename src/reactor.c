@@ -550,6 +550,7 @@ void em_reactor_free(em_reactor *r)
     r->backend->destroy(r);
     em__timers_destroy(&r->timers);
     em__sigmap_destroy(&r->sigmap);
+    em__tls_reactor_free(r);
     em__chunk_cache_free(r);
     em__fds_free(r);
     pthread_mutex_destroy(&r->xlock);

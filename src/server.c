@@ -145,6 +145,7 @@ static void accepted(em_server *s, int fd)
         close(fd);
         return;
     }
+    c->flags |= EM_CF_ACCEPTED; /* em_start_tls: the server's side */
     give_nodelay(s, fd);
     em__conn_begin(c);
 }

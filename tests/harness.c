@@ -57,6 +57,14 @@ void test_set_timeout(const char *name, int secs)
     ntimeouts++;
 }
 
+static void (*fixture_setup)(void), (*fixture_teardown)(void);
+
+void test_set_fixture(void (*setup)(void), void (*teardown)(void))
+{
+    fixture_setup = setup;
+    fixture_teardown = teardown;
+}
+
 void test_fail(const char *file, int line, const char *fmt, ...)
 {
     char buf[1024];
@@ -151,11 +159,15 @@ int main(int argc, char **argv)
             if (strcmp(tests[j].name, timeouts[i].name) == 0)
                 tests[j].timeout = timeouts[i].secs;
     int passed = 0, failed = 0;
+    if (fixture_setup)
+        fixture_setup();
     for (int i = 0; i < ntests; i++) {
         if (filter && !strstr(tests[i].name, filter))
             continue;
         run_case(&tests[i], &passed, &failed);
     }
+    if (fixture_teardown)
+        fixture_teardown();
     printf("%d passed, %d failed\n", passed, failed);
     fflush(stdout);
     return failed ? 1 : 0;
@@ -469,6 +481,8 @@ static void rec_post_init(em_conn *c)
     x->sig = em_signature(c);
     x->post_inits++;
     __atomic_add_fetch(&rec_live, 1, __ATOMIC_RELAXED);
+    if (x->tls)
+        x->tls_rc = em_start_tls(c, x->tls);
     if (x->on_post_init)
         x->on_post_init(c, x);
 }
@@ -529,6 +543,8 @@ static void rec_unbind(em_conn *c, int reason)
     x->unbinds++;
     x->reason = reason;
     x->sig_found_in_unbind = em_conn_by_sig(em_conn_reactor(c), x->sig) != NULL;
+    const char *why = em_tls_error_string(c);
+    snprintf(x->tls_error, sizeof x->tls_error, "%s", why ? why : "");
     __atomic_sub_fetch(&rec_live, 1, __ATOMIC_RELAXED);
     x->conn = NULL;
     if (x->on_unbind)
@@ -543,11 +559,39 @@ static void rec_drained(em_conn *c)
         x->on_drained(c, x);
 }
 
+static void rec_handshake(em_conn *c)
+{
+    rec *x = rec_of(c);
+    x->handshakes++;
+    if (x->on_handshake)
+        x->on_handshake(c, x);
+}
+
+static bool rec_verify(em_conn *c, const char *pem)
+{
+    rec *x = rec_of(c);
+    x->verifies++;
+    if (!pem || strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) != 0)
+        test_fail(__FILE__, __LINE__, "ssl_verify_peer without a PEM certificate");
+    return x->on_verify ? x->on_verify(c, x, pem) : em_tls_preverify_ok(c);
+}
+
 const em_handler rec_handler = {
     .post_init = rec_post_init,
     .connection_completed = rec_completed,
     .receive_data = rec_data,
     .unbind = rec_unbind,
+    .ssl_handshake_completed = rec_handshake,
+    .outbound_drained = rec_drained,
+};
+
+const em_handler rec_verify_handler = {
+    .post_init = rec_post_init,
+    .connection_completed = rec_completed,
+    .receive_data = rec_data,
+    .unbind = rec_unbind,
+    .ssl_handshake_completed = rec_handshake,
+    .ssl_verify_peer = rec_verify,
     .outbound_drained = rec_drained,
 };
 
@@ -581,6 +625,9 @@ rec *rec_pool_new(rec *a, int n)
         x->on_data = a->on_data;
         x->on_unbind = a->on_unbind;
         x->on_drained = a->on_drained;
+        x->tls = a->tls;
+        x->on_handshake = a->on_handshake;
+        x->on_verify = a->on_verify;
         x->ctx = a->ctx;
         x->tag = a->tag * 100000 + i;
     }

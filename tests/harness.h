@@ -3,6 +3,7 @@
  *
  *   TEST(name) { ... }             defines and registers a case
  *   TEST_TIMEOUT(name, secs);      overrides the 20 s default for one case
+ *   test_set_fixture(setup, down)  (from a constructor) work around all cases
  *
  * Every case runs in a forked child under alarm(timeout). The runner prints
  * "ok name" or "FAIL name: reason" per case and, as its last line,
@@ -25,6 +26,9 @@ typedef void (*test_fn)(void);
 
 void test_register(const char *name, test_fn fn);
 void test_set_timeout(const char *name, int secs);
+/* setup runs in the runner before the first case, teardown after the last
+ * (cases inherit what setup made); exit from setup to fail them all. */
+void test_set_fixture(void (*setup)(void), void (*teardown)(void));
 void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 
@@ -198,12 +202,19 @@ struct rec {
     void (*on_data)(em_conn *c, rec *x, const char *d, size_t n);
     void (*on_unbind)(em_conn *c, rec *x, int reason);
     void (*on_drained)(em_conn *c, rec *x);
+    /* TLS: em_start_tls(c, tls) in post_init, its result in tls_rc */
+    const em_tls_opts *tls;
+    void (*on_handshake)(em_conn *c, rec *x);
+    /* rec_verify_handler's ssl_verify_peer: NULL answers em_tls_preverify_ok */
+    bool (*on_verify)(em_conn *c, rec *x, const char *pem);
     void *ctx;
     int tag;
     /* observations */
     em_conn *conn; /* NULL once unbound */
     em_sig sig;
     int post_inits, completed, unbinds, reason, drained, data_calls;
+    int tls_rc, handshakes, verifies;
+    char tls_error[256]; /* em_tls_error_string in unbind */
     uint64_t bytes_in;
     char *buf;
     size_t len, cap;
@@ -211,6 +222,8 @@ struct rec {
 };
 
 extern const em_handler rec_handler;
+/* rec_handler with ssl_verify_peer. */
+extern const em_handler rec_verify_handler;
 /* Live connections recorded by rec_handler (post_init - unbind). */
 extern int rec_live;
 /* Non-zero while close_conn() is inside em_close_connection. */
