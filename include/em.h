@@ -161,7 +161,8 @@ EM_EXPORT double em_backend_timeout(const em_reactor *r);
  * the current count keeps the existing timers and refuses new ones. */
 EM_EXPORT int em_set_max_timers(em_reactor *r, size_t max);
 
-/* Replaces the allocator libem uses for its own memory. Process-wide; only
+/* Replaces the allocator libem uses for its own memory (OpenSSL keeps its
+ * own: see CRYPTO_set_mem_functions). Process-wide; only
  * before any reactor exists (-EBUSY otherwise). All three or none (NULL,
  * NULL, NULL restores malloc/realloc/free); -EINVAL for a partial set. */
 EM_EXPORT int em_set_allocator(void *(*malloc_fn)(size_t),
