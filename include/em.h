@@ -487,7 +487,8 @@ EM_EXPORT size_t em_get_proxied_bytes(const em_conn *from);
 /* Connects the same object again, to host:port, with a new signature: it
  * then gets connection_completed or another unbind. Meant for unbind, as
  * EventMachine programs use it to retry; on a connection that is not being
- * unbound it returns -EISCONN. -EINVAL for a bad host or port. */
+ * unbound it returns -EISCONN. -EINVAL for a bad host or port. TLS does not
+ * carry over: call em_start_tls again after it. */
 EM_EXPORT int em_reconnect(em_conn *c, const char *host, int port);
 /* em_reconnect to a unix socket; -EINVAL / -ENAMETOOLONG for a bad path. */
 EM_EXPORT int em_reconnect_unix(em_conn *c, const char *path);
