@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -276,12 +277,32 @@ static int load_dhparam(SSL_CTX *ctx, const char *path, char **why)
 
 /* ------------------------------------------------------- verification */
 
+/* The system's trust anchors: its bundle file and its hashed directory,
+ * not SSL_CTX_set_default_verify_paths, whose OpenSSL 3 store lookup reads
+ * the whole directory again on every verification. */
+static void load_system_store(SSL_CTX *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    const char *file = getenv(X509_get_default_cert_file_env());
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    X509_LOOKUP *by_file = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    X509_LOOKUP *by_dir = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (by_file)
+        X509_LOOKUP_load_file(by_file, file ? file : X509_get_default_cert_file(), X509_FILETYPE_PEM);
+    if (by_dir)
+        X509_LOOKUP_add_dir(by_dir, dir ? dir : X509_get_default_cert_dir(), X509_FILETYPE_PEM);
+    ERR_clear_error(); /* a system without a bundle or directory trusts nothing */
+}
+
+/* A client always verifies (insecure only lets it accept anyway), a server
+ * only with verify_peer: a server that verifies nothing loads no anchors. */
 static int set_verify(SSL_CTX *ctx, const em_tls_opts *o, bool server, char **why)
 {
-    int ok = o->ca_file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL)
-                        : SSL_CTX_set_default_verify_paths(ctx);
-    if (!ok)
+    bool verifies = !server || o->verify_peer;
+    if (verifies && o->ca_file && !SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL))
         return failed(why, -EM_ETLS, "cannot load the CA file");
+    if (verifies && !o->ca_file)
+        load_system_store(ctx);
     int mode = SSL_VERIFY_NONE;
     if (!server) {
         mode = SSL_VERIFY_PEER; /* insecure too: ssl_verify_peer still sees the chain */
@@ -357,8 +378,11 @@ static int configure(em_tls_ctx *x, const em_tls_opts *o, bool server, char **wh
     SSL_CTX *ctx = x->ssl_ctx;
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* An idle connection holds no record buffers; a write may be retried
-     * from where the bytes have moved to (a borrowed buffer copied). */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+     * from where the bytes have moved to (a borrowed buffer copied); the
+     * chain sent is the one given, not one built from the trust store on
+     * every handshake. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_NO_AUTO_CHAIN);
     SSL_CTX_set_read_ahead(ctx, 1);
     int err = set_versions(ctx, o, why);
     if (!err)
