@@ -89,6 +89,7 @@ install_deps() {
         return 0
     }
     local p missing=()
+    # libevent-dev has libevent_openssl too (the TLS libevent server).
     for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace; do
         dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
     done
