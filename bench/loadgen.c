@@ -472,7 +472,6 @@ static bool tls_handshake_blocking(conn *c, double end)
 {
     int st;
     while ((st = tlsc_handshake(c->tls)) != TLSC_DONE) {
-        errno = EPROTO;
         if (st == TLSC_ERROR)
             return false;
         if (!wait_fd(c->fd, st == TLSC_WANT_READ ? POLLIN : POLLOUT, end)) {
@@ -539,10 +538,8 @@ static int tls_step(conn *c, uint64_t key)
 {
     if (c->stage == TLS_HANDSHAKE) {
         int st = tlsc_handshake(c->tls);
-        if (st == TLSC_ERROR) {
-            errno = EPROTO;
+        if (st == TLSC_ERROR)
             return -1;
-        }
         if (st != TLSC_DONE) {
             c_watch(c, st == TLSC_WANT_READ ? EPOLLIN : EPOLLOUT, key);
             return 0;

@@ -88,13 +88,19 @@ int tlsc_handshake(tlsc *s)
     int r = SSL_do_handshake(ssl);
     if (r == 1)
         return TLSC_DONE;
+    int saved = errno;
     switch (SSL_get_error(ssl, r)) {
     case SSL_ERROR_WANT_READ:
         return TLSC_WANT_READ;
     case SSL_ERROR_WANT_WRITE:
         return TLSC_WANT_WRITE;
+    case SSL_ERROR_SYSCALL: /* a refused connect, a reset */
+        take_error();
+        errno = saved ? saved : EPROTO;
+        return TLSC_ERROR;
     default:
         take_error();
+        errno = EPROTO;
         return TLSC_ERROR;
     }
 }
@@ -180,6 +186,7 @@ tlsc *tlsc_new(int fd, void **slot)
 int tlsc_handshake(tlsc *s)
 {
     (void)s;
+    errno = EPROTO;
     return TLSC_ERROR;
 }
 

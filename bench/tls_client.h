@@ -29,7 +29,8 @@ bool tlsc_init(bool resume, char *why, size_t whylen);
  * it. NULL on failure. */
 tlsc *tlsc_new(int fd, void **slot);
 
-/* One step of the handshake (non-blocking socket). */
+/* One step of the handshake (non-blocking socket); TLSC_ERROR with errno
+ * EPROTO for a TLS error (tlsc_error says which) or the system call's. */
 int tlsc_handshake(tlsc *s);
 
 /* read(2) and write(2) through TLS: the byte count, 0 when the server has
