@@ -26,6 +26,19 @@
  *   loadgen freeport
  *       Prints a TCP port of 127.0.0.1 that was free a moment ago.
  *
+ * TLS (--tls, every mode but freeport): every connection is a TLS 1.3
+ * connection, with TLS_AES_128_GCM_SHA256 and X25519 offered alone and the
+ * server's certificate not verified (tls_client.c). Pingpong, stream, idle
+ * and check do the handshake and echo one byte on each connection before
+ * anything is timed or measured, so that the server has finished setting
+ * it up. Connect's loop becomes: connect, full handshake, send 1 byte, read
+ * the echo, close_notify, close: a TLS handshake per operation. With
+ * --resume (connect only) each loop offers the session ticket that the
+ * server sent on that loop's previous connection (TLS 1.3 PSK resumption;
+ * each loop gets its first ticket before the CPU readings) and the line
+ * says how many handshakes resumed (resumed=N). The idle mode frees its
+ * side of each TLS connection once set up: only the server keeps state.
+ *
  * Several servers at once, interleaved (pingpong, stream and connect):
  *
  *   loadgen MODE --targets PORT:PID[,PORT:PID...] [--slice L] [--conns C]
@@ -115,6 +128,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tls_client.h"
+
 #define STREAM_WINDOW (64 * 1024) /* bytes in flight per stream connection */
 #define MAX_EVENTS 256
 #define IDLE_IN_PROGRESS 100 /* idle mode: connections being set up at once */
@@ -136,6 +151,8 @@ static struct {
     long pid;
     const char *targets; /* --targets, as given */
     int chunk;           /* idle --targets: connections per turn */
+    bool tls;            /* --tls */
+    bool resume;         /* --resume: connect offers session tickets */
 } opt = {.port = 0,
          .conns = -1,
          .size = 64,
@@ -332,6 +349,8 @@ static void print_common(double elapsed, uint64_t ops)
     printf("mode=%s conns=%d size=%zu seconds=%.3f ops=%llu ops_per_s=%.1f", opt.mode,
            opt.conns, opt.size, elapsed, (unsigned long long)ops,
            elapsed > 0 ? (double)ops / elapsed : 0.0);
+    if (opt.tls)
+        printf(" tls=1");
 }
 
 static void print_cpu(double cpu0, double cpu1, uint64_t ops)
@@ -394,7 +413,165 @@ typedef struct {
     bool want_out;           /* EPOLLOUT is watched */
     /* connect */
     bool connecting; /* waiting for the connect to finish, then for the echo */
+    /* --tls */
+    tlsc *tls;       /* NULL: plain, or no TLS connection yet */
+    void *ticket;    /* --resume: the ticket this loop offers next */
+    uint8_t stage;   /* connect and idle: TLS_HANDSHAKE, TLS_SEND or TLS_ECHO */
+    uint32_t events; /* connect and idle: what epoll watches */
 } conn;
+
+enum { TLS_HANDSHAKE, TLS_SEND, TLS_ECHO };
+
+/* read(2) and write(2) on connection c, through TLS when it has it. */
+static inline ssize_t c_read(conn *c, void *b, size_t n)
+{
+    return c->tls ? tlsc_read(c->tls, b, n) : read(c->fd, b, n);
+}
+
+static inline ssize_t c_write(conn *c, const void *b, size_t n)
+{
+    return c->tls ? tlsc_write(c->tls, b, n) : write(c->fd, b, n);
+}
+
+/* Closes c; a TLS connection says close_notify first, as clients do. */
+static void c_close(conn *c)
+{
+    if (c->tls) {
+        tlsc_free(c->tls, false);
+        c->tls = NULL;
+    }
+    close(c->fd); /* also leaves the epoll set */
+    c->fd = -1;
+}
+
+/* The text of the error of a failed c_read, c_write or TLS step: errno 0
+ * is the server's close, EPROTO a TLS error. */
+static const char *c_error(void)
+{
+    return errno == 0 ? "closed by the server" : errno == EPROTO ? tlsc_error() : strerror(errno);
+}
+
+/* Waits until fd is ready for events (POLLIN or POLLOUT), until the time
+ * end (now_s()); false when it is not by then. */
+static bool wait_fd(int fd, short events, double end)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    int n;
+    do {
+        int ms = (int)((end - now_s()) * 1000);
+        if (ms <= 0)
+            return false;
+        n = poll(&p, 1, ms);
+    } while (n < 0 && errno == EINTR);
+    return n > 0;
+}
+
+/* The TLS handshake on c, blocking until the time end; false with errno
+ * as c_error reads it, or ETIMEDOUT. */
+static bool tls_handshake_blocking(conn *c, double end)
+{
+    int st;
+    while ((st = tlsc_handshake(c->tls)) != TLSC_DONE) {
+        if (st == TLSC_ERROR)
+            return false;
+        if (!wait_fd(c->fd, st == TLSC_WANT_READ ? POLLIN : POLLOUT, end)) {
+            errno = ETIMEDOUT;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One byte echoed over c's TLS connection, blocking until the time end;
+ * false as tls_handshake_blocking. */
+static bool tls_echo_blocking(conn *c, double end)
+{
+    char b = '.';
+    for (int step = 0; step < 2;) { /* 0: write the byte, 1: read it back */
+        ssize_t r = step ? tlsc_read(c->tls, &b, 1) : tlsc_write(c->tls, &b, 1);
+        if (r == 1) {
+            step++;
+            continue;
+        }
+        if (r == 0)
+            errno = 0;
+        if (r == 0 || errno != EAGAIN)
+            return false;
+        if (!wait_fd(c->fd, step ? POLLIN : POLLOUT, end)) {
+            errno = ETIMEDOUT;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The TLS handshake on c's connected socket, then one byte echoed (so that
+ * the server has done its part of the set-up, session tickets included),
+ * blocking, at most 5 s. slot as for tlsc_new. False with the reason in
+ * why; c->tls, if made, stays for c_close. */
+static bool tls_open_blocking(conn *c, void **slot, int port, char *why, size_t whylen)
+{
+    double end = now_s() + 5;
+    errno = EPROTO;
+    c->tls = tlsc_new(c->fd, slot);
+    if (c->tls && tls_handshake_blocking(c, end) && tls_echo_blocking(c, end))
+        return true;
+    snprintf(why, whylen, "TLS set-up with 127.0.0.1:%d: %s", port,
+             errno == ETIMEDOUT ? "timed out" : c_error());
+    return false;
+}
+
+/* Watches events on c (epoll data key) unless it already does. */
+static void c_watch(conn *c, uint32_t events, uint64_t key)
+{
+    if (c->events != events) {
+        c->events = events;
+        ep_ctl(EPOLL_CTL_MOD, c->fd, events, key);
+    }
+}
+
+/* One step of c's TLS loop (connect, idle): the handshake, one byte
+ * written, its echo read. 1 when the echo is back, 0 while it waits (the
+ * socket watched for what it waits for), -1 on failure (errno as c_error
+ * reads it). */
+static int tls_step(conn *c, uint64_t key)
+{
+    if (c->stage == TLS_HANDSHAKE) {
+        int st = tlsc_handshake(c->tls);
+        if (st == TLSC_ERROR)
+            return -1;
+        if (st != TLSC_DONE) {
+            c_watch(c, st == TLSC_WANT_READ ? EPOLLIN : EPOLLOUT, key);
+            return 0;
+        }
+        c->stage = TLS_SEND;
+    }
+    char b = '!';
+    ssize_t r;
+    if (c->stage == TLS_SEND) {
+        if ((r = tlsc_write(c->tls, &b, 1)) != 1) {
+            if (r < 0 && errno == EAGAIN) {
+                c_watch(c, EPOLLOUT, key);
+                return 0;
+            }
+            if (r == 0)
+                errno = 0;
+            return -1;
+        }
+        c->stage = TLS_ECHO;
+        c_watch(c, EPOLLIN, key); /* the echo cannot be back yet */
+        return 0;
+    }
+    if ((r = tlsc_read(c->tls, &b, 1)) == 1)
+        return 1;
+    if (r < 0 && errno == EAGAIN) {
+        c_watch(c, EPOLLIN, key);
+        return 0;
+    }
+    if (r == 0)
+        errno = 0;
+    return -1;
+}
 
 /* One server under load and what has been measured of it. */
 typedef struct {
@@ -408,6 +585,7 @@ typedef struct {
     double sliced;     /* seconds of slices had */
     double elapsed;    /* seconds of slices and drains */
     uint64_t ops, errors, bytes;
+    uint64_t resumed;  /* connect --tls: handshakes that resumed a session */
     samples lat;       /* pingpong: round-trip times, ns */
     double cpu0, cpu1; /* server CPU seconds before and after; -1 unknown */
     /* idle with --targets */
@@ -454,8 +632,7 @@ static void fail(target *t, const char *fmt, ...)
     for (int i = 0; t->conns && i < opt.conns; i++) {
         conn *c = &t->conns[i];
         if (c->fd >= 0)
-            close(c->fd); /* also leaves the epoll set */
-        c->fd = -1;
+            c_close(c);
         c->busy = false;
     }
     t->failed = true;
@@ -463,18 +640,19 @@ static void fail(target *t, const char *fmt, ...)
     t->busy = 0;
 }
 
-/* Opens the C connections of t, each registered for EPOLLIN. */
+/* Opens the C connections of t, each registered for EPOLLIN; with --tls,
+ * each has done its handshake and echoed a byte. */
 static void open_conns(target *t)
 {
-    char why[200];
+    char why[256];
     for (int i = 0; i < opt.conns; i++) {
-        int fd = connect_blocking(t->port, why, sizeof why);
-        if (fd < 0) {
+        conn *c = &t->conns[i];
+        c->fd = connect_blocking(t->port, why, sizeof why);
+        if (c->fd < 0 || (opt.tls && !tls_open_blocking(c, NULL, t->port, why, sizeof why))) {
             fail(t, "%s", why);
             return;
         }
-        t->conns[i].fd = fd;
-        ep_ctl(EPOLL_CTL_ADD, fd, EPOLLIN, ev_key(t, i));
+        ep_ctl(EPOLL_CTL_ADD, c->fd, EPOLLIN, ev_key(t, i));
     }
 }
 
@@ -505,8 +683,8 @@ static void pp_send(target *t, int i, uint64_t tn)
     conn *c = &t->conns[i];
     c->got = 0;
     c->sent_at = tn;
-    if (write(c->fd, msg, opt.size) != (ssize_t)opt.size) {
-        fail(t, "write: %s", strerror(errno));
+    if (c_write(c, msg, opt.size) != (ssize_t)opt.size) {
+        fail(t, "write: %s", c_error());
         return;
     }
     set_busy(t, c, true);
@@ -522,11 +700,15 @@ static void pp_event(target *t, int i, uint32_t ev)
 {
     (void)ev;
     conn *c = &t->conns[i];
-    ssize_t r = read(c->fd, buf, opt.size - c->got);
+    /* Never more than the echo still due: TLS keeps what a record holds
+     * beyond what is asked for, and epoll would not say it is there. */
+    ssize_t r = c_read(c, buf, opt.size - c->got);
     if (r <= 0) {
         if (r < 0 && errno == EAGAIN)
             return;
-        fail(t, "connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+        if (r == 0)
+            errno = 0;
+        fail(t, "connection %d: %s", i, c_error());
         return;
     }
     c->got += (size_t)r;
@@ -561,10 +743,10 @@ static void stream_fill(target *t, int i)
     bool blocked = false;
     if (t->active) {
         while (c->sent - c->received + (S - c->off) <= STREAM_WINDOW) {
-            ssize_t w = write(c->fd, msg + c->off, S - c->off);
+            ssize_t w = c_write(c, msg + c->off, S - c->off);
             if (w < 0) {
                 if (errno != EAGAIN) {
-                    fail(t, "write: %s", strerror(errno));
+                    fail(t, "write: %s", c_error());
                     return;
                 }
                 break;
@@ -598,11 +780,14 @@ static void st_event(target *t, int i, uint32_t ev)
 {
     conn *c = &t->conns[i];
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        ssize_t r = read(c->fd, buf, bufsize);
+        /* bufsize is more than a TLS record holds: nothing stays behind. */
+        ssize_t r = c_read(c, buf, bufsize);
         if (r <= 0) {
             if (r < 0 && errno == EAGAIN)
                 return;
-            fail(t, "connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+            if (r == 0)
+                errno = 0;
+            fail(t, "connection %d: %s", i, c_error());
             return;
         }
         c->received += (uint64_t)r;
@@ -626,9 +811,20 @@ static const mode_ops stream_ops = {.setup = open_conns,
 
 /* ------------------------------------------------------------ connect */
 
+/* Nothing to set up (every loop starts with its own connect), but with
+ * --resume: each loop's first ticket, from a connection of its own. */
 static void cn_setup(target *t)
 {
-    (void)t; /* nothing: every loop starts with its own connect */
+    char why[256];
+    for (int i = 0; opt.resume && i < opt.conns; i++) {
+        conn *c = &t->conns[i];
+        c->fd = connect_blocking(t->port, why, sizeof why);
+        if (c->fd < 0 || !tls_open_blocking(c, &c->ticket, t->port, why, sizeof why)) {
+            fail(t, "%s", why);
+            return;
+        }
+        c_close(c);
+    }
 }
 
 /* Starts the loop of slot i of t with a connect; a connect that fails at
@@ -641,8 +837,15 @@ static void cn_open(target *t, int i)
         t->errors++;
         return;
     }
+    if (opt.tls && !(c->tls = tlsc_new(fd, opt.resume ? &c->ticket : NULL))) {
+        close(fd);
+        t->errors++;
+        return;
+    }
     c->fd = fd;
     c->connecting = true;
+    c->stage = TLS_HANDSHAKE;
+    c->events = EPOLLOUT;
     ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, ev_key(t, i));
     set_busy(t, c, true);
 }
@@ -650,6 +853,21 @@ static void cn_open(target *t, int i)
 static void cn_start(target *t)
 {
     for (int i = 0; i < opt.conns; i++)
+        cn_open(t, i);
+}
+
+/* The loop of slot i of t has ended (done: with its echo): the next one
+ * starts while t is active. */
+static void cn_end(target *t, int i, bool done)
+{
+    conn *c = &t->conns[i];
+    c_close(c);
+    set_busy(t, c, false);
+    if (done)
+        t->ops++;
+    else
+        t->errors++;
+    if (t->active)
         cn_open(t, i);
 }
 
@@ -674,17 +892,20 @@ static void cn_event(target *t, int i, uint32_t ev)
         else if (r == 0 || errno != EAGAIN)
             bad = true;
     }
-    if (done || bad) {
-        close(c->fd);
-        c->fd = -1;
-        set_busy(t, c, false);
-        if (done)
-            t->ops++;
-        else
-            t->errors++;
-        if (t->active)
-            cn_open(t, i);
-    }
+    if (done || bad)
+        cn_end(t, i, done);
+}
+
+/* connect --tls: the loop's next step on any event. */
+static void cn_event_tls(target *t, int i, uint32_t ev)
+{
+    (void)ev;
+    conn *c = &t->conns[i];
+    int st = tls_step(c, ev_key(t, i));
+    if (st > 0 && tlsc_resumed(c->tls))
+        t->resumed++;
+    if (st != 0)
+        cn_end(t, i, st > 0);
 }
 
 /* Slots whose connect failed at once are tried again. */
@@ -698,6 +919,8 @@ static void cn_tick(target *t)
 static void cn_print(target *t)
 {
     printf(" errors=%llu", (unsigned long long)t->errors);
+    if (opt.tls)
+        printf(" resumed=%llu", (unsigned long long)t->resumed);
 }
 
 static const mode_ops connect_ops = {.setup = cn_setup,
@@ -705,6 +928,12 @@ static const mode_ops connect_ops = {.setup = cn_setup,
                                      .event = cn_event,
                                      .tick = cn_tick,
                                      .print = cn_print};
+
+static const mode_ops connect_tls_ops = {.setup = cn_setup,
+                                         .start = cn_start,
+                                         .event = cn_event_tls,
+                                         .tick = cn_tick,
+                                         .print = cn_print};
 
 /* ------------------------------------------------------------ slices */
 
@@ -821,12 +1050,55 @@ static int run_load(void)
 
 /* ------------------------------------------------------------ idle */
 
+/* One step of idle connection i (socket fd) on the epoll events ev: one
+ * byte written, then its echo read. 1 when the echo is back, 0 while it
+ * waits, -1 on failure with the reason in why. */
+static int idle_step(int fd, int i, uint32_t ev, char *why, size_t whylen)
+{
+    if (ev & EPOLLOUT) {
+        char one = '.';
+        if (write(fd, &one, 1) != 1) {
+            if (errno == EAGAIN)
+                return 0;
+            snprintf(why, whylen, "connection %d: %s", i, strerror(errno));
+            return -1;
+        }
+        ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, (uint64_t)i);
+        return 0;
+    }
+    char b;
+    ssize_t r = read(fd, &b, 1);
+    if (r < 0 && errno == EAGAIN)
+        return 0;
+    if (r != 1) {
+        snprintf(why, whylen, "connection %d: %s", i, r ? strerror(errno) : "closed by the server");
+        return -1;
+    }
+    return 1;
+}
+
+/* idle_step over TLS (c: the connection's TLS state): the handshake comes
+ * first, and the client's side of the connection is freed once set up. */
+static int idle_step_tls(conn *c, int i, char *why, size_t whylen)
+{
+    int st = tls_step(c, (uint64_t)i);
+    if (st < 0)
+        snprintf(why, whylen, "connection %d: %s", i, c_error());
+    if (st > 0) {
+        tlsc_free(c->tls, true);
+        c->tls = NULL;
+    }
+    return st;
+}
+
 /* Sets up the connections fds[from] to fds[to - 1] to 127.0.0.1:port, at
  * most IDLE_IN_PROGRESS at a time: each connects, writes one byte and reads
  * its echo (so the server has accepted it and set it up), then stays open
- * and out of the epoll set. Returns true, or false with the reason in why
- * (connections set up so far stay open). */
-static bool idle_open(int port, int *fds, int from, int to, char *why, size_t whylen)
+ * and out of the epoll set. With cs (--tls), cs[i - from] is connection i's
+ * TLS state. Returns true, or false with the reason in why (connections set
+ * up so far stay open). */
+static bool idle_open_loop(int port, int *fds, conn *cs, int from, int to, char *why,
+                           size_t whylen)
 {
     int started = from, done = from, active = 0;
     struct epoll_event evs[MAX_EVENTS];
@@ -839,6 +1111,14 @@ static bool idle_open(int port, int *fds, int from, int to, char *why, size_t wh
                 return false;
             }
             fds[started] = fd;
+            if (cs) {
+                conn *c = &cs[started - from];
+                *c = (conn){.fd = fd, .stage = TLS_HANDSHAKE, .events = EPOLLOUT};
+                if (!(c->tls = tlsc_new(fd, NULL))) {
+                    snprintf(why, whylen, "connection %d: TLS: %s", started, tlsc_error());
+                    return false;
+                }
+            }
             ep_ctl(EPOLL_CTL_ADD, fd, EPOLLOUT, (uint64_t)started);
             started++;
             active++;
@@ -853,33 +1133,33 @@ static bool idle_open(int port, int *fds, int from, int to, char *why, size_t wh
             die("epoll_wait: %s", strerror(errno));
         for (int k = 0; k < n; k++) {
             int i = (int)evs[k].data.u64;
-            int fd = fds[i];
-            if (evs[k].events & EPOLLOUT) {
-                char one = '.';
-                if (write(fd, &one, 1) != 1) {
-                    if (errno == EAGAIN)
-                        continue;
-                    snprintf(why, whylen, "connection %d: %s", i, strerror(errno));
-                    return false;
-                }
-                ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, (uint64_t)i);
-            } else {
-                char b;
-                ssize_t r = read(fd, &b, 1);
-                if (r < 0 && errno == EAGAIN)
-                    continue;
-                if (r != 1) {
-                    snprintf(why, whylen, "connection %d: %s", i,
-                             r ? strerror(errno) : "closed by the server");
-                    return false;
-                }
-                ep_ctl(EPOLL_CTL_DEL, fd, 0, 0);
+            int st = cs ? idle_step_tls(&cs[i - from], i, why, whylen)
+                        : idle_step(fds[i], i, evs[k].events, why, whylen);
+            if (st < 0)
+                return false;
+            if (st > 0) {
+                ep_ctl(EPOLL_CTL_DEL, fds[i], 0, 0);
                 active--;
                 done++;
             }
         }
     }
     return true;
+}
+
+/* idle_open_loop, with the TLS state it needs under --tls. */
+static bool idle_open(int port, int *fds, int from, int to, char *why, size_t whylen)
+{
+    conn *cs = NULL;
+    if (opt.tls && !(cs = calloc((size_t)(to - from), sizeof *cs))) {
+        snprintf(why, whylen, "out of memory");
+        return false;
+    }
+    bool ok = idle_open_loop(port, fds, cs, from, to, why, whylen);
+    for (int i = 0; cs && i < to - from; i++)
+        tlsc_free(cs[i].tls, true);
+    free(cs);
+    return ok;
 }
 
 static int run_idle(void)
@@ -1138,10 +1418,11 @@ static int run_check(void)
         die("out of memory");
     for (size_t i = 0; i < S; i++)
         m[i] = (char)('A' + (i * 7) % 53);
-    char why[200];
-    int fd = connect_blocking(opt.port, why, sizeof why);
-    if (fd < 0)
+    char why[256];
+    conn c = {.fd = connect_blocking(opt.port, why, sizeof why)};
+    if (c.fd < 0 || (opt.tls && !tls_open_blocking(&c, NULL, opt.port, why, sizeof why)))
         die("%s", why);
+    int fd = c.fd;
     ep_ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLOUT, 0);
     size_t off = 0, got = 0;
     double end = now_s() + 5;
@@ -1155,29 +1436,31 @@ static int run_check(void)
         if (n <= 0)
             continue;
         if ((ev.events & EPOLLOUT) && off < S) {
-            ssize_t w = write(fd, m + off, S - off);
+            ssize_t w = c_write(&c, m + off, S - off);
             if (w < 0 && errno != EAGAIN)
-                die("write: %s", strerror(errno));
+                die("write: %s", c_error());
             if (w > 0)
                 off += (size_t)w;
             if (off == S)
                 ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN, 0);
         }
         if (ev.events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            ssize_t r = read(fd, b + got, S - got);
+            ssize_t r = c_read(&c, b + got, S - got);
             if (r < 0 && errno == EAGAIN)
                 continue;
+            if (r == 0)
+                errno = 0;
             if (r <= 0)
-                die("read: %s", r ? strerror(errno) : "closed by the server");
+                die("read: %s", c_error());
             got += (size_t)r;
         }
     }
     if (memcmp(m, b, S) != 0)
         die("the echo differs from what was sent");
-    close(fd);
+    c_close(&c);
     free(m);
     free(b);
-    printf("mode=check port=%d size=%zu ok=1\n", opt.port, S);
+    printf("mode=check port=%d size=%zu%s ok=1\n", opt.port, S, opt.tls ? " tls=1" : "");
     return 0;
 }
 
@@ -1204,7 +1487,9 @@ static void usage(void)
             "               [--conns C] [--size S] [--seconds T] [--pid SERVER_PID]\n"
             "       loadgen pingpong|stream|connect --targets PORT:PID[,PORT:PID...]\n"
             "               [--slice L] [--conns C] [--size S] [--seconds T]\n"
-            "       loadgen idle --targets PORT:PID[,PORT:PID...] [--conns N] [--chunk K]\n");
+            "       loadgen idle --targets PORT:PID[,PORT:PID...] [--conns N] [--chunk K]\n"
+            "       --tls (any mode but freeport): over TLS 1.3; --resume (connect --tls):\n"
+            "       resumed handshakes\n");
     exit(2);
 }
 
@@ -1252,6 +1537,10 @@ int main(int argc, char **argv)
     bool chunk_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--tls") || !strcmp(a, "--resume")) {
+            *(a[2] == 't' ? &opt.tls : &opt.resume) = true;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
         const char *v = argv[++i];
@@ -1283,11 +1572,16 @@ int main(int argc, char **argv)
     else if (!strcmp(opt.mode, "stream"))
         mode = &stream_ops;
     else if (!strcmp(opt.mode, "connect"))
-        mode = &connect_ops;
+        mode = opt.tls ? &connect_tls_ops : &connect_ops;
     else if (!idle && strcmp(opt.mode, "check"))
         usage();
     if (chunk_given && !(idle && opt.targets))
         usage(); /* chunks are idle --targets' only */
+    if (opt.resume && mode != &connect_tls_ops)
+        usage(); /* resumption is of handshakes, which only connect repeats */
+    char why[256];
+    if (opt.tls && !tlsc_init(opt.resume, why, sizeof why))
+        die("%s", why);
     if (opt.targets) {
         /* Several targets: load modes and idle, not with --port/--pid. */
         if (!(mode || idle) || opt.port || opt.pid || !parse_targets(opt.targets))
@@ -1317,7 +1611,7 @@ int main(int argc, char **argv)
     }
     if (!mode)
         return run_check();
-    if (mode == &connect_ops)
+    if (mode == &connect_ops || mode == &connect_tls_ops)
         opt.size = 1;
     if (mode == &stream_ops && opt.size > STREAM_WINDOW)
         die("--size must be at most %d for stream", STREAM_WINDOW);

@@ -4,7 +4,8 @@
 #
 # Every cell is the median over the repetitions with [min–max] after it; a
 # "x epoll" cell is the median of the per-repetition ratios to the raw epoll
-# server measured in the same repetition.
+# server measured in the same repetition ("x floor": to the OpenSSL + raw
+# epoll server, tls-openssl, for the TLS servers, named tls-*).
 
 function sortn(a, n,    i, j, t) {
     for (i = 2; i <= n; i++) {
@@ -56,6 +57,8 @@ function rcell(s, w, k,    x) {
 }
 
 function label(s) {
+    if (s == "tls-openssl") return "OpenSSL + raw epoll"
+    if (s ~ /^tls-/) return substr(s, 5)
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
 
@@ -101,8 +104,19 @@ function names(s, of,    bd) {
 }
 
 END {
-    ns = split(servers, S, " ")
+    nall = split(servers, ALL, " ")
+    ns = nt = 0
+    for (i = 1; i <= nall; i++)
+        if (ALL[i] ~ /^tls-/) T[++nt] = ALL[i]; else S[++ns] = ALL[i]
+    allmaxrep = maxrep
+    if (ns) plain_tables()
+    maxrep = allmaxrep
+    if (ns && nt) print ""
+    if (nt) tls_tables()
+}
 
+function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr, a, b,
+                          nw, W, wname, ok, txt, x, worst, who, seen, TW, TK, me, ep, m) {
     print "## Throughput"
     print ""
     print "Median [min–max] over the repetitions; \"x epoll\" is the median of the"
@@ -248,4 +262,124 @@ END {
         print "- One million timers faster than libuv: not measured."
     else
         print "- One million timers faster than libuv: " yesno(a < b) sprintf(" (libem %.0f ms, libuv %.0f ms).", a, b)
+}
+
+# Median over the repetitions of s's key k1 divided by its key k2.
+function frac(s, w, k1, k2,    r, n, a) {
+    n = 0
+    for (r = 1; r <= maxrep; r++)
+        if ((s SUBSEP w SUBSEP k1 SUBSEP r) in val && val[s, w, k2, r] + 0 > 0)
+            a[++n] = val[s, w, k1, r] / val[s, w, k2, r]
+    if (n == 0) return ""
+    sortn(a, n)
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+function tcell(s, w, k,    x) {
+    x = ratio_to(s, "tls-openssl", w, k)
+    return x == "" ? "–" : sprintf("%.2f", x)
+}
+
+function tls_tables(    i, j, s, W, K, F, l1, l1b, x) {
+    split("tls_pp100 tls_stream tls_hs tls_hs_resumed", W, " ")
+    split("ops_per_s mb_per_s ops_per_s ops_per_s", K, " ")
+    print "## TLS"
+    print ""
+    print "TLS 1.3, TLS_AES_128_GCM_SHA256, X25519, an ECDSA P-256 certificate (the"
+    print "load generator offers nothing else). Ping-pong and stream run over"
+    print "connections whose handshake was done before the load; a handshake"
+    print "operation is connect, handshake, 1-byte echo, close (close_notify from"
+    print "the client); resumed handshakes offer the ticket of the previous"
+    print "connection of the same loop (TLS 1.3 PSK with X25519). \"x floor\" is the"
+    print "median of the per-repetition ratios to the OpenSSL + raw epoll server."
+    print ""
+    print "### TLS throughput"
+    print ""
+    print "| server | ping-pong C=100 (rt/s) | x floor | stream C=10, 16 KiB (MB/s) | x floor | full handshakes C=50 (/s) | x floor | resumed handshakes C=50 (/s) | x floor |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= nt; i++) {
+        s = T[i]
+        printf "| %s |", label(s)
+        for (j = 1; j <= 4; j++)
+            printf " %s | %s |", cell(s, W[j], K[j], "%.0f"), tcell(s, W[j], K[j])
+        printf "\n"
+    }
+    print ""
+    print "### TLS server CPU per operation"
+    print ""
+    print "µs of server CPU per round trip, per 16 KiB message echoed, per handshake"
+    print "(lower is better); servers interleaved in slices as above."
+    print ""
+    print "| server | ping-pong C=100 | x floor | stream | x floor | full handshake | x floor | resumed handshake | x floor |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= nt; i++) {
+        s = T[i]
+        printf "| %s |", label(s)
+        for (j = 1; j <= 4; j++)
+            printf " %s | %s |", cell(s, W[j], "server_cpu_us_per_op", "%.2f"),
+                tcell(s, W[j], "server_cpu_us_per_op")
+        printf "\n"
+    }
+    print ""
+    print "### TLS latency, idle memory, resumption"
+    print ""
+    print "Latency: median over the repetitions of each run's p50 / p99, µs. Idle:"
+    print "server VmRSS growth per idle established TLS connection, bytes, one server"
+    print "at a time. Resumed: share of the handshakes of the resumed run that did"
+    print "resume (below 100%, that column measured full handshakes too)."
+    print ""
+    print "| server | ping-pong C=100 p50 / p99 | idle bytes/conn | x floor | resumed |"
+    print "|---|---|---|---|---|"
+    for (i = 1; i <= nt; i++) {
+        s = T[i]
+        l1 = stat(s, "tls_pp100", "p50_us"); l1b = stat(s, "tls_pp100", "p99_us")
+        x = frac(s, "tls_hs_resumed", "resumed", "ops")
+        printf "| %s | %s | %s | %s | %s |\n", label(s),
+            l1 == "" ? "–" : sprintf("%.0f / %.0f", l1, l1b),
+            cell(s, "tls_idle", "bytes_per_conn", "%.0f"), tcell(s, "tls_idle", "bytes_per_conn"),
+            x == "" ? "–" : sprintf("%.0f%%", 100 * x)
+    }
+    print ""
+    tls_targets(W)
+}
+
+# The TLS issue's targets for libem; "not measured" whenever a server they
+# need did not run, never "holds".
+function tls_targets(W,    have, j, x, ok, txt, wname, m, e) {
+    wname["tls_pp100"] = "ping-pong C=100"; wname["tls_stream"] = "stream"
+    wname["tls_hs"] = "full handshake"; wname["tls_hs_resumed"] = "resumed handshake"
+    for (j = 1; j <= nt; j++) have[T[j]] = 1
+    print "### libem against the TLS targets"
+    print ""
+    if (!("tls-libem" in have)) {
+        print "- Not measured: libem's TLS server did not run (see \"Servers skipped\")."
+        return
+    }
+    ok = 1; txt = ""
+    for (j = 1; j <= 4; j++) {
+        x = ratio_to("tls-libem", "tls-openssl", W[j], "server_cpu_us_per_op")
+        if (x == "" || x > 1.10) ok = 0
+        txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[W[j]], x == "" ? "–" : sprintf("%.2f", x))
+    }
+    print "- Server CPU per operation at most 1.10 x the OpenSSL + raw epoll server on every TLS workload: " yesno(ok) " (" txt ")."
+    x = frac("tls-libem", "tls_hs_resumed", "resumed", "ops")
+    if (x != "" && x < 0.99)
+        print "  (libem resumed " sprintf("%.0f%%", 100 * x) " of the handshakes of the resumed run.)"
+    if (!("tls-libevent" in have)) {
+        print "- Server CPU per operation below libevent's on every TLS workload: not measured (libevent's TLS server did not run)."
+        print "- Idle memory per TLS connection below libevent's: not measured (libevent's TLS server did not run)."
+        return
+    }
+    ok = 1; txt = ""
+    for (j = 1; j <= 4; j++) {
+        x = ratio_to("tls-libem", "tls-libevent", W[j], "server_cpu_us_per_op")
+        if (x == "" || x >= 1) ok = 0
+        txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[W[j]], x == "" ? "–" : sprintf("%.2f", x))
+    }
+    print "- Server CPU per operation below libevent's on every TLS workload: " yesno(ok) " (libem's CPU divided by libevent's in the same repetition, median: " txt ")."
+    m = stat("tls-libem", "tls_idle", "bytes_per_conn"); e = stat("tls-libevent", "tls_idle", "bytes_per_conn")
+    if (m == "" || e == "")
+        print "- Idle memory per TLS connection below libevent's: **misses** (not measured: a run failed)."
+    else
+        print "- Idle memory per TLS connection below libevent's: " yesno(m < e) sprintf(" (libem %.0f B, libevent %.0f B).", m, e)
 }

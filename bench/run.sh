@@ -13,6 +13,13 @@
 # in turns of 1000. The idle memory (workload "idle": VmRSS growth with N
 # connections held) takes one server at a time. Then it counts the system
 # calls per echoed message of each server and runs the timer benchmark.
+# The TLS echo servers (tls-*) get the TLS workloads the same way, all of
+# them started together for each: ping-pong C=100 and stream over
+# established TLS connections, full and resumed handshakes per second, with
+# the OpenSSL + raw epoll server (tls-openssl) as their reference; then the
+# idle memory per TLS connection, one server at a time. They share one
+# P-256 certificate made with the openssl command in the temporary
+# directory for the run.
 # Servers run on the last CPU and the load generator on the first when
 # taskset exists and there are 2 CPUs or more. Prints a table at the end and
 # writes it to bench/results/LATEST.md.
@@ -23,6 +30,8 @@
 #   BENCH_SECONDS=T      seconds of load per server in each ping-pong, stream
 #                        and connect run (default 2; 0.5 when quick)
 #   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em
+#                        tls-openssl tls-libem tls-libevent (epoll is required
+#                        with any of the first six, tls-openssl with any TLS one)
 #   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
 #   BENCH_OUT=FILE       where to write the table (bench/results/LATEST.md)
 #   BENCH_BUILD=DIR      build directory (default build, made by `make all`;
@@ -36,13 +45,15 @@ if [[ "$quick" == 1 ]]; then
     secs=${BENCH_SECONDS:-0.5}
     sys_secs=1
     timer_reps=1
+    tls_idle_n=2000
 else
     reps=${BENCH_REPS:-5}
     secs=${BENCH_SECONDS:-2}
     sys_secs=2
     timer_reps=3
+    tls_idle_n=5000
 fi
-all_servers="epoll libem libuv libevent libev em"
+all_servers="epoll libem libuv libevent libev em tls-openssl tls-libem tls-libevent"
 want_servers=${BENCH_SERVERS:-$all_servers}
 out_md=${BENCH_OUT:-bench/results/LATEST.md}
 build_dir=${BENCH_BUILD:-build}
@@ -78,6 +89,7 @@ install_deps() {
         return 0
     }
     local p missing=()
+    # libevent-dev has libevent_openssl too (the TLS libevent server).
     for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace; do
         dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
     done
@@ -120,23 +132,57 @@ have_eventmachine() {
     command -v ruby >/dev/null 2>&1 && ruby -e 'require "eventmachine"' >/dev/null 2>&1
 }
 
-servers=()
+# The certificate and key of the TLS servers, made for this run: a P-256
+# key (its signature is cheap, so a handshake's cost is more the server's
+# own than the certificate's).
+cert="$tmp/cert.pem"
+key="$tmp/key.pem"
+make_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$key" -out "$cert" -days 2 -subj /CN=localhost >"$tmp/cert.log" 2>&1
+}
+
+# echo_NAME, with the dash of tls-NAME as an underscore.
+server_bin() { echo "$bin/echo_${1//-/_}"; }
+
+servers=()  # the plain ones
+tservers=() # the TLS ones
 skipped=()
+tls_ok=""
 for s in $want_servers; do
+    if [[ "$s" == tls-* && -z "$tls_ok" ]]; then
+        if make_cert; then tls_ok=1; else tls_ok=0; fi
+    fi
     if [[ "$s" == em ]]; then
         if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
-    elif [[ -x "$bin/echo_$s" ]]; then
-        servers+=("$s")
+    elif [[ "$s" == tls-* && "$tls_ok" == 0 ]]; then
+        skipped+=("$s (the openssl command could not make a certificate)")
+    elif [[ ! -x "$(server_bin "$s")" ]]; then
+        case $s in
+        tls-libem) skipped+=("$s (not built: no em_start_tls in include/em.h yet, or no OpenSSL)") ;;
+        tls-*) skipped+=("$s (not built: OpenSSL or libevent_openssl missing)") ;;
+        *) skipped+=("$s (not built: library missing)") ;;
+        esac
+    elif [[ "$s" == tls-* ]]; then
+        tservers+=("$s")
     else
-        skipped+=("$s (not built: library missing)")
+        servers+=("$s")
     fi
 done
 [[ -x "$bin/loadgen" ]] || {
     log "bench: $bin/loadgen was not built"
     exit 1
 }
-if [[ " ${servers[*]} " != *" epoll "* ]]; then
+if ((${#servers[@]})) && [[ " ${servers[*]} " != *" epoll "* ]]; then
     log "bench: the raw epoll server is the reference and must be in BENCH_SERVERS"
+    exit 1
+fi
+if ((${#tservers[@]})) && [[ " ${tservers[*]} " != *" tls-openssl "* ]]; then
+    log "bench: tls-openssl is the reference of the TLS servers and must run with them"
+    exit 1
+fi
+if ((${#servers[@]} + ${#tservers[@]} == 0)); then
+    log "bench: no server to run (skipped: ${skipped[*]:-none})"
     exit 1
 fi
 
@@ -149,13 +195,16 @@ if [[ "$nofile" != unlimited ]] && ((nofile < idle_n + 64)); then
     idle_n=$((nofile - 64))
     log "bench: descriptor limit $nofile: idle and setup use $idle_n connections"
 fi
+if [[ "$nofile" != unlimited ]] && ((nofile < tls_idle_n + 64)); then
+    tls_idle_n=$((nofile - 64))
+fi
 
-server_cmd() { # name
-    if [[ "$1" == em ]]; then
-        echo "ruby bench/servers/echo_em.rb"
-    else
-        echo "$bin/echo_$1"
-    fi
+server_cmd() { # name port
+    case $1 in
+    em) echo "ruby bench/servers/echo_em.rb $2" ;;
+    tls-*) echo "$(server_bin "$1") $2 $cert $key" ;;
+    *) echo "$(server_bin "$1") $2" ;;
+    esac
 }
 
 # Pinning: every server on the last CPU this script may use, the load
@@ -193,7 +242,7 @@ start_servers() {
         nstarts=$((nstarts + 1))
         out="$tmp/server.$nstarts"
         # shellcheck disable=SC2046
-        ${pin_server[@]+"${pin_server[@]}"} $(server_cmd "${srv_name[i]}") "$port" \
+        ${pin_server[@]+"${pin_server[@]}"} $(server_cmd "${srv_name[i]}" "$port") \
             >"$out.out" 2>"$out.err" &
         srv_pid[i]=$!
         srv_port[i]=$port
@@ -257,6 +306,11 @@ loadgen_args() { # workload
     connect) echo "connect --conns 50 --seconds $secs" ;;
     setup) echo "idle --conns $idle_n --chunk 1000" ;;
     idle) echo "idle --conns $idle_n --seconds 0.5" ;;
+    tls_pp100) echo "pingpong --conns 100 --size 64 --seconds $secs --tls" ;;
+    tls_stream) echo "stream --conns 10 --size 16384 --seconds $secs --tls" ;;
+    tls_hs) echo "connect --conns 50 --seconds $secs --tls" ;;
+    tls_hs_resumed) echo "connect --conns 50 --seconds $secs --tls --resume" ;;
+    tls_idle) echo "idle --conns $tls_idle_n --seconds 0.5 --tls" ;;
     esac
 }
 
@@ -266,11 +320,12 @@ field() { # line key
 
 summary() { # workload line
     case $1 in
-    pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
-    stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
+    pp* | tls_pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
+    stream | tls_stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
     connect) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn, errors $(field "$2" errors)" ;;
     setup) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
-    idle) echo "$(field "$2" bytes_per_conn) B/conn" ;;
+    tls_hs*) echo "$(field "$2" ops_per_s) hs/s, cpu $(field "$2" server_cpu_us_per_op) us/hs, errors $(field "$2" errors), resumed $(field "$2" resumed)" ;;
+    idle | tls_idle) echo "$(field "$2" bytes_per_conn) B/conn" ;;
     esac
 }
 
@@ -304,41 +359,43 @@ run_timed() {
         line=${line#* } # and "port=P"
         if [[ -z "$line" || " $line " == *" failed=1 "* ]]; then
             why=$(grep "^loadgen: target $k " "$tmp/loadgen.err" | tail -n 1)
-            log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") FAILED ${why:-$(tail -n 1 "$tmp/loadgen.err")}"
+            log "  rep $rep $(printf '%-14s %-12s' "$w" "$s") FAILED ${why:-$(tail -n 1 "$tmp/loadgen.err")}"
             echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
             continue
         fi
         echo "rep=$rep server=$s workload=$w $line" >>"$raw"
-        log "  rep $rep $(printf '%-7s %-8s' "$w" "$s") $(summary "$w" "$line")"
+        log "  rep $rep $(printf '%-14s %-12s' "$w" "$s") $(summary "$w" "$line")"
     done
 }
 
-# run_idle REP NAME: one server started, loaded with idle connections, stopped
-# (for the memory; the CPU per connection set up comes from workload setup).
+# run_idle REP NAME [WORKLOAD]: one server started, loaded with idle
+# connections (workload idle, or tls_idle), stopped (for the memory; the CPU
+# per connection set up comes from workload setup).
 run_idle() {
-    local rep=$1 s=$2 line rc
+    local rep=$1 s=$2 w=${3:-idle} line rc
     start_servers "$s"
     if [[ -z "${srv_port[0]}" ]]; then
-        echo "rep=$rep server=$s workload=idle failed=1" >>"$raw"
+        echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
         return
     fi
     # shellcheck disable=SC2046
-    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" $(loadgen_args idle) \
+    line=$(${pin_load[@]+"${pin_load[@]}"} "$bin/loadgen" $(loadgen_args "$w") \
         --port "${srv_port[0]}" --pid "${srv_pid[0]}" 2>"$tmp/loadgen.err")
     rc=$?
     stop_servers
     if ((rc != 0)) || [[ -z "$line" ]]; then
-        log "  rep $rep idle    $(printf '%-8s' "$s") FAILED $(tail -n 1 "$tmp/loadgen.err")"
-        echo "rep=$rep server=$s workload=idle failed=1" >>"$raw"
+        log "  rep $rep $(printf '%-14s %-12s' "$w" "$s") FAILED $(tail -n 1 "$tmp/loadgen.err")"
+        echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
         return
     fi
-    echo "rep=$rep server=$s workload=idle $line" >>"$raw"
-    log "  rep $rep idle    $(printf '%-8s' "$s") $(summary idle "$line")"
+    echo "rep=$rep server=$s workload=$w $line" >>"$raw"
+    log "  rep $rep $(printf '%-14s %-12s' "$w" "$s") $(summary "$w" "$line")"
 }
 
 nserv=${#servers[@]}
-log "bench: servers: ${servers[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
-log "bench: $reps repetition(s), ${secs}s of load per server and workload, idle N=$idle_n"
+ntserv=${#tservers[@]}
+log "bench: servers: ${servers[*]} ${tservers[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
+log "bench: $reps repetition(s), ${secs}s of load per server and workload, idle N=$idle_n, TLS idle N=$tls_idle_n"
 if ((${#pin_server[@]})); then
     log "bench: servers pinned with '${pin_server[*]}', the load generator with '${pin_load[*]}'"
 else
@@ -349,11 +406,25 @@ for ((rep = 1; rep <= reps; rep++)); do
     for ((k = 0; k < nserv; k++)); do
         order+=("${servers[$(((k + rep - 1) % nserv))]}")
     done
-    for w in pp1 pp100 stream connect setup; do
-        run_timed "$rep" "$w" "${order[@]}"
+    torder=()
+    for ((k = 0; k < ntserv; k++)); do
+        torder+=("${tservers[$(((k + rep - 1) % ntserv))]}")
     done
-    for s in "${order[@]}"; do
+    if ((nserv)); then
+        for w in pp1 pp100 stream connect setup; do
+            run_timed "$rep" "$w" "${order[@]}"
+        done
+    fi
+    if ((ntserv)); then
+        for w in tls_pp100 tls_stream tls_hs tls_hs_resumed; do
+            run_timed "$rep" "$w" "${torder[@]}"
+        done
+    fi
+    for s in ${order[@]+"${order[@]}"}; do
         run_idle "$rep" "$s"
+    done
+    for s in ${torder[@]+"${torder[@]}"}; do
+        run_idle "$rep" "$s" tls_idle
     done
 done
 
@@ -425,9 +496,11 @@ count_syscalls() { # server tool pp1|connect
     fi
 }
 
-if ((have_perf || have_strace)); then
+if ((nserv == 0)); then
+    : # only TLS servers: their system calls are not counted
+elif ((have_perf || have_strace)); then
     log "bench: system calls per echoed message (ping-pong C=1) and per connection (connect C=50), ${sys_secs}s each"
-    for s in "${servers[@]}"; do
+    for s in ${servers[@]+"${servers[@]}"}; do
         for of in pp1 connect; do
             ((have_perf)) && { count_syscalls "$s" perf "$of" || log "  $s: perf count failed"; }
             ((have_strace)) && { count_syscalls "$s" strace "$of" || log "  $s: strace count failed"; }
@@ -441,8 +514,8 @@ else
 fi
 
 # ------------------------------------------------------------ timers
-log "bench: timers (1,000,000 added, half cancelled, half fired)"
-for ((rep = 1; rep <= timer_reps; rep++)); do
+((nserv)) && log "bench: timers (1,000,000 added, half cancelled, half fired)"
+for ((rep = 1; nserv && rep <= timer_reps; rep++)); do
     for lib in libem libuv; do
         line=$("$bin/timers" "$lib" 2>"$tmp/timers.err")
         if [[ $? -eq 0 && -n "$line" ]]; then
@@ -474,9 +547,9 @@ cmdline="make bench"
     echo "each ping-pong, stream and connect run (all servers in one run, in slices;"
     echo "idle set-up CPU likewise, in chunks of 1000 connections),"
     if ((${#pin_server[@]})); then
-        echo "idle N=$idle_n. Pinned: servers \`${pin_server[*]}\`, load generator \`${pin_load[*]}\`."
+        echo "idle N=$idle_n, TLS idle N=$tls_idle_n. Pinned: servers \`${pin_server[*]}\`, load generator \`${pin_load[*]}\`."
     else
-        echo "idle N=$idle_n. Nothing pinned."
+        echo "idle N=$idle_n, TLS idle N=$tls_idle_n. Nothing pinned."
     fi
     echo "Servers skipped: ${skipped[*]:-none}."
     echo
@@ -487,11 +560,14 @@ cmdline="make bench"
     echo "- Kernel: $(uname -sr)"
     echo "- Compiler: $("${cc_path:-cc}" --version 2>/dev/null | head -n 1) (-O2 -g)"
     echo "- libuv $(pkgver libuv1-dev), libevent $(pkgver libevent-dev), libev $(pkgver libev-dev)"
+    if ((ntserv)); then
+        echo "- $(openssl version 2>/dev/null | cut -d' ' -f1-2) (TLS servers and load generator); certificate: self-signed, ECDSA P-256"
+    fi
     if command -v ruby >/dev/null 2>&1; then
         echo "- $(ruby -v | cut -d' ' -f1-2), eventmachine $(pkgver ruby-eventmachine)"
     fi
     echo
-    awk -v servers="${servers[*]}" -f bench/report.awk "$raw"
+    awk -v servers="${servers[*]} ${tservers[*]}" -f bench/report.awk "$raw"
 } >"$tmp/LATEST.md"
 cp "$tmp/LATEST.md" "$out_md"
 cp "$raw" "${out_md%.md}.raw.txt"

@@ -2,8 +2,11 @@
 # Sanity test of the benchmark echo servers, run by scripts/run-tests.sh:
 # each server is started, one 64-byte echo and one 1 MiB echo (which goes
 # through the partial-write path) are checked byte for byte, and the server
-# is stopped. A server whose library is not installed (not built, or no Ruby
-# EventMachine) is reported as skipped, neither passed nor failed.
+# is stopped. The TLS servers (echo_tls_*) get the same two echoes over TLS
+# (loadgen check --tls), with a certificate made here by the openssl
+# command. A server whose library is not installed (not built, or no Ruby
+# EventMachine; for echo_tls_libem, no em_start_tls yet) is reported as
+# skipped, neither passed nor failed.
 #
 #   bench/sanity.sh [BUILD_DIR]     (default: build)
 #
@@ -30,11 +33,16 @@ if [[ ! -x "$bin/loadgen" ]]; then
     exit 1
 fi
 
+# What check adds after the port on the server's command line, and to
+# loadgen check's (set for the TLS servers).
+after_port=()
+check_flags=()
+
 check() { # name command...
     local name=$1 port i ok=0
     shift
     port=$("$bin/loadgen" freeport)
-    "$@" "$port" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    "$@" "$port" ${after_port[@]+"${after_port[@]}"} >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pid=$!
     for ((i = 0; i < 200; i++)); do
         grep -q "^ready .*port=$port\b" "$tmp/$name.out" 2>/dev/null && {
@@ -47,8 +55,10 @@ check() { # name command...
     local why=""
     if ((!ok)); then
         why="did not start: $(tail -n 2 "$tmp/$name.err" | tr '\n' ' ')"
-    elif ! "$bin/loadgen" check --port "$port" --size 64 >/dev/null 2>"$tmp/check.err" ||
-        ! "$bin/loadgen" check --port "$port" --size 1048576 >/dev/null 2>>"$tmp/check.err"; then
+    elif ! "$bin/loadgen" check ${check_flags[@]+"${check_flags[@]}"} --port "$port" --size 64 \
+        >/dev/null 2>"$tmp/check.err" ||
+        ! "$bin/loadgen" check ${check_flags[@]+"${check_flags[@]}"} --port "$port" --size 1048576 \
+            >/dev/null 2>>"$tmp/check.err"; then
         why=$(tr '\n' ' ' <"$tmp/check.err")
     elif ! kill -0 "$pid" 2>/dev/null; then
         why="exited during the echo: $(tail -n 2 "$tmp/$name.err" | tr '\n' ' ')"
@@ -87,6 +97,30 @@ else
     echo "SKIP echo_em: ruby or the eventmachine gem not installed"
     skip=$((skip + 1))
 fi
+
+# TLS: one certificate for all, as in bench/run.sh.
+tls_servers="openssl libevent libem"
+if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 2 -subj /CN=localhost >/dev/null 2>&1; then
+    for name in $tls_servers; do
+        echo "SKIP echo_tls_$name: the openssl command could not make a certificate"
+        skip=$((skip + 1))
+    done
+    tls_servers=""
+fi
+after_port=("$tmp/cert.pem" "$tmp/key.pem")
+check_flags=(--tls)
+for name in $tls_servers; do
+    if [[ -x "$bin/echo_tls_$name" ]]; then
+        check "tls_$name" "$bin/echo_tls_$name"
+    elif [[ "$name" == libem ]]; then
+        echo "SKIP echo_tls_libem: not built (no em_start_tls in include/em.h yet, or no OpenSSL)"
+        skip=$((skip + 1))
+    else
+        echo "SKIP echo_tls_$name: not built (OpenSSL or libevent_openssl not installed)"
+        skip=$((skip + 1))
+    fi
+done
 
 echo "$skip skipped"
 echo "$pass passed, $fail failed"

@@ -4,7 +4,9 @@
 # EM_SKIP_DEPS=1 skips the check.
 set -euo pipefail
 
-packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace)
+# openssl: the command that makes the TLS tests' and benchmarks' certificates;
+# gnutls-bin: gnutls-cli and gnutls-serv, a TLS peer that is not OpenSSL.
+packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin)
 
 if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
     exit 0
