@@ -37,6 +37,7 @@ typedef struct em_tls {
     bool read_wants_write;
     bool write_wants_read;
     bool kick_queued;    /* a tick will deliver what OpenSSL holds */
+    bool reading;        /* inside tls_read */
     bool in_verify;      /* inside ssl_verify_peer: preverify is valid */
     bool preverify;
     bool rejected;       /* ssl_verify_peer said no */

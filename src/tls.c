@@ -271,9 +271,12 @@ static void after_read_error(em_conn *c, em_tls *t, int err)
  * socket once, a record or more with read-ahead, and again only to finish
  * a record) and delivers them in one receive_data; again while it holds
  * more and the connection still wants them. */
-static void tls_read(em_conn *c, em_tls *t)
+static void read_records(em_conn *c, em_tls *t)
 {
-    if (!handshake(c, t))
+    bool was_done = t->handshake_done;
+    /* a handshake just completed has read all the socket had, unless
+     * OpenSSL holds more: reading again would only find EAGAIN */
+    if (!handshake(c, t) || (!was_done && !SSL_has_pending(t->ssl)))
         return;
     char *buf = c->r->read_buf;
     for (;;) {
@@ -302,6 +305,13 @@ static void tls_read(em_conn *c, em_tls *t)
     }
 }
 
+static void tls_read(em_conn *c, em_tls *t)
+{
+    t->reading = true;
+    read_records(c, t);
+    t->reading = false;
+}
+
 /* Bytes OpenSSL holds are not the socket's: no poller reports them. When
  * reading is wanted again, a tick delivers them. */
 static void kick(em_reactor *r, void *arg)
@@ -311,14 +321,15 @@ static void kick(em_reactor *r, void *arg)
     if (!t)
         return;
     t->kick_queued = false;
-    if (reading_wanted(c))
+    if (reading_wanted(c) && SSL_has_pending(t->ssl))
         tls_read(c, t);
 }
 
+/* Not while tls_read runs: it goes on while OpenSSL holds bytes. */
 static void tls_read_wanted(em_conn *c)
 {
     em_tls *t = em__tls(c);
-    if (t->kick_queued || !t->handshake_done || !SSL_has_pending(t->ssl))
+    if (t->kick_queued || t->reading || !t->handshake_done || !SSL_has_pending(t->ssl))
         return;
     if (em_next_tick(c->r, kick, (void *)(uintptr_t)c->sig) == 0)
         t->kick_queued = true;
