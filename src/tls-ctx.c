@@ -205,14 +205,14 @@ static int passphrase(char *buf, int size, int rwflag, void *arg)
     return (int)n;
 }
 
-static int use_chain_pem(SSL_CTX *ctx, const char *pem)
+static int use_chain_pem(SSL_CTX *ctx, const char *pem, const char *pass)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
-    X509 *leaf = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+    X509 *leaf = b ? PEM_read_bio_X509_AUX(b, NULL, passphrase, (void *)pass) : NULL;
     int ok = leaf && SSL_CTX_use_certificate(ctx, leaf);
     X509_free(leaf);
     X509 *ca;
-    while (ok && (ca = PEM_read_bio_X509(b, NULL, NULL, NULL)))
+    while (ok && (ca = PEM_read_bio_X509(b, NULL, passphrase, (void *)pass)))
         if (!SSL_CTX_add0_chain_cert(ctx, ca)) {
             X509_free(ca);
             ok = 0;
@@ -243,15 +243,20 @@ static int load_identity(SSL_CTX *ctx, const em_tls_opts *o, bool server, char *
         return failed(why, -EINVAL, "a certificate needs its private key, and a key its certificate");
     if (!cert)
         return server ? failed(why, -EINVAL, "a TLS server needs a certificate and its key") : 0;
-    int ok = o->cert_chain_file ? SSL_CTX_use_certificate_chain_file(ctx, o->cert_chain_file)
-                                : use_chain_pem(ctx, o->cert_chain_pem);
-    if (!ok)
-        return failed(why, -EM_ETLS, "cannot load the certificate chain");
-    SSL_CTX_set_default_passwd_cb(ctx, passphrase);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)o->private_key_pass);
-    ok = o->private_key_file ? SSL_CTX_use_PrivateKey_file(ctx, o->private_key_file, SSL_FILETYPE_PEM)
-                             : use_key_pem(ctx, o->private_key_pem, o->private_key_pass);
+    int ok = o->cert_chain_file ? SSL_CTX_use_certificate_chain_file(ctx, o->cert_chain_file)
+                                : use_chain_pem(ctx, o->cert_chain_pem, o->private_key_pass);
+    if (ok)
+        ok = o->private_key_file
+                 ? SSL_CTX_use_PrivateKey_file(ctx, o->private_key_file, SSL_FILETYPE_PEM)
+                 : use_key_pem(ctx, o->private_key_pem, o->private_key_pass);
+    else
+        ok = -1;
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL); /* the caller's string */
+    if (ok < 0)
+        return failed(why, -EM_ETLS, "cannot load the certificate chain");
+    if (!ok && ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+        return failed(why, -EM_ETLS, "the private key does not match the certificate");
     if (!ok)
         return failed(why, -EM_ETLS, "cannot load the private key (missing, bad PEM or wrong passphrase)");
     if (!SSL_CTX_check_private_key(ctx))
@@ -265,8 +270,21 @@ static int load_dhparam(SSL_CTX *ctx, const char *path, char **why)
         SSL_CTX_set_dh_auto(ctx, 1);
         return 0;
     }
+    /* PEM_read_bio_Parameters takes no passphrase callback: an encrypted
+     * block would make OpenSSL prompt on the terminal. */
     BIO *b = BIO_new_file(path, "r");
-    EVP_PKEY *dh = b ? PEM_read_bio_Parameters(b, NULL) : NULL;
+    unsigned char *der = NULL;
+    long len = 0;
+    char *name = NULL, *header = NULL;
+    EVP_PKEY *dh = NULL;
+    if (b && PEM_read_bio(b, &name, &header, &der, &len) && !strstr(header, "ENCRYPTED")) {
+        const unsigned char *p = der;
+        int type = strcmp(name, PEM_STRING_DHXPARAMS) == 0 ? EVP_PKEY_DHX : EVP_PKEY_DH;
+        dh = d2i_KeyParams(type, NULL, &p, len);
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
     BIO_free(b);
     if (!dh || !SSL_CTX_set0_tmp_dh_pkey(ctx, dh)) {
         EVP_PKEY_free(dh);
@@ -294,6 +312,24 @@ static void load_system_store(SSL_CTX *ctx)
     ERR_clear_error(); /* a system without a bundle or directory trusts nothing */
 }
 
+/* The names a server sends in its certificate request: the subjects of
+ * the anchors ca_file loaded (read from the store, not by parsing the file
+ * again with a call that could prompt for a passphrase). */
+static void name_client_cas(SSL_CTX *ctx)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    for (int i = 0; names && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        X509_NAME *name = ca ? X509_NAME_dup(X509_get_subject_name(ca)) : NULL;
+        if (name && !sk_X509_NAME_push(names, name))
+            X509_NAME_free(name);
+    }
+    if (names)
+        SSL_CTX_set_client_CA_list(ctx, names);
+    ERR_clear_error();
+}
+
 /* A client always verifies (insecure only lets it accept anyway), a server
  * only with verify_peer: a server that verifies nothing loads no anchors. */
 static int set_verify(SSL_CTX *ctx, const em_tls_opts *o, bool server, char **why)
@@ -309,10 +345,8 @@ static int set_verify(SSL_CTX *ctx, const em_tls_opts *o, bool server, char **wh
     } else if (o->verify_peer) {
         mode = SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE |
                (o->fail_if_no_peer_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
-        STACK_OF(X509_NAME) *names = o->ca_file ? SSL_load_client_CA_file(o->ca_file) : NULL;
-        if (names)
-            SSL_CTX_set_client_CA_list(ctx, names);
-        ERR_clear_error();
+        if (o->ca_file)
+            name_client_cas(ctx);
     }
     SSL_CTX_set_verify(ctx, mode, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, em__tls_verify_chain, NULL);
@@ -351,6 +385,8 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
 {
     em_conn *c = em__tls_conn_of(ssl);
     em_tls *t = em__tls(c);
+    if (t->no_resume)
+        return 0;
     char key[512];
     size_t len = em__tls_session_key(c, key, sizeof key);
     em_tls_ctx *x = t->ctx;
@@ -371,11 +407,36 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
     return 1; /* the reference is ours */
 }
 
+/* A server connection whose client certificate is decided by
+ * ssl_verify_peer never resumes: a session would skip the handler. */
+static SSL_TICKET_RETURN ticket_decrypted(SSL *ssl, SSL_SESSION *session,
+                                          const unsigned char *key_name, size_t key_name_len,
+                                          SSL_TICKET_STATUS status, void *arg)
+{
+    EM_UNUSED(session);
+    EM_UNUSED(key_name);
+    EM_UNUSED(key_name_len);
+    EM_UNUSED(arg);
+    bool refuse = em__tls(em__tls_conn_of(ssl))->no_resume;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+        return refuse ? SSL_TICKET_RETURN_IGNORE : SSL_TICKET_RETURN_USE;
+    case SSL_TICKET_SUCCESS_RENEW:
+        return refuse ? SSL_TICKET_RETURN_IGNORE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_FATAL_ERR_MALLOC:
+    case SSL_TICKET_FATAL_ERR_OTHER:
+        return SSL_TICKET_RETURN_ABORT;
+    default: /* none, empty, or not ours */
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    }
+}
+
 /* ------------------------------------------------------------ building */
 
 static int configure(em_tls_ctx *x, const em_tls_opts *o, bool server, char **why)
 {
     SSL_CTX *ctx = x->ssl_ctx;
+    SSL_CTX_set_default_passwd_cb(ctx, passphrase); /* before any PEM is read */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* An idle connection holds no record buffers; a write may be retried
      * from where the bytes have moved to (a borrowed buffer copied); the
@@ -400,6 +461,9 @@ static int configure(em_tls_ctx *x, const em_tls_opts *o, bool server, char **wh
     if (server) {
         static const unsigned char sid[] = "libem";
         SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
+        /* resumption by ticket only, each one passed by ticket_decrypted */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_decrypted, NULL);
     } else {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(ctx, session_new);

@@ -41,6 +41,9 @@ typedef struct em_tls {
     bool in_verify;      /* inside ssl_verify_peer: preverify is valid */
     bool preverify;
     bool rejected;       /* ssl_verify_peer said no */
+    /* a session could skip what decided this connection's peer (the
+     * handler, or a fault let through): none is kept, used or issued */
+    bool no_resume;
 } em_tls;
 
 /* Reactor-wide: the configurations in use or kept, and where small

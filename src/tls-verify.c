@@ -99,6 +99,7 @@ int em__tls_verify_chain(X509_STORE_CTX *store, void *arg)
     else
         accepted = !t->bad_depths || (t->insecure && !t->server);
     if (accepted) {
+        t->no_resume |= t->bad_depths != 0; /* a fault let through is not kept */
         X509_STORE_CTX_set_error(store, X509_V_OK);
         return 1;
     }

@@ -184,7 +184,7 @@ size_t em__tls_session_key(em_conn *c, char *buf, size_t cap)
 static void offer_session(em_conn *c, em_tls *t)
 {
     char key[512];
-    size_t len = em__tls_session_key(c, key, sizeof key);
+    size_t len = t->no_resume ? 0 : em__tls_session_key(c, key, sizeof key);
     if (len)
         em__tls_session_offer(t->ctx, t->ssl, key, len);
     t->session_set = true;
@@ -535,6 +535,8 @@ static int make_ssl(em_conn *c, em_tls *t, const char *host)
     SSL_set_app_data(t->ssl, c);
     if (t->server) {
         SSL_set_accept_state(t->ssl);
+        if (t->no_resume)
+            SSL_set_num_tickets(t->ssl, 0);
         return 0;
     }
     SSL_set_connect_state(t->ssl);
@@ -566,6 +568,7 @@ static int start(em_conn *c, em_tls *t, const em_tls_opts *o)
 {
     t->server = c->flags & EM_CF_ACCEPTED;
     t->insecure = o->insecure;
+    t->no_resume = c->h->ssl_verify_peer && (!t->server || o->verify_peer);
     const char *host = t->server ? NULL : o->sni_hostname ? o->sni_hostname : c->cold->host;
     if (!t->server && !host && !o->insecure)
         return refuse(t, -EINVAL, "no host name to verify: give sni_hostname (or insecure)");
