@@ -1533,3 +1533,152 @@ TEST(tls_verify_getters_before_handshake)
     ASSERT_STREQ(p.cs.proto, "TLSv1.3");
     pair_free(&p);
 }
+
+/* ============================================ more configuration checks */
+
+/* Host names are compared without regard to case (RFC 6125). */
+TEST(tls_verify_hostname_case_insensitive)
+{
+    pair p;
+    pair_init(&p, "server.pem");
+    p.co.sni_hostname = "LocalHost";
+    pair_run(&p, "127.0.0.1", "127.0.0.1");
+    assert_ok(&p);
+    ASSERT(p.ss.sni_set);
+    ASSERT(strcasecmp(p.ss.sni, "localhost") == 0);
+    pair_free(&p);
+}
+
+/* A chain file (leaf, then the CA) is served whole. */
+TEST(tls_verify_chain_file)
+{
+    pair p;
+    pair_init(&p, "chain.pem");
+    p.ch = &rec_verify_handler;
+    p.cli.on_verify = v_preverify;
+    pair_run(&p, "127.0.0.1", "localhost");
+    assert_ok(&p);
+    ASSERT_EQ(p.cs.nv, 2);
+    ASSERT(pem_is_file_cert(p.cs.vpem[0], "ca.pem"));
+    ASSERT(pem_is_file_cert(p.cs.vpem[1], "server.pem"));
+    ASSERT(pem_is_file_cert(p.cs.peer_cert, "server.pem"));
+    pair_free(&p);
+}
+
+/* A valid dhparam_file is taken (the handshake itself uses ECDHE). */
+TEST(tls_verify_dhparam_file)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out '%s' "
+             ">/dev/null 2>&1",
+             tls_file("dh.pem"));
+    ASSERT_EQ(system(cmd), 0);
+    pair p;
+    pair_init(&p, "server.pem");
+    p.so.dhparam_file = tls_file("dh.pem");
+    p.so.max_version = EM_TLS_1_2;
+    pair_run(&p, "127.0.0.1", "localhost");
+    assert_ok(&p);
+    pair_free(&p);
+}
+
+/* ALPN names of 255 bytes, the most the wire format holds, are accepted
+ * and agreed on. */
+TEST(tls_verify_alpn_longest_name)
+{
+    char name[256];
+    memset(name, 'x', 255);
+    name[255] = '\0';
+    char list[300];
+    snprintf(list, sizeof list, "h2,%s", name);
+    pair p;
+    pair_init(&p, "server.pem");
+    p.co.alpn = list;
+    p.so.alpn = name;
+    pair_run(&p, "127.0.0.1", "localhost");
+    assert_ok(&p);
+    ASSERT_STREQ(p.cs.alpn, name);
+    ASSERT_STREQ(p.ss.alpn, name);
+    pair_free(&p);
+}
+
+/* "a certificate or key file changed on disk makes a new one": a server
+ * whose certificate file is renewed serves the new one to the next
+ * connection, whether the file is replaced (rename) or rewritten. */
+static void copy_file(const char *from, const char *to, bool by_rename)
+{
+    char *text = tls_read_file(tls_file(from));
+    ASSERT_NOT_NULL(text);
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", to);
+    FILE *f = fopen(by_rename ? tmp : to, "w");
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(fwrite(text, 1, strlen(text), f), strlen(text));
+    ASSERT_EQ(fclose(f), 0);
+    if (by_rename)
+        ASSERT_EQ(rename(tmp, to), 0);
+    free(text);
+}
+
+static bool conv_done(void *arg)
+{
+    rec **v = arg;
+    return v[0]->unbinds && v[1]->pool_used && v[1]->pool[v[1]->pool_used - 1].unbinds;
+}
+
+/* A client conversation with s (server rec srv) with handler h; waits for
+ * both ends; no outcome asserted. */
+static void conv_try(em_reactor *r, em_server *s, rec *srv, const em_tls_opts *co,
+                     const em_handler *h, conv *v)
+{
+    v->cli.tls = co;
+    v->cli.store = true;
+    v->cli.ctx = &v->cs;
+    v->cli.on_handshake = cli_handshake;
+    v->cli.on_data = cli_data;
+    int used = srv->pool_used;
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", em_server_port(s), h, &v->cli));
+    rec *pr[2] = {&v->cli, srv};
+    ASSERT(run_until_pred(r, conv_done, pr, 10));
+    ASSERT_EQ(srv->pool_used, used + 1);
+}
+
+TEST(tls_verify_renewed_certificate_file)
+{
+    for (int by_rename = 0; by_rename <= 1; by_rename++) {
+        char path[300];
+        snprintf(path, sizeof path, "%s", tls_file(by_rename ? "renew-a.pem" : "renew-b.pem"));
+        copy_file("server.pem", path, by_rename);
+        em_reactor *r = new_reactor();
+        em_tls_opts so = {.cert_chain_file = path, .private_key_file = tls_file("server.key")};
+        em_tls_opts co = tls_client_opts();
+        co.insecure = true;
+        side ss = {0};
+        rec srv = {.tls = &so, .store = true, .ctx = &ss, .on_handshake = srv_handshake};
+        rec_pool_new(&srv, 2);
+        em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+        ASSERT_NOT_NULL(s);
+        conv v1 = {0}, v2 = {0};
+        conv_try(r, s, &srv, &co, &rec_handler, &v1);
+        ASSERT_EQ(v1.cli.reason, 0);
+        ASSERT(pem_is_file_cert(v1.cs.peer_cert, "server.pem"));
+        /* a different mtime even on a coarse clock */
+        usleep(20000);
+        copy_file("wronghost.pem", path, by_rename);
+        conv_try(r, s, &srv, &co, &rec_handler, &v2);
+        ASSERT_EQ(v2.cli.reason, 0);
+        if (!pem_is_file_cert(v2.cs.peer_cert, "wronghost.pem"))
+            FAIL("after the certificate file was %s, the server still serves the old one",
+                 by_rename ? "replaced" : "rewritten");
+        em_stop_server(s);
+        REACTOR_FREE_CHECKED(r);
+        rec_free(&v1.cli);
+        side_free(&v1.cs);
+        rec_free(&v2.cli);
+        side_free(&v2.cs);
+        rec_free(&srv);
+        side_free(&ss);
+    }
+}
+
