@@ -1682,3 +1682,124 @@ TEST(tls_verify_renewed_certificate_file)
     }
 }
 
+/* Session resumption must not let a connection skip the verification it
+ * asked for. Connections with equal options share one context and so one
+ * session cache, but the ssl_verify_peer handler is the connection's, not
+ * the options'. A session made under one policy, offered by a connection
+ * with another, resumes without any certificate being shown: no
+ * ssl_verify_peer call, no OpenSSL verdict.
+ *   (a) a pinning handler that refuses the server's leaf is bypassed when
+ *       an earlier connection without a handler left a session;
+ *   (b) a connection without a handler (default verification, which
+ *       refuses a self-signed server) gets in on a session an earlier
+ *       connection accepted through a permissive handler. */
+static void resumption_policy(bool permissive_first)
+{
+    em_reactor *r = new_reactor();
+    const char *cert = permissive_first ? "selfsigned.pem" : "server.pem";
+    em_tls_opts so = tls_server_opts(cert, NULL);
+    em_tls_opts co = tls_client_opts();
+    side ss = {0};
+    rec srv = {.tls = &so, .store = true, .ctx = &ss, .on_handshake = srv_handshake};
+    rec_pool_new(&srv, 2);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    char *leaf = tls_read_file(tls_file("server.pem"));
+    conv v1 = {0}, v2 = {0};
+    if (permissive_first) {
+        v1.cli.on_verify = v_accept_all;
+        conv_try(r, s, &srv, &co, &rec_verify_handler, &v1);
+        conv_try(r, s, &srv, &co, &rec_handler, &v2);
+    } else {
+        conv_try(r, s, &srv, &co, &rec_handler, &v1);
+        v2.cli.on_verify = v_refuse_pin;
+        v2.cs.pin = leaf;
+        conv_try(r, s, &srv, &co, &rec_verify_handler, &v2);
+    }
+    printf("  %s: first %s (reused %d), second %s (reused %d, ssl_verify_peer calls %d) \"%s\"\n",
+           permissive_first ? "permissive handler, then none (self-signed server)"
+                            : "no handler, then a pin refusing the leaf",
+           reason_name(v1.cli.reason), v1.cs.reused, reason_name(v2.cli.reason), v2.cs.reused,
+           v2.cli.verifies, v2.cli.tls_error);
+    fflush(stdout);
+    ASSERT_EQ(v1.cli.reason, 0);
+    ASSERT_EQ(v1.cli.handshakes, 1);
+    em_stop_server(s);
+    int reason2 = v2.cli.reason, hs2 = v2.cli.handshakes;
+    bool reused2 = v2.cs.reused;
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&v1.cli);
+    side_free(&v1.cs);
+    rec_free(&v2.cli);
+    side_free(&v2.cs);
+    rec_free(&srv);
+    side_free(&ss);
+    free(leaf);
+    if (reason2 != EM_ETLS)
+        FAIL("the second connection was accepted (reason %d, handshakes %d, session reused %d) "
+             "although its verification refuses this server",
+             reason2, hs2, reused2);
+}
+
+TEST(tls_verify_resumption_keeps_pinning) { resumption_policy(false); }
+
+TEST(tls_verify_resumption_keeps_default_verification) { resumption_policy(true); }
+
+/* The same on the server side. Servers with equal options share one
+ * context, hence one ticket key: a ticket issued by server A, whose
+ * handler accepted a client certificate from an untrusted CA, resumes on
+ * server B, whose handler follows OpenSSL's verdict and would refuse that
+ * certificate. (B takes A's port after A stopped, so that a libem client,
+ * which offers a session only to the address that issued it, offers it;
+ * any other TLS client could offer it to B on any port.) */
+TEST(tls_verify_resumption_keeps_server_policy)
+{
+    em_reactor *r = new_reactor();
+    em_tls_opts so = tls_server_opts("server.pem", NULL);
+    so.verify_peer = true;
+    so.fail_if_no_peer_cert = true;
+    so.ca_file = tls_file("ca.pem");
+    em_tls_opts co = tls_client_opts();
+    co.cert_chain_file = tls_file("client-other.pem");
+    co.private_key_file = tls_file("client.key");
+    side sa = {0}, sb = {0};
+    rec a = {.tls = &so, .store = true, .ctx = &sa, .on_handshake = srv_handshake,
+             .on_verify = v_accept_all};
+    rec b = {.tls = &so, .store = true, .ctx = &sb, .on_handshake = srv_handshake,
+             .on_verify = v_preverify};
+    rec_pool_new(&a, 1);
+    rec_pool_new(&b, 1);
+    em_server *sa_srv = em_start_server(r, "127.0.0.1", 0, &rec_verify_handler, &a);
+    ASSERT_NOT_NULL(sa_srv);
+    int port = em_server_port(sa_srv);
+    conv v1 = {0}, v2 = {0};
+    conv_try(r, sa_srv, &a, &co, &rec_handler, &v1);
+    ASSERT_EQ(v1.cli.reason, 0);
+    ASSERT_EQ(a.pool[0].reason, 0);
+    ASSERT_EQ(sa.nv, 1); /* A's handler saw the client's certificate (its CA is */
+    ASSERT(!sa.vpre[0]); /* unknown: a chain of one), refused by OpenSSL */
+    em_stop_server(sa_srv);
+    em_server *sb_srv = em_start_server(r, "127.0.0.1", port, &rec_verify_handler, &b);
+    ASSERT_NOT_NULL(sb_srv);
+    conv_try(r, sb_srv, &b, &co, &rec_handler, &v2);
+    rec *bs = &b.pool[0];
+    printf("  server B: %s (client reused %d, B's ssl_verify_peer calls %d) \"%s\"\n",
+           reason_name(bs->reason), v2.cs.reused, sb.nv, bs->tls_error);
+    fflush(stdout);
+    int reason = bs->reason, calls = sb.nv;
+    bool reused = v2.cs.reused;
+    em_stop_server(sb_srv);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&v1.cli);
+    side_free(&v1.cs);
+    rec_free(&v2.cli);
+    side_free(&v2.cs);
+    rec_free(&a);
+    rec_free(&b);
+    side_free(&sa);
+    side_free(&sb);
+    if (reason != EM_ETLS)
+        FAIL("server B accepted a client certificate its verification refuses (reason %d, "
+             "session reused %d, B's ssl_verify_peer calls %d)",
+             reason, reused, calls);
+}
