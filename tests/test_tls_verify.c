@@ -1026,11 +1026,13 @@ TEST(tls_verify_start_tls_refusals)
         FAIL("%d of %zu rows wrong; first: %s", bad, n, first_bad);
 }
 
-/* No passphrase for an encrypted key: refused, and OpenSSL's default
- * (prompting on the terminal) never runs. In a child without a controlling
- * terminal (setsid), stdin from /dev/null and stderr and stdout into a
- * file: a prompt would show there (or block on stdin and hit the alarm). */
-TEST(tls_verify_encrypted_key_without_passphrase_never_prompts)
+/* em_start_tls(c, o) on an attached client, in a child without a
+ * controlling terminal (setsid), stdin from /dev/null, stdout and stderr
+ * into a file: it must return want (1: 0 or -EM_ETLS) and print nothing.
+ * OpenSSL's default passphrase callback, if it ever ran, would write
+ * "Enter PEM pass phrase:" there (on a terminal it would wait for one,
+ * blocking the reactor; here the child's alarm would catch that). */
+static void start_tls_without_terminal(const char *what, const em_tls_opts *o, int want)
 {
     char out[256];
     snprintf(out, sizeof out, "%s/prompt.out", tls_dir);
@@ -1048,53 +1050,105 @@ TEST(tls_verify_encrypted_key_without_passphrase_never_prompts)
         dup2(in, 0);
         dup2(fd, 1);
         dup2(fd, 2);
-        char *cert = tls_read_file(tls_file("server.pem"));
-        char *key = tls_read_file(tls_file("server-enc.key"));
-        em_tls_opts from_file = {.cert_chain_file = tls_file("server.pem"),
-                                 .private_key_file = tls_file("server-enc.key"),
-                                 .sni_hostname = "localhost"};
-        em_tls_opts from_mem = {.cert_chain_pem = cert, .private_key_pem = key,
-                                .sni_hostname = "localhost"};
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
             _exit(4);
         em_reactor *r = em_reactor_new(NULL);
         rec x = {0};
-        em_conn *c = em_attach(r, sv[0], &rec_handler, &x);
+        em_conn *c = r ? em_attach(r, sv[0], &rec_handler, &x) : NULL;
         if (!c)
             _exit(5);
-        int rc1 = em_start_tls(c, &from_file);
-        const char *why1 = em_tls_error_string(c);
-        int ok1 = rc1 == -EM_ETLS && why1 && why1[0];
-        int rc2 = em_start_tls(c, &from_mem);
-        const char *why2 = em_tls_error_string(c);
-        int ok2 = rc2 == -EM_ETLS && why2 && why2[0];
+        int rc = em_start_tls(c, o);
+        const char *why = em_tls_error_string(c);
+        bool ok = want == 1 ? rc == 0 || rc == -EM_ETLS : rc == want;
+        if (rc && !(why && why[0]))
+            ok = false;
+        if (!ok)
+            dprintf(fd, "[rc %d \"%s\"]", rc, why ? why : "(null)");
         em_close_connection(c, false);
         for (int i = 0; i < 50 && !x.unbinds; i++)
             em_run_once(r, 0.01);
         em_reactor_free(r);
         close(sv[0]);
         close(sv[1]);
-        free(cert);
-        free(key);
-        if (!ok1 || !ok2) {
-            dprintf(fd, "rc %d \"%s\", rc %d \"%s\"\n", rc1, why1 ? why1 : "(null)", rc2,
-                    why2 ? why2 : "(null)");
-            _exit(6);
-        }
-        _exit(x.unbinds == 1 ? 0 : 7);
+        _exit(!ok ? 6 : x.unbinds == 1 ? 0 : 7);
     }
     int st = 0;
     ASSERT_EQ(waitpid(pid, &st, 0), pid);
     char *text = tls_read_file(out);
     if (WIFSIGNALED(st))
-        FAIL("the child was killed by signal %d (a prompt waiting?); output \"%s\"",
-             WTERMSIG(st), text ? text : "");
+        FAIL("%s: the child was killed by signal %d (waiting for a passphrase?); output \"%s\"",
+             what, WTERMSIG(st), text ? text : "");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        FAIL("the child exited %d; output \"%s\"", WEXITSTATUS(st), text ? text : "");
+        FAIL("%s: the child exited %d; output \"%s\"", what, WEXITSTATUS(st), text ? text : "");
     if (text && text[0])
-        FAIL("something was written to the terminal's streams: \"%s\"", text);
+        FAIL("%s: something was written to the terminal's streams: \"%s\"", what, text);
     free(text);
+}
+
+/* No passphrase for an encrypted key: refused, and OpenSSL's default
+ * (prompting on the terminal) never runs. */
+TEST(tls_verify_encrypted_key_without_passphrase_never_prompts)
+{
+    char *cert = tls_read_file(tls_file("server.pem"));
+    char *key = tls_read_file(tls_file("server-enc.key"));
+    ASSERT(cert && key);
+    em_tls_opts from_file = {.cert_chain_file = tls_file("server.pem"),
+                             .private_key_file = tls_file("server-enc.key"),
+                             .sni_hostname = "localhost"};
+    em_tls_opts from_mem = {.cert_chain_pem = cert, .private_key_pem = key,
+                            .sni_hostname = "localhost"};
+    start_tls_without_terminal("key file", &from_file, -EM_ETLS);
+    start_tls_without_terminal("key in memory", &from_mem, -EM_ETLS);
+    /* the right passphrase: no prompt either */
+    from_file.private_key_pass = "secret";
+    start_tls_without_terminal("key file with its passphrase", &from_file, 0);
+    free(cert);
+    free(key);
+}
+
+/* The same for an encrypted certificate block (legacy PEM encryption,
+ * "Proc-Type: 4,ENCRYPTED", which OpenSSL accepts on any PEM type): libem
+ * must not let OpenSSL prompt for it either, with or without
+ * private_key_pass. */
+TEST(tls_verify_encrypted_certificate_never_prompts)
+{
+    char *pem = tls_read_file(tls_file("server.pem"));
+    ASSERT_NOT_NULL(pem);
+    X509 *x = x509_of_pem(pem);
+    ASSERT_NOT_NULL(x);
+    BIO *b = BIO_new(BIO_s_mem());
+    ASSERT_NOT_NULL(b);
+    ASSERT(PEM_ASN1_write_bio((i2d_of_void *)i2d_X509, PEM_STRING_X509, b, x,
+                              EVP_aes_256_cbc(), (unsigned char *)"secret", 6, NULL, NULL));
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    ASSERT_GT(n, 0);
+    char *enc = strndup(data, (size_t)n);
+    BIO_free(b);
+    X509_free(x);
+    ASSERT_CONTAINS(enc, "ENCRYPTED");
+    char path[300];
+    snprintf(path, sizeof path, "%s", tls_file("enc-cert.pem"));
+    FILE *f = fopen(path, "w");
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(fputs(enc, f) >= 0, 1);
+    ASSERT_EQ(fclose(f), 0);
+    em_tls_opts from_file = {.cert_chain_file = path,
+                             .private_key_file = tls_file("server.key"),
+                             .sni_hostname = "localhost"};
+    em_tls_opts from_mem = {.cert_chain_pem = enc,
+                            .private_key_file = NULL,
+                            .sni_hostname = "localhost"};
+    char *key = tls_read_file(tls_file("server.key"));
+    from_mem.private_key_pem = key;
+    start_tls_without_terminal("encrypted certificate file", &from_file, -EM_ETLS);
+    start_tls_without_terminal("encrypted certificate in memory", &from_mem, -EM_ETLS);
+    from_file.private_key_pass = "secret";
+    start_tls_without_terminal("encrypted certificate file, private_key_pass given", &from_file, 1);
+    free(key);
+    free(enc);
+    free(pem);
 }
 
 /* em_start_tls twice: the second is refused with -EISCONN (with options or
