@@ -255,7 +255,8 @@ static int load_identity(SSL_CTX *ctx, const em_tls_opts *o, bool server, char *
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL); /* the caller's string */
     if (ok < 0)
         return failed(why, -EM_ETLS, "cannot load the certificate chain");
-    if (!ok && ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+    unsigned long e = ERR_peek_last_error();
+    if (!ok && ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
         return failed(why, -EM_ETLS, "the private key does not match the certificate");
     if (!ok)
         return failed(why, -EM_ETLS, "cannot load the private key (missing, bad PEM or wrong passphrase)");
