@@ -244,7 +244,9 @@ typedef struct em_handler {
      * or the failed call's errno. */
     void (*unbind)(em_conn *c, int reason);
     /* TLS (em_start_tls): the handshake completed and the peer was
-     * accepted. Data sent before it was queued; it is written now. */
+     * accepted. Data sent before it was queued; it is written now. With
+     * TLS 1.3 a client hears that the server refused its certificate only
+     * after this: it then unbinds with EM_ETLS. */
     void (*ssl_handshake_completed)(em_conn *c);
     /* TLS: once for each certificate of the chain being verified, root
      * first, leaf last, as PEM (valid during the call); false rejects the
