@@ -83,14 +83,19 @@ void em__conn_layer_free(em_conn *c)
     c->flags &= ~(uint32_t)EM_CF_LAYER;
 }
 
+static void cold_free(em_conn *c)
+{
+    em__proxy_free(c);
+    em__conn_layer_free(c);
+    em__free(c->cold->host);
+    em__free(c->cold);
+}
+
 static void conn_free(em_conn *c)
 {
     c->r->conn_count--;
-    em__proxy_free(c);
-    em__conn_layer_free(c);
     if (c->cold)
-        em__free(c->cold->host);
-    em__free(c->cold);
+        cold_free(c);
     em__free(c);
 }
 
@@ -121,10 +126,12 @@ static unsigned wanted_interest(const em_conn *c)
 void em__conn_update_interest(em_conn *c)
 {
     unsigned want = wanted_interest(c);
-    if ((c->flags & EM_CF_LAYER) && (want & EM_EV_READ))
-        em__layer(c)->ops->read_wanted(c);
     if (want == c->io.interest && (want != 0) == c->io.registered)
         return;
+    /* reading wanted again (a resume, a hold released) changes the
+     * interest: a layer may hold bytes no poller reports */
+    if ((c->flags & EM_CF_LAYER) && (want & EM_EV_READ))
+        em__layer(c)->ops->read_wanted(c);
     if (!want) {
         em__io_unwatch(c->r, &c->io);
         return;
@@ -293,7 +300,7 @@ void em__conn_finish(em_conn *c)
 
 /* ----------------------------------------------------------------- read */
 
-void em__conn_on_eof(em_conn *c)
+static void on_eof(em_conn *c)
 {
     c->flags |= EM_CF_EOF;
     if (em__conn_pending(c) && !(c->flags & EM_CF_PAUSED)) {
@@ -308,6 +315,20 @@ void em__conn_on_eof(em_conn *c)
     }
 }
 
+void em__conn_on_eof(em_conn *c) { on_eof(c); }
+
+/* Inline in the plain read path, which is hot; the TLS layer calls it
+ * through em__conn_deliver. */
+static inline void deliver(em_conn *c, size_t n)
+{
+    if (c->flags & EM_CF_PROXY)
+        em__proxy_deliver(c, n);
+    else
+        em__conn_receive(c, c->r->read_buf, n);
+}
+
+void em__conn_deliver(em_conn *c, size_t n) { deliver(c, n); }
+
 /* One read per readiness event, as raw epoll servers do: polling is
  * level-triggered, so what is left is reported again on the next turn, and
  * a second read after a full buffer would mostly find nothing (EAGAIN). */
@@ -321,9 +342,9 @@ static void do_read(em_conn *c)
     if (n > 0) {
         count(c, &c->in_lo, (size_t)n, false);
         c->last_activity = r->now;
-        em__conn_deliver(c, (size_t)n);
+        deliver(c, (size_t)n);
     } else if (n == 0) {
-        em__conn_on_eof(c);
+        on_eof(c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
         em__conn_fail(c, errno);
     }
@@ -619,14 +640,6 @@ void em__conn_receive(em_conn *c, const char *data, size_t n)
     }
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
-}
-
-void em__conn_deliver(em_conn *c, size_t n)
-{
-    if (c->flags & EM_CF_PROXY)
-        em__proxy_deliver(c, n);
-    else
-        em__conn_receive(c, c->r->read_buf, n);
 }
 
 static bool over_limit(const em_conn *c, size_t len)
