@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "tls_fixture.h"
 
+#include <linux/sock_diag.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -1158,6 +1159,62 @@ TEST_TIMEOUT(tls_close_after_writing_big_queue_client_to_server, 40);
 TEST(tls_close_after_writing_big_queue_client_to_server)
 {
     close_after_writing_big_queue(false);
+}
+
+/* close_connection_after_writing with nothing queued while the kernel's
+ * send buffer is full (the peer is paused): libem has written every byte,
+ * but the close_notify still has to wait for room. A unix socket charges
+ * what waits in the peer's receive queue to the sender (sk_wmem_alloc) and
+ * refuses a send with EAGAIN once that reaches SO_SNDBUF, so the state is
+ * exact: every byte written, the next send refused. */
+static void wmem(em_conn *c, unsigned *alloc, unsigned *sndbuf)
+{
+    unsigned mi[SK_MEMINFO_VARS];
+    socklen_t len = sizeof mi;
+    ASSERT_EQ(em_get_sock_opt(c, SOL_SOCKET, SO_MEMINFO, mi, &len), 0);
+    *alloc = mi[SK_MEMINFO_WMEM_ALLOC];
+    *sndbuf = mi[SK_MEMINFO_SNDBUF];
+}
+
+TEST(tls_close_after_writing_empty_queue_full_socket)
+{
+    tpair p = {0};
+    p.srv = (rec){.tag = 1, .check_pattern = true, .on_data = no_data_while_paused};
+    p.cli = (rec){.tag = 2};
+    tpair_start(&p, true);
+    rec *s = srv0(&p);
+    ASSERT_EQ(em_pause(s->conn), 0);
+    int small = 4096;
+    ASSERT_EQ(em_set_sock_opt(p.cli.conn, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    /* one small record a turn until the socket takes no more */
+    char buf[100];
+    uint64_t sent = 0;
+    unsigned alloc = 0, sndbuf = 1;
+    double deadline = now_mono() + 5;
+    while (now_mono() < deadline) {
+        ASSERT_EQ(em_get_outbound_data_size(p.cli.conn), 0);
+        wmem(p.cli.conn, &alloc, &sndbuf);
+        if (alloc >= sndbuf)
+            break;
+        fill_pattern(buf, sent, sizeof buf);
+        ASSERT_EQ(em_send_data(p.cli.conn, buf, sizeof buf), 0);
+        sent += sizeof buf;
+        ASSERT_GE(em_run_once(p.r, 0), 0);
+    }
+    ASSERT_GE(alloc, sndbuf);
+    ASSERT_EQ(em_get_outbound_data_size(p.cli.conn), 0); /* all written */
+    ASSERT_EQ(em_close_connection_after_writing(p.cli.conn), 0);
+    run_for(p.r, 0.05);
+    ASSERT_EQ(em_resume(s->conn), 0);
+    ASSERT(run_until(p.r, &s->unbinds, 5));
+    ASSERT_EQ(s->bytes_in, sent);
+    if (s->reason != 0)
+        FAIL("the server got all %llu bytes, then unbind(%d: %s): the client's "
+             "close_notify was not sent (%s); the client unbound with %d",
+             (unsigned long long)sent, s->reason, em_strerror(s->reason), s->tls_error,
+             p.cli.reason);
+    tpair_finish(&p);
+    tpair_free(&p);
 }
 
 /* em_close_write on TLS: close_notify after the client's last byte; the
