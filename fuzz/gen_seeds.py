@@ -7,7 +7,8 @@ files; inputs found by `make fuzz` sit next to them under their hash names.
 
 gen_seeds.py --tls DIR writes the seeds of fuzz_tls into DIR instead: TLS
 flights captured from OpenSSL (Python's ssl module on memory BIOs, and
-`openssl s_client` on a socket), each behind fuzz_tls.c's two bytes of mode.
+`openssl s_client` on a socket), each behind fuzz_tls.c's two bytes of mode,
+and schedules of operations for its session kind.
 They hold random values, so they are made at run time (fuzz/run.sh), never
 committed. Needs the openssl command (for the certificates).
 """
@@ -92,9 +93,40 @@ def variants():
 
 # ------------------------------------------------------------- fuzz_tls
 
-# fuzz_tls.c's mode byte and knobs byte
-T_POLL, T_SHUT_WR, T_QUEUE, T_CLOSE_AFTER, T_VERIFY, T_CLIENT = 1, 8, 16, 32, 64, 128
-T_PAUSE, T_VERIFY_YES = 64, 128
+# fuzz_tls.c's mode byte (kinds in bits 6-7) and knobs byte
+T_POLL, T_SHUT_WR, T_QUEUE, T_CLOSE_AFTER = 1, 8, 16, 32
+T_VERIFY, T_CLIENT, T_SESSION = 1 << 6, 2 << 6, 3 << 6
+T_INSECURE, T_PAUSE, T_VERIFY_YES = 32, 64, 128
+# the session kind's operations: (op, byte) pairs
+S_APP, S_FLUSH, S_TURNS, S_PAUSE, S_RAW, S_NOTIFY, S_LOCAL, S_STOP = range(8)
+
+
+def app(n):  # 1-128 bytes, or 512 * (b - 127)
+    return [S_APP, n - 1] if n <= 128 else [S_APP, 127 + n // 512]
+
+
+def session_seeds(seed):
+    big = app(16384) + app(37376)
+    seed("session-echo-notify", T_SESSION | T_SHUT_WR, 0,
+         app(100) + [S_FLUSH, 0, S_TURNS, 1] + big + [S_FLUSH, 0, S_NOTIFY, 0])
+    seed("session-truncated", T_SESSION | T_SHUT_WR, 0, big + [S_FLUSH, 0, S_TURNS, 3])
+    seed("session-cut-records", T_SESSION | T_SHUT_WR | T_POLL, 0,
+         app(37376) + [S_FLUSH, 1, S_TURNS, 0, S_FLUSH, 200, S_TURNS, 1, S_FLUSH, 3,
+                       S_TURNS, 0] * 3 + [S_NOTIFY, 0])
+    seed("session-pauses", T_SESSION | T_SHUT_WR, T_PAUSE,
+         [S_PAUSE, 1] + big + [S_FLUSH, 0, S_TURNS, 2, S_PAUSE, 0, S_TURNS, 0, S_PAUSE, 1]
+         + app(2000) + [S_FLUSH, 0, S_PAUSE, 0, S_NOTIFY, 0])
+    seed("session-garbage", T_SESSION | T_SHUT_WR, 0,
+         app(500) + [S_FLUSH, 0, S_RAW, 7] + list(b"\x17\x03\x03\x00\x03abc") + [S_TURNS, 2])
+    seed("session-local", T_SESSION | T_SHUT_WR, 0,
+         [S_LOCAL, 0x40, S_LOCAL, 0xfc] + app(300) + [S_FLUSH, 0, S_TURNS, 2, S_LOCAL, 2]
+         + app(300) + [S_NOTIFY, 0])
+    seed("session-local-close-after", T_SESSION, 0,
+         [S_LOCAL, 0xfc, S_LOCAL, 1] + app(4000) + [S_FLUSH, 0, S_TURNS, 3])
+    seed("session-queued-close-after", T_SESSION | T_QUEUE | T_CLOSE_AFTER | T_POLL, 0,
+         [S_TURNS, 3])
+    seed("session-stop-then-close", T_SESSION, 0,
+         big + [S_STOP, 1, S_TURNS, 3, S_LOCAL, 0x80])
 
 
 def t_pieces(n):
@@ -233,7 +265,7 @@ def tls_variants(tmp):
     seed("hello-tls13-no-sni-no-alpn", 0, 0,
          sent_by(handshake(client_ctx(alpn=False), server_ctx(srv), sni=None)[0], "c", 1))
     seed("hello-tls13-4-pieces-shut", t_pieces(4) | T_SHUT_WR, 0x15, hello13)
-    seed("hello-tls12-2-pieces-queued", t_pieces(2) | T_QUEUE | T_CLOSE_AFTER, 0x2a, hello12)
+    seed("hello-tls12-2-pieces-queued", t_pieces(2) | T_QUEUE | T_CLOSE_AFTER, 0x0a, hello12)
     seed("hello-tls13-paused", T_POLL, T_PAUSE, hello13)
     seed("flights-tls13", t_pieces(2), 0, sent_by(f13, "c"))
     seed("flights-tls12", t_pieces(3) | T_SHUT_WR, 7, sent_by(f12, "c"))
@@ -257,11 +289,12 @@ def tls_variants(tmp):
     # Certificate are plaintext: the certificate reaches ssl_verify_peer)
     fl12, fl13 = sent_by(f12, "s", 1), sent_by(f13, "s", 1)
     seed("server-flight-tls12", T_CLIENT, 0, fl12)
-    seed("server-flight-tls12-insecure", T_CLIENT | T_VERIFY, 0, fl12)
+    seed("server-flight-tls12-insecure", T_CLIENT, T_INSECURE, fl12)
     seed("server-flight-tls12-yes", T_CLIENT | T_POLL, T_VERIFY_YES, fl12)
-    seed("server-flight-tls12-3-pieces", T_CLIENT | t_pieces(3) | T_SHUT_WR, 0x33, fl12)
+    seed("server-flight-tls12-3-pieces", T_CLIENT | t_pieces(3) | T_SHUT_WR, 0x13, fl12)
     seed("server-flight-tls13", T_CLIENT, 0, fl13)
     seed("server-flight-tls12-queued", T_CLIENT | T_QUEUE | T_CLOSE_AFTER, 0, fl12)
+    session_seeds(lambda name, mode, knobs, ops: seed(name, mode, knobs, bytes(ops)))
     return out
 
 
