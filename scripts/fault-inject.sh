@@ -14,6 +14,17 @@
 # not survive an error. write is left alone: stdio (the harness's "ok" lines)
 # does not retry it; libem writes only its wake-up eventfd with write.
 #
+# TLS cases (test_tls_stream): the runner makes the test certificates with
+# the openssl command before the first case; there strace lets go of every
+# process at its execve (-b execve), so nothing is injected into sh or
+# openssl. In a
+# case, OpenSSL reads its configuration, the CA file, the system CA bundle
+# (a server context) and the key and certificate with stdio, which does not
+# retry EINTR: its reads count 70 or so, then the sockets' begin. So read
+# faults start at the 200th read there (the TLS records then, not the
+# handshake); send faults start at the first call as elsewhere (handshake
+# included: OpenSSL writes the socket through libem's BIO with send()).
+#
 # One line per run: PASS/FAIL, the build, the backend, the injection, the
 # executable and case filter, the cases run and how many calls strace
 # failed (a run in which nothing was injected fails: the filter is stale).
@@ -24,6 +35,10 @@
 #                         reads too much at start-up for these counters)
 #   BACKENDS="epoll poll" values of EM_BACKEND
 #   FAULT_TIMEOUT=120     seconds per run
+#   FAULT_CASES=pattern   only the cases whose "executable filter" contains it
+#                         (e.g. FAULT_CASES=test_tls_stream)
+#   FAULT_INJECTIONS=pat  only the injections whose name contains it
+#                         (e.g. FAULT_INJECTIONS=read=)
 # Logs: BUILD/test-logs/faults/BACKEND-INJECTION-EXE-FILTER.{out,err,strace}
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -84,6 +99,21 @@ proxy_cases=(
 proxy_read_cases=(
     "test_proxy proxy_forwards_without_receive_data"
 )
+# TLS (test_tls_stream): echo, half-close and proxying through libem's TLS
+# client and server, reads from the 200th on (see above).
+tls_read_cases=(
+    "test_tls_stream tls_echo_64mib"
+    "test_tls_stream tls_echo_close_write_half_close"
+    "test_tls_stream tls_proxy_tls_to_tls"
+)
+# TLS writes: records a send at a time, the handshake's too; tiny send
+# buffers and close-after-writing make them wait.
+tls_send_cases=(
+    "test_tls_stream tls_echo_64mib"
+    "test_tls_stream tls_tiny_sndbuf"
+    "test_tls_stream tls_close_after_writing_big_queue"
+    "test_tls_stream tls_proxy_"
+)
 # em_run: the loop itself must survive the poller's errors.
 run_cases=(
     "test_reactor run_and_stop_from_timer"
@@ -99,8 +129,10 @@ run_cases=(
 injections=(
     "read=EINTR|epoll poll|read|read:error=EINTR:when=4+2|read_cases proxy_read_cases"
     "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|read_cases proxy_read_cases"
-    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases"
-    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases"
+    "tls-read=EINTR|epoll poll|read|read:error=EINTR:when=200+2|tls_read_cases"
+    "tls-read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=200+2|tls_read_cases"
+    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases"
+    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
     "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
@@ -132,6 +164,7 @@ for backend in $backends; do
     for inj in "${injections[@]}"; do
         IFS='|' read -r name only traced spec lists <<<"$inj"
         [[ " $only " == *" $backend "* ]] || continue
+        [[ -z ${FAULT_INJECTIONS:-} || $name == *"$FAULT_INJECTIONS"* ]] || continue
         cases=()
         for list in $lists; do
             declare -n ref=$list
@@ -139,6 +172,7 @@ for backend in $backends; do
             unset -n ref
         done
         for c in "${cases[@]}"; do
+            [[ -z ${FAULT_CASES:-} || $c == *"$FAULT_CASES"* ]] || continue
             read -r exe filter <<<"$c"
             if [[ ! -x "$build/tests/$exe" ]]; then
                 echo "FAIL fault      $backend $name $exe:$filter -- no $build/tests/$exe"
@@ -146,9 +180,13 @@ for backend in $backends; do
                 continue
             fi
             base="$logdir/$backend-$name-$exe-$filter"
+            # the TLS fixture runs the openssl command: let go of it (strace
+            # then does without --seccomp-bpf, which -b excludes)
+            trace_opts=(--seccomp-bpf)
+            [[ $exe == test_tls* ]] && trace_opts=(-b execve)
             start=$SECONDS
             EM_BACKEND=$backend timeout --kill-after=10 "$limit" \
-                strace -f -qq --seccomp-bpf -o "$base.strace" \
+                strace -f -qq "${trace_opts[@]}" -o "$base.strace" \
                 -e trace="$traced" -e inject="$spec" \
                 "$build/tests/$exe" "$filter" </dev/null >"$base.out" 2>"$base.err"
             rc=$?

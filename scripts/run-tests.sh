@@ -135,8 +135,9 @@ if selected scale_short && [[ " $builds " == *" build "* && -x build/stress/scal
     done
 fi
 
-# The short form of `make fuzz`: FUZZ_SHORT_SECONDS (20) of fuzz/run.sh on
-# fuzz/corpus, nothing merged into it (needs clang, which make deps installs).
+# The short form of `make fuzz`: FUZZ_SHORT_SECONDS (20) of fuzz/run.sh for
+# each target (fuzz_reactor on fuzz/corpus, fuzz_tls on its generated seeds),
+# nothing merged into fuzz/corpus (needs clang, which make deps installs).
 if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >/dev/null; then
     runs=$((runs + 1))
     mkdir -p build/test-logs
