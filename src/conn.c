@@ -718,8 +718,10 @@ int em_close_connection(em_conn *c, bool after_writing)
         return -EINVAL;
     if (!em__conn_usable(c))
         return 0;
-    if (after_writing && em__conn_pending(c)) {
+    /* a layer may have its own last words to write (close_notify) */
+    if (after_writing && (em__conn_pending(c) || (c->flags & EM_CF_LAYER))) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
+        em__conn_mark_dirty(c);
         return 0;
     }
     em__conn_fail(c, 0);

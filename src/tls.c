@@ -214,10 +214,10 @@ static bool handshake_completed(em_conn *c, em_tls *t)
         em__conn_mark_dirty(c);
     if (c->h->ssl_handshake_completed)
         c->h->ssl_handshake_completed(c);
-    return c->state == EM_CS_OPEN;
+    return c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED);
 }
 
-/* true: the handshake is complete and the connection open. */
+/* true: the handshake is complete, the connection open and not paused. */
 static bool handshake(em_conn *c, em_tls *t)
 {
     if (t->handshake_done)
@@ -276,7 +276,7 @@ static void read_records(em_conn *c, em_tls *t)
     bool was_done = t->handshake_done;
     /* a handshake just completed has read all the socket had, unless
      * OpenSSL holds more: reading again would only find EAGAIN */
-    if (!handshake(c, t) || (!was_done && !SSL_has_pending(t->ssl)))
+    if (!handshake(c, t) || !reading_wanted(c) || (!was_done && !SSL_has_pending(t->ssl)))
         return;
     char *buf = c->r->read_buf;
     for (;;) {
@@ -325,10 +325,13 @@ static void kick(em_reactor *r, void *arg)
         tls_read(c, t);
 }
 
-/* Not while tls_read runs: it goes on while OpenSSL holds bytes. */
+/* Not while tls_read runs: it goes on while OpenSSL holds bytes. A client
+ * paused before its handshake began sends its ClientHello now. */
 static void tls_read_wanted(em_conn *c)
 {
     em_tls *t = em__tls(c);
+    if (!t->handshake_done && !t->server)
+        em__conn_mark_dirty(c);
     if (t->kick_queued || t->reading || !t->handshake_done || !SSL_has_pending(t->ssl))
         return;
     if (em_next_tick(c->r, kick, (void *)(uintptr_t)c->sig) == 0)
