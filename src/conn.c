@@ -74,19 +74,35 @@ static inline void count(em_conn *c, uint32_t *lo, size_t n, bool out)
 void em__count_in(em_conn *c, size_t n) { count(c, &c->in_lo, n, false); }
 void em__count_out(em_conn *c, size_t n) { count(c, &c->out_lo, n, true); }
 
+static void layer_free(em_conn *c, em_layer **slot)
+{
+    if (*slot)
+        (*slot)->ops->free(*slot, c->r);
+    *slot = NULL;
+}
+
 void em__conn_layer_free(em_conn *c)
 {
+    if (c->cold)
+        layer_free(c, &c->cold->layer);
+    c->flags &= ~(uint32_t)(EM_CF_LAYER | EM_CF_LAYER_HELD);
+}
+
+void em__conn_layer_retire(em_conn *c)
+{
     if (c->cold && c->cold->layer) {
-        c->cold->layer->ops->free(c);
+        layer_free(c, &c->cold->retired);
+        c->cold->retired = c->cold->layer;
         c->cold->layer = NULL;
     }
-    c->flags &= ~(uint32_t)EM_CF_LAYER;
+    c->flags &= ~(uint32_t)(EM_CF_LAYER | EM_CF_LAYER_HELD);
 }
 
 static void cold_free(em_conn *c)
 {
     em__proxy_free(c);
     em__conn_layer_free(c);
+    layer_free(c, &c->cold->retired);
     em__free(c->cold->host);
     em__free(c->cold);
 }
@@ -114,7 +130,7 @@ static unsigned wanted_interest(const em_conn *c)
     if (c->flags & EM_CF_WATCH)
         return em__watch_interest(c);
     unsigned want = 0;
-    if (!(c->flags & (EM_CF_EOF | EM_CF_PROXY_HELD)))
+    if (!(c->flags & (EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER_HELD)))
         want |= EM_EV_READ;
     if (c->flags & EM_CF_WRITE_WAITED)
         want |= EM_EV_WRITE;
@@ -290,8 +306,11 @@ void em__conn_finish(em_conn *c)
         c->h->unbind(c, c->reason);
     if (source && source->h->proxy_target_unbound && em__conn_usable(source) && !r->forked)
         source->h->proxy_target_unbound(source);
-    if (c->state != EM_CS_UNBINDING)
-        return; /* em_reconnect revived it */
+    if (c->state != EM_CS_UNBINDING) { /* em_reconnect revived it */
+        if (c->cold)
+            layer_free(c, &c->cold->retired);
+        return;
+    }
     drop_output(c);
     free_ext(c);
     cancel_timers(c);
@@ -367,7 +386,7 @@ void em__conn_on_event(em_conn *c, unsigned events)
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
-        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)))
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER_HELD)))
         do_read(c);
     if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
         (c->flags & EM_CF_WRITE_WAITED))
@@ -718,8 +737,10 @@ int em_close_connection(em_conn *c, bool after_writing)
         return -EINVAL;
     if (!em__conn_usable(c))
         return 0;
-    /* a layer may have its own last words to write (close_notify) */
-    if (after_writing && (em__conn_pending(c) || (c->flags & EM_CF_LAYER))) {
+    /* a layer may have its own last words to write (close_notify); a
+     * paused connection writes nothing, and closes now when nothing waits */
+    bool layer_words = (c->flags & (EM_CF_LAYER | EM_CF_PAUSED)) == EM_CF_LAYER;
+    if (after_writing && (em__conn_pending(c) || layer_words)) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
         em__conn_mark_dirty(c);
         return 0;

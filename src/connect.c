@@ -398,7 +398,7 @@ static int reconnect(em_conn *c, const char *host, int port)
         return -ENOMEM;
     }
     em_sig sig = c->sig;
-    em__conn_layer_free(c); /* TLS, if any, starts again with em_start_tls */
+    em__conn_layer_retire(c); /* TLS, if any, starts again with em_start_tls */
     c->flags &= EM_CF_OUT_LIMIT; /* a setting: kept */
     c->reason = 0;
     c->io.dead = false;
@@ -442,5 +442,7 @@ int em_set_pending_connect_timeout(em_conn *c, double s)
     c->cold->connect_timeout = s;
     if (c->state == EM_CS_RESOLVING || c->state == EM_CS_CONNECTING)
         arm_connect_timer(c);
+    if (c->flags & EM_CF_LAYER) /* its handshake is bound by it too */
+        em__layer(c)->ops->connect_timeout_changed(c);
     return 0;
 }

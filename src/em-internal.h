@@ -203,6 +203,8 @@ int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len);
 int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len);
 int em__outq_own(em_reactor *r, em_outq *q); /* copy borrowed bytes; -ENOMEM */
 int em__outq_iov(const em_outq *q, struct iovec *iov, int max);
+/* Copies the first bytes of the queue, up to max, into dst: how many. */
+size_t em__outq_copy(const em_outq *q, char *dst, size_t max);
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n);
 void em__outq_clear(em_reactor *r, em_outq *q);
 void em__chunk_cache_free(em_reactor *r);
@@ -242,6 +244,7 @@ enum em_conn_flag {
     EM_CF_OUT_LIMIT = 1u << 22,      /* em_send_data bounded by cold->out_limit */
     EM_CF_LAYER = 1u << 23,          /* bytes pass through cold->layer (TLS) */
     EM_CF_ACCEPTED = 1u << 24,       /* made by a server's accept */
+    EM_CF_LAYER_HELD = 1u << 25,     /* not read: its layer is not ready to */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -263,6 +266,7 @@ typedef struct em_cold {
     struct em_conn *proxy_from; /* as a proxy's target */
     char *host;             /* outbound TCP: the host given (TLS checks it) */
     em_layer *layer;        /* EM_CF_LAYER; or a refused em_start_tls's error */
+    em_layer *retired;      /* dropped by em_reconnect in unbind: freed after it */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -330,7 +334,8 @@ typedef struct em_layer_ops {
     void (*flush)(em_conn *c);
     void (*closing)(em_conn *c, int reason);
     void (*read_wanted)(em_conn *c);
-    void (*free)(em_conn *c);
+    void (*connect_timeout_changed)(em_conn *c);
+    void (*free)(em_layer *layer, em_reactor *r);
 } em_layer_ops;
 
 struct em_layer {
@@ -339,6 +344,9 @@ struct em_layer {
 
 static inline em_layer *em__layer(const em_conn *c) { return c->cold->layer; }
 void em__conn_layer_free(em_conn *c); /* and the layer pointer; idempotent */
+/* The layer leaves the connection (em_reconnect) but what it returned to
+ * the unbind running now stays valid until em__conn_finish frees it. */
+void em__conn_layer_retire(em_conn *c);
 void em__conn_sent(em_conn *c, size_t n); /* n queued bytes written */
 void em__conn_on_eof(em_conn *c);
 /* The queue is empty: the close_write or close that waited for it. */

@@ -196,6 +196,17 @@ int em__outq_iov(const em_outq *q, struct iovec *iov, int max)
     return n;
 }
 
+size_t em__outq_copy(const em_outq *q, char *dst, size_t max)
+{
+    size_t n = 0;
+    for (em_chunk *k = q->head; k && n < max; k = k->next) {
+        size_t take = k->tail - k->head < max - n ? k->tail - k->head : max - n;
+        memcpy(dst + n, k->base + k->head, take);
+        n += take;
+    }
+    return n;
+}
+
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n)
 {
     size_t left = q->head->q_bytes - n;

@@ -23,6 +23,7 @@ typedef struct em_tls {
     char *alpn;      /* the protocol agreed on, NUL-terminated */
     char *host;      /* client: the name or address checked */
     em_timer_id handshake_timer;
+    double started;      /* em_start_tls: the handshake's time counts from it */
     size_t plain_left;   /* bytes queued before em_start_tls: sent as they are */
     uint64_t bad_depths; /* verification: the depths OpenSSL found fault with */
     int verify_err;      /* the first of those faults, and its depth */

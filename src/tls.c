@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 static const em_layer_ops tls_ops;
+static void kick_if_holding(em_conn *c, em_tls *t);
 
 em_conn *em__tls_conn_of(SSL *ssl) { return SSL_get_app_data(ssl); }
 
@@ -214,6 +215,8 @@ static bool handshake_completed(em_conn *c, em_tls *t)
         em__conn_mark_dirty(c);
     if (c->h->ssl_handshake_completed)
         c->h->ssl_handshake_completed(c);
+    if (!t->reading) /* completed in a flush: records may have come with it */
+        kick_if_holding(c, t);
     return c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED);
 }
 
@@ -250,7 +253,8 @@ static void handshake_timed_out(em_reactor *r, void *arg)
 
 static bool reading_wanted(const em_conn *c)
 {
-    return c->state == EM_CS_OPEN && !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD));
+    return c->state == EM_CS_OPEN &&
+           !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER_HELD));
 }
 
 static void after_read_error(em_conn *c, em_tls *t, int err)
@@ -325,44 +329,47 @@ static void kick(em_reactor *r, void *arg)
         tls_read(c, t);
 }
 
-/* Not while tls_read runs: it goes on while OpenSSL holds bytes. A client
- * paused before its handshake began sends its ClientHello now. */
-static void tls_read_wanted(em_conn *c)
+/* Not while tls_read runs: it goes on while OpenSSL holds bytes. */
+static void kick_if_holding(em_conn *c, em_tls *t)
 {
-    em_tls *t = em__tls(c);
-    if (!t->handshake_done && !t->server)
-        em__conn_mark_dirty(c);
-    if (t->kick_queued || t->reading || !t->handshake_done || !SSL_has_pending(t->ssl))
+    if (t->kick_queued || t->reading || !t->handshake_done || !reading_wanted(c) ||
+        !SSL_has_pending(t->ssl))
         return;
     if (em_next_tick(c->r, kick, (void *)(uintptr_t)c->sig) == 0)
         t->kick_queued = true;
 }
 
+/* A client paused before its handshake began sends its ClientHello now. */
+static void tls_read_wanted(em_conn *c)
+{
+    em_tls *t = em__tls(c);
+    if (!t->handshake_done && !t->server)
+        em__conn_mark_dirty(c);
+    kick_if_holding(c, t);
+}
+
 /* --------------------------------------------------------------- write */
 
-/* The next bytes for one SSL_write, at most a record: the first chunk when
- * it is alone or large, else the first chunks gathered into the staging
- * buffer. A write OpenSSL could not finish is offered again from the
- * queue's head, at least as long as before: the queue only grows at its
- * tail, and what it holds is never less than one record's worth unless it
- * is all there is. */
+/* The next bytes for one SSL_write: always min(a record, the queue), from
+ * the first chunk when it holds them all, else gathered from as many
+ * chunks as it takes into the staging buffer. A write OpenSSL could not
+ * finish must be offered again with at least as many bytes: the queue's
+ * head keeps its bytes until they are written (copied, perhaps, into
+ * other chunks) and it only grows, so min(a record, the queue) never
+ * shrinks. */
 static size_t next_piece(em_conn *c, const void **out)
 {
-    struct iovec iov[16];
-    int cnt = em__outq_iov(&c->out, iov, 16);
-    if (cnt == 1 || iov[0].iov_len >= EM_TLS_RECORD) {
-        *out = iov[0].iov_base;
-        return iov[0].iov_len < EM_TLS_RECORD ? iov[0].iov_len : EM_TLS_RECORD;
+    size_t want = em__outq_bytes(&c->out);
+    if (want > EM_TLS_RECORD)
+        want = EM_TLS_RECORD;
+    struct iovec first;
+    em__outq_iov(&c->out, &first, 1);
+    if (first.iov_len >= want) {
+        *out = first.iov_base;
+        return want;
     }
-    char *staging = c->r->tls->staging;
-    size_t len = 0;
-    for (int i = 0; i < cnt && len < EM_TLS_RECORD; i++) {
-        size_t k = iov[i].iov_len < EM_TLS_RECORD - len ? iov[i].iov_len : EM_TLS_RECORD - len;
-        memcpy(staging + len, iov[i].iov_base, k);
-        len += k;
-    }
-    *out = staging;
-    return len;
+    *out = c->r->tls->staging;
+    return em__outq_copy(&c->out, c->r->tls->staging, want);
 }
 
 /* true: the queue is empty. */
@@ -400,9 +407,13 @@ static bool write_plain(em_conn *c, em_tls *t)
         em__conn_sent(c, (size_t)n);
         t->plain_left -= (size_t)n;
     }
-    if (t->plain_left)
+    if (t->plain_left) {
         wait_writable(c);
-    return !t->plain_left;
+        return false;
+    }
+    c->flags &= ~(uint32_t)EM_CF_LAYER_HELD; /* the handshake may read now */
+    em__conn_update_interest(c);
+    return c->state == EM_CS_OPEN;
 }
 
 static bool send_close_notify(em_conn *c, em_tls *t)
@@ -476,14 +487,22 @@ static void tls_closing(em_conn *c, int reason)
     ERR_clear_error();
 }
 
-static void tls_free(em_conn *c)
+static int arm_handshake_timer(em_conn *c, em_tls *t);
+
+static void tls_rearm(em_conn *c)
 {
-    em_tls *t = em__tls(c);
+    if (arm_handshake_timer(c, em__tls(c)) < 0)
+        em__conn_fail(c, ENOMEM);
+}
+
+static void tls_free(em_layer *layer, em_reactor *r)
+{
+    em_tls *t = (em_tls *)layer;
     if (t->handshake_timer)
-        em__timer_cancel(c->r, t->handshake_timer);
+        em__timer_cancel(r, t->handshake_timer);
     SSL_free(t->ssl);
     if (t->ctx)
-        em__tls_ctx_put(c->r, t->ctx);
+        em__tls_ctx_put(r, t->ctx);
     em__free(t->error);
     em__free(t->alpn);
     em__free(t->host);
@@ -495,6 +514,7 @@ static const em_layer_ops tls_ops = {
     .flush = tls_flush,
     .closing = tls_closing,
     .read_wanted = tls_read_wanted,
+    .connect_timeout_changed = tls_rearm,
     .free = tls_free,
 };
 
@@ -549,9 +569,12 @@ static int make_ssl(em_conn *c, em_tls *t, const char *host)
 static int arm_handshake_timer(em_conn *c, em_tls *t)
 {
     double limit = em_get_pending_connect_timeout(c);
-    if (limit <= 0)
+    if (t->handshake_timer)
+        em__timer_cancel(c->r, t->handshake_timer);
+    t->handshake_timer = 0;
+    if (limit <= 0 || t->handshake_done)
         return 0;
-    t->handshake_timer = em__timer_add(c->r, em__clock() + limit, 0, handshake_timed_out, c, true);
+    t->handshake_timer = em__timer_add(c->r, t->started + limit, 0, handshake_timed_out, c, true);
     return t->handshake_timer ? 0 : -ENOMEM;
 }
 
@@ -571,6 +594,7 @@ static int start(em_conn *c, em_tls *t, const em_tls_opts *o)
 {
     t->server = c->flags & EM_CF_ACCEPTED;
     t->insecure = o->insecure;
+    t->started = em__clock();
     t->no_resume = c->h->ssl_verify_peer && (!t->server || o->verify_peer);
     const char *host = t->server ? NULL : o->sni_hostname ? o->sni_hostname : c->cold->host;
     if (!t->server && !host && !o->insecure)
@@ -621,7 +645,10 @@ int em_start_tls(em_conn *c, const em_tls_opts *opts)
     }
     em__conn_unspan(c);
     t->plain_left = em__outq_bytes(&c->out);
-    c->flags |= EM_CF_LAYER;
+    /* the handshake waits for the plain bytes, even a peer's early hello */
+    c->flags |= EM_CF_LAYER | (t->plain_left ? EM_CF_LAYER_HELD : 0);
+    if (t->plain_left)
+        em__conn_update_interest(c);
     if (!t->server || t->plain_left) /* a client speaks first */
         em__conn_mark_dirty(c);
     return 0;
