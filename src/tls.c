@@ -124,7 +124,7 @@ static void describe_ssl_failure(em_tls *t, const char *stage)
 /* A failed SSL call ends the connection: EM_ETLS during the handshake
  * (whatever the cause), EM_ETLS_TRUNCATED for a close without close_notify
  * after it, the socket's errno for a failed read or write. */
-static void fail_tls(em_conn *c, em_tls *t, int ssl_err)
+static void fail_tls(em_conn *c, em_tls *t)
 {
     int reason = EM_ETLS;
     if (!t->handshake_done) {
@@ -135,7 +135,7 @@ static void fail_tls(em_conn *c, em_tls *t, int ssl_err)
     } else if (t->peer_eof) {
         reason = EM_ETLS_TRUNCATED;
         em__tls_set_error(t, "peer closed the connection without close_notify");
-    } else if (ssl_err == SSL_ERROR_SYSCALL && t->sys_err) {
+    } else if (t->sys_err) { /* after a close_notify, OpenSSL says ZERO_RETURN */
         reason = t->sys_err;
     } else {
         describe_ssl_failure(t, "TLS error");
@@ -235,7 +235,7 @@ static bool handshake(em_conn *c, em_tls *t)
         return false;
     int err = SSL_get_error(t->ssl, rc);
     if (!wait_for(c, err))
-        fail_tls(c, t, err);
+        fail_tls(c, t);
     return false;
 }
 
@@ -267,7 +267,7 @@ static void after_read_error(em_conn *c, em_tls *t, int err)
     } else if (err == SSL_ERROR_ZERO_RETURN) {
         em__conn_on_eof(c); /* close_notify: a clean end */
     } else if (err != SSL_ERROR_WANT_READ) {
-        fail_tls(c, t, err);
+        fail_tls(c, t);
     }
 }
 
@@ -388,7 +388,7 @@ static bool write_records(em_conn *c, em_tls *t)
         if (err == SSL_ERROR_WANT_READ)
             t->write_wants_read = true;
         if (!wait_for(c, err))
-            fail_tls(c, t, err);
+            fail_tls(c, t);
         return false;
     }
     return true;
@@ -430,7 +430,7 @@ static bool send_close_notify(em_conn *c, em_tls *t)
     if (err == SSL_ERROR_WANT_WRITE)
         wait_writable(c);
     else
-        fail_tls(c, t, err);
+        fail_tls(c, t);
     return false;
 }
 
