@@ -37,7 +37,8 @@ typedef struct bytes {
     size_t n, cap;
 } bytes;
 
-static void bytes_add(bytes *b, const void *d, size_t n) {
+static void bytes_add(bytes *b, const void *d, size_t n)
+{
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->n + n)
@@ -51,12 +52,14 @@ static void bytes_add(bytes *b, const void *d, size_t n) {
     b->n += n;
 }
 
-static void bytes_free(bytes *b) {
+static void bytes_free(bytes *b)
+{
     free(b->p);
     *b = (bytes){0};
 }
 
-static bool bytes_has(const bytes *b, const char *needle) {
+static bool bytes_has(const bytes *b, const char *needle)
+{
     size_t k = strlen(needle);
     for (size_t i = 0; i + k <= b->n; i++)
         if (memcmp(b->p + i, needle, k) == 0)
@@ -65,7 +68,8 @@ static bool bytes_has(const bytes *b, const char *needle) {
 }
 
 /* Printable lines (no CR), about n bytes, every line different. */
-static void make_lines(bytes *b, size_t n) {
+static void make_lines(bytes *b, size_t n)
+{
     for (unsigned i = 0; b->n < n; i++) {
         char line[96];
         int k = snprintf(line, sizeof line, "line %05u ", i);
@@ -78,7 +82,8 @@ static void make_lines(bytes *b, size_t n) {
 }
 
 /* What openssl s_server -rev answers to lines: each one reversed. */
-static void reverse_lines(const bytes *in, bytes *out) {
+static void reverse_lines(const bytes *in, bytes *out)
+{
     size_t start = 0;
     for (size_t i = 0; i < in->n; i++) {
         if (in->p[i] != '\n')
@@ -109,7 +114,8 @@ static proc *live_procs[4];
 
 static void proc_pump(proc *p);
 
-static void turn(em_reactor *r) {
+static void turn(em_reactor *r)
+{
     for (int i = 0; i < 4; i++)
         if (live_procs[i])
             proc_pump(live_procs[i]);
@@ -122,7 +128,8 @@ static void turn(em_reactor *r) {
         FAIL("em_run_once: %d (%s)", rc, em_strerror(rc));
 }
 
-static bool drive(em_reactor *r, bool (*pred)(void *), void *arg, double timeout_s) {
+static bool drive(em_reactor *r, bool (*pred)(void *), void *arg, double timeout_s)
+{
     double deadline = now_mono() + timeout_s;
     for (;;) {
         for (int i = 0; i < 4; i++)
@@ -137,7 +144,8 @@ static bool drive(em_reactor *r, bool (*pred)(void *), void *arg, double timeout
 }
 
 /* The last bytes of a child's stderr, for failure messages. */
-static const char *proc_diag(proc *p) {
+static const char *proc_diag(proc *p)
+{
     static char buf[400];
     size_t n = p->e.n < sizeof buf - 1 ? p->e.n : sizeof buf - 1;
     memcpy(buf, p->e.p + p->e.n - n, n);
@@ -148,7 +156,8 @@ static const char *proc_diag(proc *p) {
     return buf;
 }
 
-static void proc_start(proc *p, const char *const argv[]) {
+static void proc_start(proc *p, const char *const argv[])
+{
     int pi[2], po[2], pe[2];
     if (pipe2(pi, O_CLOEXEC) || pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC))
         FAIL("pipe2: %s", strerror(errno));
@@ -190,7 +199,8 @@ static void proc_start(proc *p, const char *const argv[]) {
     FAIL("too many children");
 }
 
-static void drain_fd(int *fd, bytes *b) {
+static void drain_fd(int *fd, bytes *b)
+{
     char buf[65536];
     while (*fd >= 0) {
         ssize_t n = read(*fd, buf, sizeof buf);
@@ -205,13 +215,15 @@ static void drain_fd(int *fd, bytes *b) {
     }
 }
 
-static void proc_close_in(proc *p) {
+static void proc_close_in(proc *p)
+{
     if (p->in >= 0)
         close(p->in);
     p->in = -1;
 }
 
-static void proc_pump(proc *p) {
+static void proc_pump(proc *p)
+{
     while (p->in >= 0 && p->feed_off < p->feed_len) {
         size_t k = p->feed_len - p->feed_off;
         ssize_t n = write(p->in, p->feed + p->feed_off, k < 65536 ? k : 65536);
@@ -232,7 +244,8 @@ static void proc_pump(proc *p) {
         p->exited = true;
 }
 
-static void proc_feed(proc *p, const void *d, size_t n, bool then_close) {
+static void proc_feed(proc *p, const void *d, size_t n, bool then_close)
+{
     p->feed = d;
     p->feed_len = n;
     p->feed_off = 0;
@@ -240,13 +253,15 @@ static void proc_feed(proc *p, const void *d, size_t n, bool then_close) {
     proc_pump(p);
 }
 
-static bool proc_done(void *arg) {
+static bool proc_done(void *arg)
+{
     proc *p = arg;
     return p->exited && p->out < 0 && p->err < 0;
 }
 
 /* Kills it (if it still runs), reaps it, closes our ends; keeps o and e. */
-static void proc_stop(proc *p) {
+static void proc_stop(proc *p)
+{
     if (!p->pid)
         return;
     if (!p->exited) {
@@ -269,18 +284,21 @@ static void proc_stop(proc *p) {
     p->pid = 0;
 }
 
-static void proc_free(proc *p) {
+static void proc_free(proc *p)
+{
     proc_stop(p);
     bytes_free(&p->o);
     bytes_free(&p->e);
 }
 
-static int proc_exit_code(const proc *p) {
+static int proc_exit_code(const proc *p)
+{
     return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
 }
 
 /* No child process of this case is left (running or unreaped). */
-static void assert_no_children(void) {
+static void assert_no_children(void)
+{
     errno = 0;
     pid_t w = waitpid(-1, NULL, WNOHANG);
     if (!(w < 0 && errno == ECHILD))
@@ -290,7 +308,8 @@ static void assert_no_children(void) {
 /* Waits until something accepts connections on 127.0.0.1:port, probing
  * with connect (the probe connects and closes: the servers used here take
  * that as one failed handshake and go on accepting). */
-static void wait_listen(em_reactor *r, int port, proc *p) {
+static void wait_listen(em_reactor *r, int port, proc *p)
+{
     double deadline = now_mono() + 10;
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)port),
@@ -323,6 +342,55 @@ static void wait_listen(em_reactor *r, int port, proc *p) {
     }
 }
 
+/* The peers, each on 127.0.0.1:port with the test certificates; extra
+ * arguments (NULL for none) go last. */
+
+/* openssl s_client, verifying the server against the test CA, -quiet: its
+ * stdout is the data only, and the end of its stdin does not close. */
+static void s_client_start(proc *p, int port, const char *a1, const char *a2, const char *a3)
+{
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *argv[] = {"openssl", "s_client", "-connect", addr, "-CAfile", tls_file("ca.pem"),
+                          "-verify_return_error", "-quiet", a1, a2, a3, NULL};
+    proc_start(p, argv);
+}
+
+/* openssl s_server -rev: answers each line reversed. Keep its stdin open:
+ * it stops at the end of its stdin. */
+static void s_server_rev_start(proc *p, int port, const char *a1)
+{
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *argv[] = {"openssl", "s_server", "-accept", addr, "-cert", tls_file("server.pem"),
+                          "-key", tls_file("server.key"), "-rev", a1, NULL};
+    proc_start(p, argv);
+}
+
+/* gnutls-cli to 127.0.0.1: sends its stdin, says close_notify at its end,
+ * prints what comes back on stdout (its messages go to stderr). */
+static void gnutls_cli_start(proc *p, int port, const char *a1)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    const char *argv[] = {"gnutls-cli", "--logfile=/dev/stderr", "--x509cafile",
+                          tls_file("ca.pem"), "-p", ps, a1 ? a1 : "127.0.0.1",
+                          a1 ? "127.0.0.1" : NULL, NULL};
+    proc_start(p, argv);
+}
+
+/* gnutls-serv --echo (it listens on the wildcard address: it has no
+ * option to bind one). */
+static void gnutls_serv_spawn(proc *p, int port, const char *a1)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    const char *argv[] = {"gnutls-serv", "--echo", "-p", ps, "--x509certfile",
+                          tls_file("server.pem"), "--x509keyfile", tls_file("server.key"), a1,
+                          NULL};
+    proc_start(p, argv);
+}
+
 /* ------------------------------------------- the in-test OpenSSL peer
  *
  * An SSL on memory BIOs over a non-blocking socket: every byte it sends is
@@ -336,13 +404,15 @@ typedef struct mc {
     SSL_CTX *ctx;
     SSL *ssl;
     BIO *rb, *wb;
-    bool eof;    /* the socket read 0 */
-    int sys_err; /* the socket's errno */
+    bool eof;     /* the socket read 0 */
+    bool dribble; /* send one byte at a time, the reactor turning between */
+    int sys_err;  /* the socket's errno */
 } mc;
 
 enum { MC_OK, MC_CLOSE_NOTIFY, MC_EOF, MC_ERR };
 
-static void mc_setup(mc *m, em_reactor *r, int fd, bool server, int version) {
+static void mc_setup(mc *m, em_reactor *r, int fd, bool server, int version)
+{
     *m = (mc){.r = r, .fd = fd};
     set_nonblock(fd);
     m->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -374,11 +444,13 @@ static void mc_setup(mc *m, em_reactor *r, int fd, bool server, int version) {
 }
 
 /* A client connected to 127.0.0.1:port (version 0: 1.2 or 1.3). */
-static void mc_connect(mc *m, em_reactor *r, int port, int version) {
+static void mc_connect(mc *m, em_reactor *r, int port, int version)
+{
     mc_setup(m, r, tcp_connect_raw("127.0.0.1", port), false, version);
 }
 
-static void mc_free(mc *m) {
+static void mc_free(mc *m)
+{
     if (m->ssl)
         SSL_free(m->ssl); /* and its BIOs */
     if (m->ctx)
@@ -388,7 +460,8 @@ static void mc_free(mc *m) {
     *m = (mc){.fd = -1};
 }
 
-static const char *ssl_errs(void) {
+static const char *ssl_errs(void)
+{
     static char buf[256];
     unsigned long e = ERR_peek_last_error();
     if (!e)
@@ -399,11 +472,14 @@ static const char *ssl_errs(void) {
 
 /* Sends all of d on the socket, turning the reactor while it is full;
  * false if the socket failed (sys_err). */
-static bool mc_send_raw(mc *m, const void *d, size_t n) {
+static bool mc_send_raw(mc *m, const void *d, size_t n)
+{
     double deadline = now_mono() + 10;
     const char *s = d;
     while (n) {
-        ssize_t k = send(m->fd, s, n, MSG_NOSIGNAL);
+        ssize_t k = send(m->fd, s, m->dribble ? 1 : n, MSG_NOSIGNAL);
+        if (k > 0 && m->dribble)
+            turn(m->r);
         if (k > 0) {
             s += k;
             n -= (size_t)k;
@@ -420,14 +496,16 @@ static bool mc_send_raw(mc *m, const void *d, size_t n) {
 }
 
 /* What OpenSSL wrote, taken from its BIO (not sent). */
-static void mc_take(mc *m, bytes *out) {
+static void mc_take(mc *m, bytes *out)
+{
     char buf[16384];
     int k;
     while ((k = BIO_read(m->wb, buf, sizeof buf)) > 0)
         bytes_add(out, buf, (size_t)k);
 }
 
-static bool mc_flush(mc *m) {
+static bool mc_flush(mc *m)
+{
     bytes b = {0};
     mc_take(m, &b);
     bool ok = mc_send_raw(m, b.p, b.n);
@@ -437,7 +515,8 @@ static bool mc_flush(mc *m) {
 
 /* One read from the socket into OpenSSL's BIO, or one reactor turn when
  * there is nothing; false on end of file (eof) or error (sys_err). */
-static bool mc_fill(mc *m) {
+static bool mc_fill(mc *m)
+{
     char buf[16384];
     ssize_t k = recv(m->fd, buf, sizeof buf, 0);
     if (k > 0) {
@@ -456,7 +535,8 @@ static bool mc_fill(mc *m) {
     return false;
 }
 
-static void mc_handshake(mc *m) {
+static void mc_handshake(mc *m)
+{
     double deadline = now_mono() + 10;
     for (;;) {
         ERR_clear_error();
@@ -479,7 +559,8 @@ static void mc_handshake(mc *m) {
 /* Reads application data into out until it holds want bytes (MC_OK) or
  * the stream ends: MC_CLOSE_NOTIFY, MC_EOF (a TCP close without
  * close_notify), MC_ERR. */
-static int mc_read(mc *m, bytes *out, size_t want) {
+static int mc_read(mc *m, bytes *out, size_t want)
+{
     double deadline = now_mono() + 15;
     char buf[16384];
     while (out->n < want) {
@@ -503,35 +584,40 @@ static int mc_read(mc *m, bytes *out, size_t want) {
     return MC_OK;
 }
 
-static void mc_write(mc *m, const void *d, size_t n) {
+static void mc_write(mc *m, const void *d, size_t n)
+{
     size_t k;
     ASSERT(SSL_write_ex(m->ssl, d, n, &k) && k == n);
     ASSERT(mc_flush(m));
 }
 
 /* Encrypts d into records kept in rec, not sent. */
-static void mc_seal(mc *m, const void *d, size_t n, bytes *rec) {
+static void mc_seal(mc *m, const void *d, size_t n, bytes *rec)
+{
     size_t k;
     ASSERT(SSL_write_ex(m->ssl, d, n, &k) && k == n);
     mc_take(m, rec);
 }
 
 /* close_notify, sent. */
-static void mc_shutdown(mc *m) {
+static void mc_shutdown(mc *m)
+{
     ERR_clear_error();
     ASSERT(SSL_shutdown(m->ssl) >= 0);
     ASSERT(mc_flush(m));
 }
 
 /* Closes the socket with a reset (SO_LINGER 0). */
-static void mc_reset(mc *m) {
+static void mc_reset(mc *m)
+{
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     ASSERT_EQ(setsockopt(m->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(m->fd);
     m->fd = -1;
 }
 
-static void mc_close(mc *m) {
+static void mc_close(mc *m)
+{
     close(m->fd);
     m->fd = -1;
 }
@@ -539,7 +625,8 @@ static void mc_close(mc *m) {
 /* A ping the server echoes: after it, the in-test client has read what the
  * server sent after the handshake (TLS 1.3 session tickets), so closing
  * its socket leaves nothing unread there (which would make it a reset). */
-static void mc_ping(mc *m) {
+static void mc_ping(mc *m)
+{
     bytes b = {0};
     mc_write(m, "ping", 4);
     int rc = mc_read(m, &b, 4);
@@ -561,7 +648,8 @@ typedef struct srv {
 
 /* A libem TLS server on 127.0.0.1 (TLS started by rec_handler in
  * post_init unless arg.tls is set to NULL by no_tls). */
-static void srv_start(srv *v, em_reactor *r, int pool, bool no_tls) {
+static void srv_start(srv *v, em_reactor *r, int pool, bool no_tls)
+{
     v->r = r;
     v->so = tls_server_opts("server.pem", NULL);
     v->arg.tls = no_tls ? NULL : &v->so;
@@ -571,21 +659,33 @@ static void srv_start(srv *v, em_reactor *r, int pool, bool no_tls) {
     v->port = em_server_port(v->s);
 }
 
-static void srv_stop(srv *v) {
+static void srv_stop(srv *v)
+{
     em_stop_server(v->s);
     v->s = NULL;
 }
 
-static bool rec_unbound(void *arg) { return ((rec *)arg)->unbinds > 0; }
-static bool rec_completed_pred(void *arg) {
+static bool rec_unbound(void *arg)
+{
+    return ((rec *)arg)->unbinds > 0;
+}
+static bool rec_completed_pred(void *arg)
+{
     return ((rec *)arg)->completed > 0 || ((rec *)arg)->unbinds;
 }
 /* A server's arg: a connection was accepted. */
-static bool srv_accepted(void *arg) { return ((rec *)arg)->pool_used > 0; }
-static bool rec_handshaken(void *arg) { return ((rec *)arg)->handshakes > 0; }
+static bool srv_accepted(void *arg)
+{
+    return ((rec *)arg)->pool_used > 0;
+}
+static bool rec_handshaken(void *arg)
+{
+    return ((rec *)arg)->handshakes > 0;
+}
 
 /* The protocol a handshake chose, kept in the rec's ctx (a char[32]). */
-static void note_protocol(em_conn *c, rec *x) {
+static void note_protocol(em_conn *c, rec *x)
+{
     char *p = em_get_cipher_protocol(c);
     if (x->ctx)
         snprintf(x->ctx, 32, "%s", p ? p : "(null)");
@@ -594,14 +694,16 @@ static void note_protocol(em_conn *c, rec *x) {
 
 /* Server side: close after writing once expect_in bytes came in. */
 static size_t expect_in;
-static void close_when_all_in(em_conn *c, rec *x, const char *d, size_t n) {
+static void close_when_all_in(em_conn *c, rec *x, const char *d, size_t n)
+{
     (void)d;
     (void)n;
     if (x->bytes_in >= expect_in)
         close_conn(c, true);
 }
 
-static void assert_reason(const rec *x, int want, const char *who) {
+static void assert_reason(const rec *x, int want, const char *who)
+{
     if (x->reason != want)
         FAIL("%s: unbind reason %d (%s), expected %d (%s); tls error \"%s\"", who, x->reason,
              em_strerror(x->reason), want, em_strerror(want), x->tls_error);
@@ -611,7 +713,8 @@ static void assert_reason(const rec *x, int want, const char *who) {
 
 /* openssl s_client against a libem echo server: the echo comes back byte
  * for byte, the server closes with close_notify and s_client exits 0. */
-static void s_client_echo(const char *version_flag, const char *want_protocol) {
+static void s_client_echo(const char *version_flag, const char *want_protocol)
+{
     int fds0 = open_fd_count();
     char proto[32] = "";
     em_reactor *r = new_reactor();
@@ -624,20 +727,8 @@ static void s_client_echo(const char *version_flag, const char *want_protocol) {
     v.arg.on_handshake = note_protocol;
     v.arg.ctx = proto;
     srv_start(&v, r, 1, false);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", v.port);
-    const char *argv[] = {"openssl",
-                          "s_client",
-                          "-connect",
-                          addr,
-                          "-CAfile",
-                          tls_file("ca.pem"),
-                          "-verify_return_error",
-                          "-quiet",
-                          version_flag,
-                          NULL};
     proc p;
-    proc_start(&p, argv);
+    s_client_start(&p, v.port, version_flag, NULL, NULL);
     proc_feed(&p, data.p, data.n, false);
     if (!drive(r, proc_done, &p, 15))
         FAIL("s_client did not finish (%zu of %zu bytes back): %s", p.o.n, data.n, proc_diag(&p));
@@ -661,18 +752,26 @@ static void s_client_echo(const char *version_flag, const char *want_protocol) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-TEST(openssl_s_client_to_libem_server_tls13) { s_client_echo("-tls1_3", "TLSv1.3"); }
-TEST(openssl_s_client_to_libem_server_tls12) { s_client_echo("-tls1_2", "TLSv1.2"); }
+TEST(openssl_s_client_to_libem_server_tls13)
+{
+    s_client_echo("-tls1_3", "TLSv1.3");
+}
+TEST(openssl_s_client_to_libem_server_tls12)
+{
+    s_client_echo("-tls1_2", "TLSv1.2");
+}
 
 /* Client side: sends lines once the handshake is done, closes after
  * writing once expect_back bytes came back. */
 static size_t expect_back;
 static bytes *client_lines;
-static void send_lines(em_conn *c, rec *x) {
+static void send_lines(em_conn *c, rec *x)
+{
     note_protocol(c, x);
     ASSERT_EQ(em_send_data(c, client_lines->p, client_lines->n), 0);
 }
-static void close_when_all_back(em_conn *c, rec *x, const char *d, size_t n) {
+static void close_when_all_back(em_conn *c, rec *x, const char *d, size_t n)
+{
     (void)d;
     (void)n;
     if (x->len >= expect_back)
@@ -681,21 +780,14 @@ static void close_when_all_back(em_conn *c, rec *x, const char *d, size_t n) {
 
 /* A libem client against openssl s_server -rev (it answers each line
  * reversed). */
-static void s_server_rev(const char *version_flag, const char *want_protocol) {
+static void s_server_rev(const char *version_flag, const char *want_protocol)
+{
     int fds0 = open_fd_count();
     char proto[32] = "";
     em_reactor *r = new_reactor();
     int port = free_port();
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"openssl", "s_server",
-                          "-accept", addr,
-                          "-cert",   tls_file("server.pem"),
-                          "-key",    tls_file("server.key"),
-                          "-rev",    version_flag,
-                          NULL};
     proc p;
-    proc_start(&p, argv); /* its stdin stays open: s_server stops at its end */
+    s_server_rev_start(&p, port, version_flag);
     wait_listen(r, port, &p);
 
     bytes data = {0}, want = {0};
@@ -728,13 +820,20 @@ static void s_server_rev(const char *version_flag, const char *want_protocol) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-TEST(libem_client_to_openssl_s_server_tls13) { s_server_rev("-tls1_3", "TLSv1.3"); }
-TEST(libem_client_to_openssl_s_server_tls12) { s_server_rev("-tls1_2", "TLSv1.2"); }
+TEST(libem_client_to_openssl_s_server_tls13)
+{
+    s_server_rev("-tls1_3", "TLSv1.3");
+}
+TEST(libem_client_to_openssl_s_server_tls12)
+{
+    s_server_rev("-tls1_2", "TLSv1.2");
+}
 
 /* gnutls-cli against a libem echo server: gnutls-cli sends its stdin,
  * says close_notify at its end (gnutls_bye), and prints what comes back
  * until the server's close_notify. */
-TEST(gnutls_cli_to_libem_server) {
+TEST(gnutls_cli_to_libem_server)
+{
     int fds0 = open_fd_count();
     em_reactor *r = new_reactor();
     srv v = {0};
@@ -742,14 +841,8 @@ TEST(gnutls_cli_to_libem_server) {
     make_lines(&data, 64 * 1024);
     v.arg.echo = true;
     srv_start(&v, r, 1, false);
-    char port[16];
-    snprintf(port, sizeof port, "%d", v.port);
-    const char *argv[] = {"gnutls-cli",   "--logfile=/dev/stderr",
-                          "--x509cafile", tls_file("ca.pem"),
-                          "-p",           port,
-                          "127.0.0.1",    NULL};
     proc p;
-    proc_start(&p, argv);
+    gnutls_cli_start(&p, v.port, NULL);
     proc_feed(&p, data.p, data.n, true);
     if (!drive(r, proc_done, &p, 15))
         FAIL("gnutls-cli did not finish (%zu of %zu bytes back): %s", p.o.n, data.n, proc_diag(&p));
@@ -772,27 +865,17 @@ TEST(gnutls_cli_to_libem_server) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-static proc *gnutls_serv_start(em_reactor *r, proc *p, int *port_out) {
+static void gnutls_serv_start(em_reactor *r, proc *p, int *port_out)
+{
     int port = free_port();
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    const char *argv[] = {"gnutls-serv",
-                          "--echo",
-                          "-p",
-                          ps,
-                          "--x509certfile",
-                          tls_file("server.pem"),
-                          "--x509keyfile",
-                          tls_file("server.key"),
-                          NULL};
-    proc_start(p, argv);
+    gnutls_serv_spawn(p, port, NULL);
     wait_listen(r, port, p);
     *port_out = port;
-    return p;
 }
 
 /* A libem client against gnutls-serv --echo. */
-TEST(libem_client_to_gnutls_serv) {
+TEST(libem_client_to_gnutls_serv)
+{
     int fds0 = open_fd_count();
     char proto[32] = "";
     em_reactor *r = new_reactor();
@@ -831,17 +914,13 @@ TEST(libem_client_to_gnutls_serv) {
 /* s_client offers only an old version, its own security level lowered so
  * that it does offer it: the alert it gets back shows that the libem
  * server refused, not the client. */
-static void old_version_refused(const char *version_flag) {
+static void old_version_refused(const char *version_flag)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_start(&v, r, 1, false);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", v.port);
-    const char *argv[] = {"openssl", "s_client",           "-connect", addr,
-                          "-CAfile", tls_file("ca.pem"),   "-quiet",   version_flag,
-                          "-cipher", "DEFAULT@SECLEVEL=0", NULL};
     proc p;
-    proc_start(&p, argv);
+    s_client_start(&p, v.port, version_flag, "-cipher", "DEFAULT@SECLEVEL=0");
     ASSERT(drive(r, proc_done, &p, 10));
     ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
     rec *s = &v.arg.pool[0];
@@ -861,14 +940,21 @@ static void old_version_refused(const char *version_flag) {
     assert_no_children();
 }
 
-TEST(tls11_client_refused_by_libem_server) { old_version_refused("-tls1_1"); }
-TEST(tls10_client_refused_by_libem_server) { old_version_refused("-tls1"); }
+TEST(tls11_client_refused_by_libem_server)
+{
+    old_version_refused("-tls1_1");
+}
+TEST(tls10_client_refused_by_libem_server)
+{
+    old_version_refused("-tls1");
+}
 
 /* ============================================== 3. garbage for a ClientHello */
 
 /* Waits until the raw socket reads its end (0, or a reset), ignoring an
  * alert; false if it stays open. */
-static bool raw_sees_close(em_reactor *r, int fd, double timeout_s) {
+static bool raw_sees_close(em_reactor *r, int fd, double timeout_s)
+{
     set_nonblock(fd);
     double deadline = now_mono() + timeout_s;
     char buf[4096];
@@ -883,7 +969,8 @@ static bool raw_sees_close(em_reactor *r, int fd, double timeout_s) {
 }
 
 /* Sends what it can of d (non-blocking: the server may close first). */
-static void raw_send_some(em_reactor *r, int fd, const void *d, size_t n) {
+static void raw_send_some(em_reactor *r, int fd, const void *d, size_t n)
+{
     set_nonblock(fd);
     double deadline = now_mono() + 5;
     const char *s = d;
@@ -900,7 +987,8 @@ static void raw_send_some(em_reactor *r, int fd, const void *d, size_t n) {
     }
 }
 
-static void echo_hello_check(em_reactor *r, srv *v, int idx) {
+static void echo_hello_check(em_reactor *r, srv *v, int idx)
+{
     em_tls_opts co = tls_client_opts();
     bytes hello = {.p = "hello", .n = 5};
     client_lines = &hello;
@@ -919,7 +1007,8 @@ static void echo_hello_check(em_reactor *r, srv *v, int idx) {
     rec_free(&cli);
 }
 
-static void garbage_then_good_client(const void *g, size_t n) {
+static void garbage_then_good_client(const void *g, size_t n)
+{
     int fds0 = open_fd_count();
     em_reactor *r = new_reactor();
     srv v = {0};
@@ -943,7 +1032,8 @@ static void garbage_then_good_client(const void *g, size_t n) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-TEST(garbage_random_bytes_instead_of_client_hello) {
+TEST(garbage_random_bytes_instead_of_client_hello)
+{
     static char g[64 * 1024]; /* more than a record: a header that looks
                                  valid cannot make the server wait */
     uint64_t st = 0x1234567;
@@ -952,18 +1042,21 @@ TEST(garbage_random_bytes_instead_of_client_hello) {
     garbage_then_good_client(g, sizeof g);
 }
 
-TEST(garbage_http_request_instead_of_client_hello) {
+TEST(garbage_http_request_instead_of_client_hello)
+{
     const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n";
     garbage_then_good_client(req, sizeof req - 1);
 }
 
-TEST(garbage_record_header_with_huge_length) {
+TEST(garbage_record_header_with_huge_length)
+{
     /* a handshake record that claims 65535 bytes (more than TLS allows) */
     unsigned char g[5 + 64] = {0x16, 0x03, 0x01, 0xff, 0xff};
     garbage_then_good_client(g, sizeof g);
 }
 
-TEST(garbage_tls_record_of_zeros) {
+TEST(garbage_tls_record_of_zeros)
+{
     /* a well-formed handshake record whose body is nonsense */
     unsigned char g[5 + 200] = {0x16, 0x03, 0x01, 0x00, 200};
     garbage_then_good_client(g, sizeof g);
@@ -971,18 +1064,21 @@ TEST(garbage_tls_record_of_zeros) {
 
 /* ================================ 4. the peer closes during or after the handshake */
 
-static void srv_one(srv *v, em_reactor *r) {
+static void srv_one(srv *v, em_reactor *r)
+{
     v->arg.echo = true;
     srv_start(v, r, 1, false);
 }
 
-static void srv_done(srv *v, em_reactor *r) {
+static void srv_done(srv *v, em_reactor *r)
+{
     srv_stop(v);
     REACTOR_FREE_CHECKED(r);
     rec_free(&v->arg);
 }
 
-TEST(peer_closes_right_after_connect) {
+TEST(peer_closes_right_after_connect)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -998,7 +1094,8 @@ TEST(peer_closes_right_after_connect) {
 }
 
 /* The ClientHello an in-test client makes, not sent. */
-static void client_hello(mc *m, bytes *hello) {
+static void client_hello(mc *m, bytes *hello)
+{
     ERR_clear_error();
     ASSERT_EQ(SSL_do_handshake(m->ssl), -1);
     mc_take(m, hello);
@@ -1006,7 +1103,8 @@ static void client_hello(mc *m, bytes *hello) {
     ASSERT_EQ((unsigned char)hello->p[0], 0x16);
 }
 
-static void partial_hello_then(bool full, bool reset) {
+static void partial_hello_then(bool full, bool reset)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1031,14 +1129,27 @@ static void partial_hello_then(bool full, bool reset) {
     srv_done(&v, r);
 }
 
-TEST(peer_closes_after_half_a_client_hello) { partial_hello_then(false, false); }
-TEST(peer_closes_after_a_whole_client_hello) { partial_hello_then(true, false); }
-TEST(peer_resets_after_half_a_client_hello) { partial_hello_then(false, true); }
-TEST(peer_resets_after_a_whole_client_hello) { partial_hello_then(true, true); }
+TEST(peer_closes_after_half_a_client_hello)
+{
+    partial_hello_then(false, false);
+}
+TEST(peer_closes_after_a_whole_client_hello)
+{
+    partial_hello_then(true, false);
+}
+TEST(peer_resets_after_half_a_client_hello)
+{
+    partial_hello_then(false, true);
+}
+TEST(peer_resets_after_a_whole_client_hello)
+{
+    partial_hello_then(true, true);
+}
 
 /* After the handshake: the in-test client closes its socket without
  * close_notify. */
-TEST(peer_closes_without_close_notify_is_truncated) {
+TEST(peer_closes_without_close_notify_is_truncated)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1054,7 +1165,8 @@ TEST(peer_closes_without_close_notify_is_truncated) {
     srv_done(&v, r);
 }
 
-TEST(peer_closes_without_close_notify_is_truncated_tls12) {
+TEST(peer_closes_without_close_notify_is_truncated_tls12)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1070,7 +1182,8 @@ TEST(peer_closes_without_close_notify_is_truncated_tls12) {
 }
 
 /* After the handshake: close_notify, then the TCP close at once. */
-TEST(peer_close_notify_then_close_is_clean) {
+TEST(peer_close_notify_then_close_is_clean)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1087,7 +1200,8 @@ TEST(peer_close_notify_then_close_is_clean) {
 }
 
 /* close_notify both ways, then the close. */
-TEST(peer_close_notify_answered_with_close_notify) {
+TEST(peer_close_notify_answered_with_close_notify)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1107,30 +1221,21 @@ TEST(peer_close_notify_answered_with_close_notify) {
     srv_done(&v, r);
 }
 
-static bool out_has_hello(void *arg) {
+static bool out_has_hello(void *arg)
+{
     proc *p = arg;
     return bytes_has(&p->o, "hello\n") || p->exited;
 }
 
 /* s_client killed after the handshake and an echo: its socket closes
  * without close_notify. */
-TEST(s_client_killed_after_handshake_is_truncated) {
+TEST(s_client_killed_after_handshake_is_truncated)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", v.port);
-    const char *argv[] = {"openssl",
-                          "s_client",
-                          "-connect",
-                          addr,
-                          "-CAfile",
-                          tls_file("ca.pem"),
-                          "-verify_return_error",
-                          "-quiet",
-                          NULL};
     proc p;
-    proc_start(&p, argv);
+    s_client_start(&p, v.port, NULL, NULL, NULL);
     proc_feed(&p, "hello\n", 6, false);
     ASSERT(drive(r, out_has_hello, &p, 10));
     if (p.exited)
@@ -1145,18 +1250,12 @@ TEST(s_client_killed_after_handshake_is_truncated) {
 }
 
 /* A libem client whose s_server is killed after an exchange. */
-TEST(s_server_killed_after_handshake_client_is_truncated) {
+TEST(s_server_killed_after_handshake_client_is_truncated)
+{
     em_reactor *r = new_reactor();
     int port = free_port();
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"openssl", "s_server",
-                          "-accept", addr,
-                          "-cert",   tls_file("server.pem"),
-                          "-key",    tls_file("server.key"),
-                          "-rev",    NULL};
     proc p;
-    proc_start(&p, argv);
+    s_server_rev_start(&p, port, NULL);
     wait_listen(r, port, &p);
     bytes line = {.p = "abc\n", .n = 4};
     client_lines = &line;
@@ -1184,14 +1283,16 @@ TEST(s_server_killed_after_handshake_client_is_truncated) {
  * closed (a FIN) without close_notify, which this peer did not do. Either
  * would tell the application that the stream did not end cleanly, but
  * only ECONNRESET says what happened. */
-static void assert_reset(const rec *x, const char *who) {
+static void assert_reset(const rec *x, const char *who)
+{
     if (x->reason == 0 || x->reason == EM_ETLS)
         FAIL("%s: a reset mid-record unbinds with %d (%s); \"%s\"", who, x->reason,
              em_strerror(x->reason), x->tls_error);
     assert_reason(x, ECONNRESET, who);
 }
 
-TEST(peer_resets_in_the_middle_of_a_record) {
+TEST(peer_resets_in_the_middle_of_a_record)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1218,7 +1319,8 @@ TEST(peer_resets_in_the_middle_of_a_record) {
 }
 
 /* The reset arrives together with half a record: one read may see both. */
-TEST(peer_resets_right_after_half_a_record) {
+TEST(peer_resets_right_after_half_a_record)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     srv_one(&v, r);
@@ -1241,7 +1343,8 @@ TEST(peer_resets_right_after_half_a_record) {
 }
 
 /* A whole record then a reset: the record is delivered, then the error. */
-TEST(peer_resets_after_a_whole_record) {
+TEST(peer_resets_after_a_whole_record)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.store = true;
@@ -1264,7 +1367,8 @@ TEST(peer_resets_after_a_whole_record) {
 }
 
 /* The same toward a libem client: an in-test server resets mid-record. */
-TEST(server_resets_in_the_middle_of_a_record_client_side) {
+TEST(server_resets_in_the_middle_of_a_record_client_side)
+{
     em_reactor *r = new_reactor();
     int port;
     int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
@@ -1310,7 +1414,8 @@ typedef struct tmo_cfg {
     const em_tls_opts *opts;
 } tmo_cfg;
 
-static void timeout_then_tls(em_conn *c, rec *x) {
+static void timeout_then_tls(em_conn *c, rec *x)
+{
     tmo_cfg *t = x->ctx;
     if (t->inactivity)
         ASSERT_EQ(em_set_comm_inactivity_timeout(c, t->secs), 0);
@@ -1322,7 +1427,8 @@ static void timeout_then_tls(em_conn *c, rec *x) {
 
 /* A raw client that never sends a ClientHello (or sends one and then
  * nothing): the server's timeout ends the handshake. */
-static void server_handshake_stalls(bool inactivity, bool send_hello) {
+static void server_handshake_stalls(bool inactivity, bool send_hello)
+{
     int fds0 = open_fd_count();
     em_reactor *r = new_reactor();
     srv v = {0};
@@ -1355,17 +1461,26 @@ static void server_handshake_stalls(bool inactivity, bool send_hello) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-TEST(handshake_timeout_server_no_client_hello_pending_connect) {
+TEST(handshake_timeout_server_no_client_hello_pending_connect)
+{
     server_handshake_stalls(false, false);
 }
-TEST(handshake_timeout_server_no_client_hello_inactivity) { server_handshake_stalls(true, false); }
-TEST(handshake_timeout_server_stalled_after_client_hello) { server_handshake_stalls(false, true); }
-TEST(handshake_timeout_server_stalled_after_client_hello_inactivity) {
+TEST(handshake_timeout_server_no_client_hello_inactivity)
+{
+    server_handshake_stalls(true, false);
+}
+TEST(handshake_timeout_server_stalled_after_client_hello)
+{
+    server_handshake_stalls(false, true);
+}
+TEST(handshake_timeout_server_stalled_after_client_hello_inactivity)
+{
     server_handshake_stalls(true, true);
 }
 
 /* A libem client whose server accepts and never answers. */
-static void client_handshake_stalls(bool inactivity) {
+static void client_handshake_stalls(bool inactivity)
+{
     int fds0 = open_fd_count();
     em_reactor *r = new_reactor();
     int port;
@@ -1400,14 +1515,19 @@ static void client_handshake_stalls(bool inactivity) {
     ASSERT_NO_FD_LEAK(fds0);
 }
 
-TEST(handshake_timeout_client_server_never_answers_pending_connect) {
+TEST(handshake_timeout_client_server_never_answers_pending_connect)
+{
     client_handshake_stalls(false);
 }
-TEST(handshake_timeout_client_server_never_answers_inactivity) { client_handshake_stalls(true); }
+TEST(handshake_timeout_client_server_never_answers_inactivity)
+{
+    client_handshake_stalls(true);
+}
 
 /* ===================================================== 7. close after writing */
 
-static void send_1mib_then_close(em_conn *c, rec *x) {
+static void send_1mib_then_close(em_conn *c, rec *x)
+{
     (void)x;
     char *b = malloc(MIB);
     ASSERT_NOT_NULL(b);
@@ -1418,30 +1538,21 @@ static void send_1mib_then_close(em_conn *c, rec *x) {
     ASSERT_EQ(em_close_connection_after_writing(c), 0);
 }
 
-static void assert_pattern(const char *p, size_t n) {
+static void assert_pattern(const char *p, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)p[i] != pattern_byte(i))
             FAIL("byte %zu is %u, expected %u", i, (unsigned char)p[i], pattern_byte(i));
 }
 
-TEST(close_after_writing_1mib_to_s_client) {
+TEST(close_after_writing_1mib_to_s_client)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.on_handshake = send_1mib_then_close;
     srv_start(&v, r, 1, false);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", v.port);
-    const char *argv[] = {"openssl",
-                          "s_client",
-                          "-connect",
-                          addr,
-                          "-CAfile",
-                          tls_file("ca.pem"),
-                          "-verify_return_error",
-                          "-quiet",
-                          NULL};
     proc p;
-    proc_start(&p, argv);
+    s_client_start(&p, v.port, NULL, NULL, NULL);
     if (!drive(r, proc_done, &p, 15))
         FAIL("s_client did not finish (%zu bytes): %s", p.o.n, proc_diag(&p));
     ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
@@ -1457,7 +1568,8 @@ TEST(close_after_writing_1mib_to_s_client) {
     assert_no_children();
 }
 
-TEST(close_after_writing_1mib_to_libem_client) {
+TEST(close_after_writing_1mib_to_libem_client)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.on_handshake = send_1mib_then_close;
@@ -1476,7 +1588,8 @@ TEST(close_after_writing_1mib_to_libem_client) {
 
 /* The in-test OpenSSL client tells close_notify (SSL_ERROR_ZERO_RETURN)
  * from a bare TCP close; after close_notify the FIN follows. */
-TEST(close_after_writing_1mib_close_notify_then_fin) {
+TEST(close_after_writing_1mib_close_notify_then_fin)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.on_handshake = send_1mib_then_close;
@@ -1505,18 +1618,21 @@ TEST(close_after_writing_1mib_close_notify_then_fin) {
 
 /* em_close_write: close_notify then FIN; the peer goes on sending and
  * libem goes on receiving until the peer's own close_notify. */
-static void ping_then_close_write(em_conn *c, rec *x) {
+static void ping_then_close_write(em_conn *c, rec *x)
+{
     (void)x;
     ASSERT_EQ(em_send_data(c, "ping", 4), 0);
     ASSERT_EQ(em_close_write(c), 0);
 }
 
-static bool got_pong(void *arg) {
+static bool got_pong(void *arg)
+{
     rec *x = arg;
     return x->len >= 4 || x->unbinds;
 }
 
-TEST(close_write_sends_close_notify_then_fin_and_still_receives) {
+TEST(close_write_sends_close_notify_then_fin_and_still_receives)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.store = true;
@@ -1558,13 +1674,15 @@ TEST(close_write_sends_close_notify_then_fin_and_still_receives) {
 
 /* The same between libem's own client and server: the client half-closes
  * after its request and still receives the answer. */
-static void request_then_close_write(em_conn *c, rec *x) {
+static void request_then_close_write(em_conn *c, rec *x)
+{
     (void)x;
     ASSERT_EQ(em_send_data(c, "request", 7), 0);
     ASSERT_EQ(em_close_write(c), 0);
 }
 
-TEST(close_write_libem_client_still_receives) {
+TEST(close_write_libem_client_still_receives)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.echo = true;
@@ -1584,33 +1702,24 @@ TEST(close_write_libem_client_still_receives) {
 
 /* ============================================ 8. data sent before the handshake */
 
-static void greet_early(em_conn *c, rec *x) {
+static void greet_early(em_conn *c, rec *x)
+{
     ASSERT_EQ(x->tls_rc, 0); /* rec_handler started TLS just before */
     ASSERT_EQ(em_send_data(c, "greeting\n", 9), 0);
     ASSERT_EQ(em_get_outbound_data_size(c), 9);
     ASSERT_EQ(x->handshakes, 0);
 }
 
-TEST(data_before_handshake_libem_server_to_s_client) {
+TEST(data_before_handshake_libem_server_to_s_client)
+{
     em_reactor *r = new_reactor();
     srv v = {0};
     v.arg.on_post_init = greet_early;
     v.arg.on_data = close_when_all_in;
     expect_in = 4;
     srv_start(&v, r, 1, false);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", v.port);
-    const char *argv[] = {"openssl",
-                          "s_client",
-                          "-connect",
-                          addr,
-                          "-CAfile",
-                          tls_file("ca.pem"),
-                          "-verify_return_error",
-                          "-quiet",
-                          NULL};
     proc p;
-    proc_start(&p, argv);
+    s_client_start(&p, v.port, NULL, NULL, NULL);
     proc_feed(&p, "bye\n", 4, false);
     if (!drive(r, proc_done, &p, 10))
         FAIL("s_client did not finish: %s", proc_diag(&p));
@@ -1626,13 +1735,15 @@ TEST(data_before_handshake_libem_server_to_s_client) {
     assert_no_children();
 }
 
-static void send_early(em_conn *c, rec *x) {
+static void send_early(em_conn *c, rec *x)
+{
     ASSERT_EQ(x->tls_rc, 0);
     ASSERT_EQ(em_send_data(c, "early\n", 6), 0);
     ASSERT_EQ(em_get_outbound_data_size(c), 6);
 }
 
-static void client_early_to(proc *p, int port, const char *want) {
+static void client_early_to(proc *p, int port, const char *want)
+{
     em_reactor *r = new_reactor();
     wait_listen(r, port, p);
     em_tls_opts co = tls_client_opts();
@@ -1652,34 +1763,649 @@ static void client_early_to(proc *p, int port, const char *want) {
     assert_no_children();
 }
 
-TEST(data_before_handshake_libem_client_to_s_server) {
+TEST(data_before_handshake_libem_client_to_s_server)
+{
     int port = free_port();
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"openssl", "s_server",
-                          "-accept", addr,
-                          "-cert",   tls_file("server.pem"),
-                          "-key",    tls_file("server.key"),
-                          "-rev",    NULL};
     proc p;
-    proc_start(&p, argv);
+    s_server_rev_start(&p, port, NULL);
     client_early_to(&p, port, "ylrae\n"); /* decrypted and reversed by s_server */
 }
 
-TEST(data_before_handshake_libem_client_to_gnutls_serv) {
+TEST(data_before_handshake_libem_client_to_gnutls_serv)
+{
     int port = free_port();
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    const char *argv[] = {"gnutls-serv",
-                          "--echo",
-                          "-p",
-                          ps,
-                          "--x509certfile",
-                          tls_file("server.pem"),
-                          "--x509keyfile",
-                          tls_file("server.key"),
-                          NULL};
     proc p;
-    proc_start(&p, argv);
+    gnutls_serv_spawn(&p, port, NULL);
     client_early_to(&p, port, "early\n");
+}
+
+/* ============================================ more misbehaving and live peers */
+
+/* TLS 1.3 KeyUpdate from the peer, asking for libem's own in return: the
+ * connection goes on both ways with the new keys. */
+TEST(peer_key_update_tls13)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, TLS1_3_VERSION);
+    mc_handshake(&m);
+    mc_ping(&m);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(SSL_key_update(m.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+        mc_ping(&m); /* the KeyUpdate goes out with it; the echo comes with libem's */
+    }
+    mc_shutdown(&m);
+    bytes b = {0};
+    ASSERT_EQ(mc_read(&m, &b, 1), MC_CLOSE_NOTIFY);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    ASSERT_EQ(v.arg.pool[0].bytes_in, 16);
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    mc_free(&m);
+    bytes_free(&b);
+    srv_done(&v, r);
+}
+
+/* A TLS 1.2 client asks for a renegotiation: libem refuses it (a
+ * no_renegotiation warning); OpenSSL's client takes that as fatal and
+ * says so. No second handshake, no crash. */
+TEST(client_renegotiation_refused_tls12)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, TLS1_2_VERSION);
+    mc_handshake(&m);
+    mc_ping(&m);
+    ASSERT_EQ(SSL_renegotiate(m.ssl), 1);
+    ERR_clear_error();
+    SSL_do_handshake(m.ssl); /* sends the new ClientHello */
+    ASSERT(mc_flush(&m));
+    bytes b = {0};
+    int end = mc_read(&m, &b, 1);
+    ASSERT_EQ(end, MC_ERR);
+    ASSERT(strstr(ssl_errs(), "renegotiation"));
+    mc_flush(&m); /* its fatal alert */
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    assert_reason(&v.arg.pool[0], EM_ETLS, "libem server");
+    mc_free(&m);
+    bytes_free(&b);
+    srv_done(&v, r);
+}
+
+/* A TLS 1.2 server asks a libem client to renegotiate (HelloRequest):
+ * the client refuses; data still flows and no second handshake runs. */
+TEST(server_renegotiation_request_refused_by_client_tls12)
+{
+    em_reactor *r = new_reactor();
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
+    em_tls_opts co = tls_client_opts();
+    rec cli = {.tls = &co, .store = true};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", port, &rec_handler, &cli));
+    ASSERT(drive(r, rec_completed_pred, &cli, 5));
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    mc m;
+    mc_setup(&m, r, fd, true, TLS1_2_VERSION);
+    mc_handshake(&m);
+    ASSERT(drive(r, rec_handshaken, &cli, 5));
+    ASSERT_EQ(SSL_renegotiate(m.ssl), 1);
+    ERR_clear_error();
+    SSL_do_handshake(m.ssl); /* the HelloRequest */
+    ASSERT(mc_flush(&m));
+    mc_write(&m, "after", 5);
+    for (double end = now_mono() + 5; cli.len < 5 && !cli.unbinds && now_mono() < end;)
+        turn(r);
+    ASSERT_EQ(cli.handshakes, 1);
+    if (cli.unbinds)
+        FAIL("the client ended on a HelloRequest: %d (%s) \"%s\"", cli.reason,
+             em_strerror(cli.reason), cli.tls_error);
+    ASSERT_EQ(cli.len, 5);
+    ASSERT(memcmp(cli.buf, "after", 5) == 0);
+    close_conn(cli.conn, false);
+    ASSERT(drive(r, rec_unbound, &cli, 5));
+    mc_free(&m);
+    close(lfd);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&cli);
+}
+
+/* A record whose authentication tag is wrong, after the handshake: the
+ * connection fails with EM_ETLS, nothing of it is delivered, and libem
+ * does not pretend a clean end (no close_notify). */
+TEST(corrupted_record_after_handshake)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, 0);
+    mc_handshake(&m);
+    mc_ping(&m);
+    bytes rec_bytes = {0};
+    mc_seal(&m, "tampered", 8, &rec_bytes);
+    rec_bytes.p[rec_bytes.n - 1] ^= 0x01;
+    ASSERT(mc_send_raw(&m, rec_bytes.p, rec_bytes.n));
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    assert_reason(&v.arg.pool[0], EM_ETLS, "libem server");
+    ASSERT_EQ(v.arg.pool[0].bytes_in, 4);
+    ASSERT(v.arg.pool[0].tls_error[0] != '\0');
+    bytes b = {0};
+    ASSERT_NE(mc_read(&m, &b, 1), MC_CLOSE_NOTIFY);
+    ASSERT_EQ(b.n, 0);
+    mc_free(&m);
+    bytes_free(&b);
+    bytes_free(&rec_bytes);
+    srv_done(&v, r);
+}
+
+/* The peer asks, then says close_notify at once: what libem queues in
+ * answer after that is still sent, then its close_notify. */
+static void answer_1mib(em_conn *c, rec *x, const char *d, size_t n)
+{
+    (void)x;
+    (void)d;
+    (void)n;
+    char *b = malloc(MIB);
+    ASSERT_NOT_NULL(b);
+    for (size_t i = 0; i < MIB; i++)
+        b[i] = (char)pattern_byte(i);
+    ASSERT_EQ(em_send_data(c, b, MIB), 0);
+    free(b);
+}
+
+TEST(peer_close_notify_while_answer_queued)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.on_data = answer_1mib;
+    srv_start(&v, r, 1, false);
+    mc m;
+    mc_connect(&m, r, v.port, 0);
+    mc_handshake(&m);
+    mc_write(&m, "go", 2);
+    mc_shutdown(&m);
+    bytes b = {0};
+    ASSERT_EQ(mc_read(&m, &b, MIB), MC_OK);
+    ASSERT_EQ(b.n, MIB);
+    assert_pattern(b.p, b.n);
+    ASSERT_EQ(mc_read(&m, &b, MIB + 1), MC_CLOSE_NOTIFY);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    mc_free(&m);
+    bytes_free(&b);
+    srv_done(&v, r);
+}
+
+static void send_8mib(em_conn *c, rec *x)
+{
+    (void)x;
+    char *b = malloc(MIB);
+    ASSERT_NOT_NULL(b);
+    for (size_t i = 0; i < MIB; i++)
+        b[i] = (char)pattern_byte(i);
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(em_send_data(c, b, MIB), 0);
+    free(b);
+}
+
+static bool out_has_64k(void *arg)
+{
+    proc *p = arg;
+    return p->o.n >= 64 * 1024 || p->exited;
+}
+
+/* s_client killed while libem is writing to it: never 0. */
+TEST(s_client_killed_while_server_writes)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.on_handshake = send_8mib;
+    srv_start(&v, r, 1, false);
+    proc p;
+    s_client_start(&p, v.port, NULL, NULL, NULL);
+    ASSERT(drive(r, out_has_64k, &p, 10));
+    ASSERT(!p.exited);
+    proc_stop(&p);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    rec *s = &v.arg.pool[0];
+    if (s->reason != ECONNRESET && s->reason != EPIPE && s->reason != EM_ETLS_TRUNCATED)
+        FAIL("libem server: unbind %d (%s) \"%s\", expected ECONNRESET, EPIPE or "
+             "EM_ETLS_TRUNCATED",
+             s->reason, em_strerror(s->reason), s->tls_error);
+    proc_free(&p);
+    srv_done(&v, r);
+    assert_no_children();
+}
+
+/* GnuTLS limited to TLS 1.2, both ways. */
+TEST(gnutls_cli_tls12_to_libem_server)
+{
+    char proto[32] = "";
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    bytes data = {0};
+    make_lines(&data, 16 * 1024);
+    v.arg.echo = true;
+    v.arg.on_handshake = note_protocol;
+    v.arg.ctx = proto;
+    srv_start(&v, r, 1, false);
+    proc p;
+    gnutls_cli_start(&p, v.port, "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.2");
+    proc_feed(&p, data.p, data.n, true);
+    if (!drive(r, proc_done, &p, 15))
+        FAIL("gnutls-cli did not finish: %s", proc_diag(&p));
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    if (proc_exit_code(&p) != 0)
+        FAIL("gnutls-cli exit status %d: %s", proc_exit_code(&p), proc_diag(&p));
+    ASSERT_STREQ(proto, "TLSv1.2");
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    ASSERT_EQ(p.o.n, data.n);
+    ASSERT(memcmp(p.o.p, data.p, data.n) == 0);
+    proc_free(&p);
+    srv_done(&v, r);
+    bytes_free(&data);
+    assert_no_children();
+}
+
+TEST(libem_client_to_gnutls_serv_tls12)
+{
+    char proto[32] = "";
+    em_reactor *r = new_reactor();
+    int port = free_port();
+    proc p;
+    gnutls_serv_spawn(&p, port, "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.2");
+    wait_listen(r, port, &p);
+    bytes data = {0};
+    make_lines(&data, 16 * 1024);
+    client_lines = &data;
+    expect_back = data.n;
+    em_tls_opts co = tls_client_opts();
+    rec cli = {.tls = &co,
+               .store = true,
+               .on_handshake = send_lines,
+               .on_data = close_when_all_back,
+               .ctx = proto};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", port, &rec_handler, &cli));
+    if (!drive(r, rec_unbound, &cli, 15))
+        FAIL("libem client not done (%zu bytes): %s", cli.len, proc_diag(&p));
+    ASSERT_STREQ(proto, "TLSv1.2");
+    assert_reason(&cli, 0, "libem client");
+    ASSERT_EQ(cli.len, data.n);
+    ASSERT(memcmp(cli.buf, data.p, data.n) == 0);
+    proc_free(&p);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&cli);
+    bytes_free(&data);
+    assert_no_children();
+}
+
+/* Three s_clients at once on one libem server, each with its own data. */
+TEST(three_s_clients_at_once)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.echo = true;
+    srv_start(&v, r, 3, false);
+    proc p[3];
+    bytes data[3] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        char head[32];
+        int k = snprintf(head, sizeof head, "client %d\n", i);
+        bytes_add(&data[i], head, (size_t)k);
+        make_lines(&data[i], 20000 + 5000 * (size_t)i);
+        s_client_start(&p[i], v.port, NULL, NULL, NULL);
+        proc_feed(&p[i], data[i].p, data[i].n, false);
+    }
+    /* each gets its echo back, then is killed (s_client -quiet never
+     * closes by itself) */
+    double end = now_mono() + 15;
+    for (int i = 0; i < 3; i++) {
+        while (p[i].o.n < data[i].n && !p[i].exited && now_mono() < end)
+            turn(r);
+        if (p[i].o.n != data[i].n || memcmp(p[i].o.p, data[i].p, data[i].n) != 0)
+            FAIL("s_client %d: %zu of %zu bytes back: %s", i, p[i].o.n, data[i].n,
+                 proc_diag(&p[i]));
+    }
+    for (int i = 0; i < 3; i++)
+        proc_free(&p[i]);
+    for (int i = 0; i < 3; i++) {
+        ASSERT(drive(r, rec_unbound, &v.arg.pool[i], 5));
+        ASSERT_EQ(v.arg.pool[i].handshakes, 1);
+        assert_reason(&v.arg.pool[i], EM_ETLS_TRUNCATED, "libem server");
+        bytes_free(&data[i]);
+    }
+    srv_done(&v, r);
+    assert_no_children();
+}
+
+/* The whole client side of the handshake one byte per TCP segment, the
+ * reactor reading between them. */
+TEST(handshake_one_byte_at_a_time)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, 0);
+    m.dribble = true;
+    mc_handshake(&m);
+    mc_ping(&m);
+    m.dribble = false;
+    mc_ping(&m);
+    mc_shutdown(&m);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    ASSERT_EQ(v.arg.pool[0].bytes_in, 8);
+    mc_free(&m);
+    srv_done(&v, r);
+}
+
+/* TLS 1.3: the client's Finished and its first record in one segment;
+ * the record is delivered without waiting for more bytes. */
+TEST(finished_and_data_in_one_segment_tls13)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.store = true;
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, TLS1_3_VERSION);
+    bytes out = {0};
+    double deadline = now_mono() + 10;
+    for (;;) { /* the handshake, holding back the last flight */
+        ERR_clear_error();
+        int rc = SSL_do_handshake(m.ssl);
+        if (rc == 1)
+            break;
+        ASSERT_EQ(SSL_get_error(m.ssl, rc), SSL_ERROR_WANT_READ);
+        ASSERT(mc_flush(&m));
+        ASSERT(mc_fill(&m));
+        ASSERT(now_mono() < deadline);
+    }
+    mc_take(&m, &out); /* Finished */
+    ASSERT_GT(out.n, 0);
+    mc_seal(&m, "together", 8, &out);
+    ASSERT(mc_send_raw(&m, out.p, out.n));
+    if (!drive(r, got_pong, &v.arg.pool[0], 3)) /* 4 bytes or more */
+        FAIL("the record that came with Finished was not delivered (%zu bytes)", v.arg.pool[0].len);
+    for (double end = now_mono() + 2; v.arg.pool[0].len < 8 && now_mono() < end;)
+        turn(r);
+    ASSERT_EQ(v.arg.pool[0].len, 8);
+    ASSERT(memcmp(v.arg.pool[0].buf, "together", 8) == 0);
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    mc_shutdown(&m);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    mc_free(&m);
+    bytes_free(&out);
+    srv_done(&v, r);
+}
+
+/* em_close_connection(c, false) on a TLS connection: with nothing queued
+ * it is a clean close (close_notify); with data dropped it must not say
+ * close_notify, or the peer would take a cut stream for a whole one. */
+static bool immediate_close_drops;
+static void queue_then_close_now(em_conn *c, rec *x)
+{
+    (void)x;
+    if (immediate_close_drops) {
+        char *b = calloc(1, 8 * MIB);
+        ASSERT_NOT_NULL(b);
+        ASSERT_EQ(em_send_data(c, b, 8 * MIB), 0);
+        free(b);
+        ASSERT_GT(em_get_outbound_data_size(c), 0);
+    }
+    ASSERT_EQ(close_conn(c, false), 0);
+}
+
+static void immediate_close(bool drops)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    immediate_close_drops = drops;
+    srv_start(&v, r, 1, false);
+    mc m;
+    mc_connect(&m, r, v.port, 0);
+    mc_handshake(&m);
+    ASSERT(drive(r, rec_handshaken, &v.arg.pool[0], 5));
+    queue_then_close_now(v.arg.pool[0].conn, &v.arg.pool[0]);
+    bytes b = {0};
+    int end = mc_read(&m, &b, 16 * MIB);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    if (drops) {
+        ASSERT_LT(b.n, 8 * MIB);
+        if (end == MC_CLOSE_NOTIFY)
+            FAIL("close_notify after dropping %zu bytes: the cut looks like a clean end",
+                 (size_t)(8 * MIB - b.n));
+        ASSERT(end == MC_EOF || end == MC_ERR);
+    } else {
+        ASSERT_EQ(b.n, 0);
+        ASSERT_EQ(end, MC_CLOSE_NOTIFY);
+    }
+    mc_free(&m);
+    bytes_free(&b);
+    srv_done(&v, r);
+}
+
+TEST(immediate_close_with_nothing_queued_sends_close_notify)
+{
+    immediate_close(false);
+}
+TEST(immediate_close_dropping_data_sends_no_close_notify)
+{
+    immediate_close(true);
+}
+
+/* Client side: the server closes, or answers plaintext, during the
+ * handshake. */
+static void client_vs_raw_server(const char *answer, bool reset)
+{
+    em_reactor *r = new_reactor();
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
+    em_tls_opts co = tls_client_opts();
+    rec cli = {.tls = &co};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", port, &rec_handler, &cli));
+    ASSERT(drive(r, rec_completed_pred, &cli, 5));
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    unsigned char hello[4096];
+    set_nonblock(fd);
+    ssize_t got = -1;
+    for (double end = now_mono() + 5; got <= 0 && now_mono() < end;) {
+        got = recv(fd, hello, sizeof hello, 0);
+        if (got <= 0)
+            turn(r);
+    }
+    ASSERT_GT(got, 0);
+    ASSERT_EQ(hello[0], 0x16);
+    if (answer)
+        raw_send_some(r, fd, answer, strlen(answer));
+    if (reset) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(fd);
+    ASSERT(drive(r, rec_unbound, &cli, 5));
+    assert_reason(&cli, EM_ETLS, "libem client");
+    ASSERT_EQ(cli.handshakes, 0);
+    ASSERT(cli.tls_error[0] != '\0');
+    close(lfd);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&cli);
+}
+
+TEST(server_closes_during_handshake_client_side)
+{
+    client_vs_raw_server(NULL, false);
+}
+TEST(server_resets_during_handshake_client_side)
+{
+    client_vs_raw_server(NULL, true);
+}
+TEST(server_answers_plaintext_http_client_side)
+{
+    client_vs_raw_server("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", false);
+}
+
+/* em_close_write and em_close_connection_after_writing called before the
+ * handshake completes (right after em_start_tls): the data goes after the
+ * handshake, then close_notify. */
+static void early_then_close_write(em_conn *c, rec *x)
+{
+    ASSERT_EQ(x->tls_rc, 0);
+    ASSERT_EQ(em_send_data(c, "early", 5), 0);
+    ASSERT_EQ(em_close_write(c), 0);
+}
+
+static void early_then_close_after_writing(em_conn *c, rec *x)
+{
+    ASSERT_EQ(x->tls_rc, 0);
+    ASSERT_EQ(em_send_data(c, "early", 5), 0);
+    ASSERT_EQ(em_close_connection_after_writing(c), 0);
+}
+
+static void close_before_handshake(bool half)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    /* the echo only for the half close: a client that closed after
+     * writing cannot take it */
+    v.arg.echo = half;
+    v.arg.store = true;
+    srv_start(&v, r, 1, false);
+    em_tls_opts co = tls_client_opts();
+    rec cli = {.tls = &co,
+               .store = true,
+               .on_post_init = half ? early_then_close_write : early_then_close_after_writing};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", v.port, &rec_handler, &cli));
+    ASSERT(drive(r, rec_unbound, &cli, 10));
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    rec *s = &v.arg.pool[0];
+    ASSERT_EQ(cli.handshakes, 1);
+    ASSERT_EQ(s->handshakes, 1);
+    ASSERT_EQ(s->len, 5);
+    ASSERT(memcmp(s->buf, "early", 5) == 0);
+    assert_reason(s, 0, "libem server"); /* close_notify came */
+    assert_reason(&cli, 0, "libem client");
+    if (half) { /* still reading: the echo came back */
+        ASSERT_EQ(cli.len, 5);
+        ASSERT(memcmp(cli.buf, "early", 5) == 0);
+    }
+    srv_done(&v, r);
+    rec_free(&cli);
+}
+
+TEST(close_write_before_handshake)
+{
+    close_before_handshake(true);
+}
+TEST(close_after_writing_before_handshake)
+{
+    close_before_handshake(false);
+}
+
+/* em_set_pending_connect_timeout called after em_start_tls, during the
+ * handshake (rec_handler starts TLS before on_post_init runs): the
+ * handshake is bounded by the value set. */
+static void pending_timeout_after_start(em_conn *c, rec *x)
+{
+    ASSERT_EQ(x->tls_rc, 0);
+    ASSERT_EQ(em_set_pending_connect_timeout(c, 0.3), 0);
+}
+
+TEST(handshake_timeout_set_after_start_tls)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.on_post_init = pending_timeout_after_start;
+    srv_start(&v, r, 1, false);
+    double t0 = now_mono();
+    int fd = tcp_connect_raw("127.0.0.1", v.port);
+    bool ended = drive(r, rec_unbound, &v.arg.pool[0], 3);
+    double took = now_mono() - t0;
+    close(fd);
+    if (!ended)
+        FAIL("pending-connect timeout 0.3 s set after em_start_tls: the handshake still runs "
+             "after 3 s (the handshake timer keeps the value em_start_tls saw)");
+    assert_reason(&v.arg.pool[0], ETIMEDOUT, "libem server");
+    ASSERT_DBL_LE(took, 1.5);
+    srv_done(&v, r);
+}
+
+/* The peer says close_notify and closes its socket; libem's answer, queued
+ * after that, cannot be delivered (the peer's kernel resets). The unbind
+ * reason is the failed write's errno (EPIPE or ECONNRESET): not 0, since
+ * the answer was lost, and not EM_ETLS, which says the handshake or
+ * verification failed. */
+TEST(write_error_after_peer_close_notify_is_errno)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.on_data = answer_1mib;
+    srv_start(&v, r, 1, false);
+    mc m;
+    mc_connect(&m, r, v.port, 0);
+    mc_handshake(&m);
+    mc_write(&m, "go", 2);
+    mc_shutdown(&m);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    rec *s = &v.arg.pool[0];
+    if (s->reason != EPIPE && s->reason != ECONNRESET)
+        FAIL("libem server: unbind %d (%s) \"%s\", expected EPIPE or ECONNRESET", s->reason,
+             em_strerror(s->reason), s->tls_error);
+    mc_free(&m);
+    srv_done(&v, r);
+}
+
+/* TLS 1.3 HelloRetryRequest: the client's key share (P-256) is not in the
+ * server's groups (X25519 only), so the server asks again and the client
+ * sends a second ClientHello. */
+static int client_hellos;
+static void count_client_hellos(int write_p, int version, int content_type, const void *buf,
+                                size_t len, SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)ssl;
+    (void)arg;
+    if (write_p && content_type == SSL3_RT_HANDSHAKE && len > 0 &&
+        ((const unsigned char *)buf)[0] == SSL3_MT_CLIENT_HELLO)
+        client_hellos++;
+}
+
+TEST(hello_retry_request_tls13)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.echo = true;
+    srv_start(&v, r, 1, false);
+    /* srv_start set v.so; the pool's recs point at it: change the groups */
+    v.so.ecdh_curve = "X25519";
+    mc m;
+    mc_connect(&m, r, v.port, TLS1_3_VERSION);
+    ASSERT_EQ(SSL_set1_groups_list(m.ssl, "P-256:X25519"), 1);
+    SSL_set_msg_callback(m.ssl, count_client_hellos);
+    client_hellos = 0;
+    mc_handshake(&m);
+    ASSERT_EQ(client_hellos, 2);
+    mc_ping(&m);
+    mc_shutdown(&m);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    ASSERT_EQ(v.arg.pool[0].tls_rc, 0);
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    assert_reason(&v.arg.pool[0], 0, "libem server");
+    mc_free(&m);
+    srv_done(&v, r);
 }
