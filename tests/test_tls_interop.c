@@ -1710,6 +1710,11 @@ static void greet_early(em_conn *c, rec *x)
     ASSERT_EQ(x->handshakes, 0);
 }
 
+/* The server greets in post_init; s_client sends "bye" after its
+ * handshake, and the server closes after writing on it. (When s_client's
+ * "bye" comes in the segment of its Finished while the server has the
+ * greeting to write, the "bye" stays in OpenSSL's buffer and this hangs:
+ * see finished_and_data_in_one_segment_while_server_writes.) */
 TEST(data_before_handshake_libem_server_to_s_client)
 {
     em_reactor *r = new_reactor();
@@ -1722,7 +1727,10 @@ TEST(data_before_handshake_libem_server_to_s_client)
     s_client_start(&p, v.port, NULL, NULL, NULL);
     proc_feed(&p, "bye\n", 4, false);
     if (!drive(r, proc_done, &p, 10))
-        FAIL("s_client did not finish: %s", proc_diag(&p));
+        FAIL("s_client did not finish (%zu bytes out; server: %d handshakes, %llu bytes in, "
+             "%d unbinds, reason %d \"%s\"): %s",
+             p.o.n, v.arg.pool[0].handshakes, (unsigned long long)v.arg.pool[0].bytes_in,
+             v.arg.pool[0].unbinds, v.arg.pool[0].reason, v.arg.pool[0].tls_error, proc_diag(&p));
     ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
     if (proc_exit_code(&p) != 0)
         FAIL("s_client exit status %d: %s", proc_exit_code(&p), proc_diag(&p));
@@ -2408,4 +2416,103 @@ TEST(hello_retry_request_tls13)
     assert_reason(&v.arg.pool[0], 0, "libem server");
     mc_free(&m);
     srv_done(&v, r);
+}
+
+/* The same Finished-and-data segment, arriving while the server has
+ * something to write: the reactor's flush, before it polls, runs the
+ * handshake step that reads the Finished, and OpenSSL's read-ahead takes
+ * the data record with it into its buffer. The socket is then empty, so
+ * no poller reports it: the record must still be delivered. (s_client
+ * sending its stdin right after its Finished hits this by chance:
+ * data_before_handshake_libem_server_to_s_client hangs then.) */
+TEST(finished_and_data_in_one_segment_while_server_writes)
+{
+    em_reactor *r = new_reactor();
+    srv v = {0};
+    v.arg.store = true;
+    srv_one(&v, r);
+    mc m;
+    mc_connect(&m, r, v.port, TLS1_3_VERSION);
+    bytes out = {0};
+    double deadline = now_mono() + 10;
+    for (;;) { /* the handshake, holding back the last flight */
+        ERR_clear_error();
+        int rc = SSL_do_handshake(m.ssl);
+        if (rc == 1)
+            break;
+        ASSERT_EQ(SSL_get_error(m.ssl, rc), SSL_ERROR_WANT_READ);
+        ASSERT(mc_flush(&m));
+        ASSERT(mc_fill(&m));
+        ASSERT(now_mono() < deadline);
+    }
+    ASSERT_EQ(v.arg.pool[0].handshakes, 0);
+    /* the server has something to write: its next turn flushes first */
+    ASSERT_EQ(em_send_data(v.arg.pool[0].conn, "hi", 2), 0);
+    mc_take(&m, &out); /* Finished */
+    mc_seal(&m, "together", 8, &out);
+    ASSERT(mc_send_raw(&m, out.p, out.n));
+    for (double end = now_mono() + 3; v.arg.pool[0].len < 8 && now_mono() < end;)
+        turn(r);
+    ASSERT_EQ(v.arg.pool[0].handshakes, 1);
+    if (v.arg.pool[0].len != 8)
+        FAIL("the record that came with Finished is not delivered after 3 s (%zu bytes); "
+             "it waits in OpenSSL's read-ahead buffer",
+             v.arg.pool[0].len);
+    ASSERT(memcmp(v.arg.pool[0].buf, "together", 8) == 0);
+    mc_shutdown(&m);
+    mc_close(&m);
+    ASSERT(drive(r, rec_unbound, &v.arg.pool[0], 5));
+    mc_free(&m);
+    bytes_free(&out);
+    srv_done(&v, r);
+}
+
+/* The client side of the same: a TLS 1.2 server's last flight (its
+ * Finished) and its first record in one segment, arriving while the libem
+ * client has something to write. */
+TEST(server_finished_and_data_in_one_segment_while_client_writes_tls12)
+{
+    em_reactor *r = new_reactor();
+    int port;
+    int lfd = tcp_listen_raw("127.0.0.1", 4, &port);
+    em_tls_opts co = tls_client_opts();
+    rec cli = {.tls = &co, .store = true};
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", port, &rec_handler, &cli));
+    ASSERT(drive(r, rec_completed_pred, &cli, 5));
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    mc m;
+    mc_setup(&m, r, fd, true, TLS1_2_VERSION);
+    double deadline = now_mono() + 10;
+    for (;;) { /* the server's handshake, holding back its last flight */
+        ERR_clear_error();
+        int rc = SSL_do_handshake(m.ssl);
+        if (rc == 1)
+            break;
+        ASSERT_EQ(SSL_get_error(m.ssl, rc), SSL_ERROR_WANT_READ);
+        ASSERT(mc_flush(&m));
+        ASSERT(mc_fill(&m));
+        ASSERT(now_mono() < deadline);
+    }
+    ASSERT_EQ(cli.handshakes, 0);
+    ASSERT_EQ(em_send_data(cli.conn, "hi", 2), 0); /* the client's next turn flushes first */
+    bytes out = {0};
+    mc_take(&m, &out); /* ChangeCipherSpec, Finished */
+    mc_seal(&m, "together", 8, &out);
+    ASSERT(mc_send_raw(&m, out.p, out.n));
+    for (double end = now_mono() + 3; cli.len < 8 && now_mono() < end;)
+        turn(r);
+    ASSERT_EQ(cli.handshakes, 1);
+    if (cli.len != 8)
+        FAIL("the record that came with the server's Finished is not delivered after 3 s "
+             "(%zu bytes); it waits in OpenSSL's read-ahead buffer",
+             cli.len);
+    ASSERT(memcmp(cli.buf, "together", 8) == 0);
+    close_conn(cli.conn, false);
+    ASSERT(drive(r, rec_unbound, &cli, 5));
+    mc_free(&m);
+    close(lfd);
+    bytes_free(&out);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&cli);
 }
