@@ -76,7 +76,9 @@ SSL_CTX *em__tls_ctx_ssl(const em_tls_ctx *x);
 void em__tls_session_offer(em_tls_ctx *x, SSL *ssl, const char *key, size_t key_len);
 void em__tls_ctxs_free(em_reactor *r);
 
-/* tls-verify.c: OpenSSL's whole-chain verification callback. */
+/* tls-verify.c: OpenSSL's whole-chain verification callback; a
+ * certificate as PEM (malloc'd; NULL for NULL or no memory). */
 int em__tls_verify_chain(X509_STORE_CTX *store, void *arg);
+char *em__tls_cert_pem(X509 *cert);
 
 #endif /* EM_TLS_INTERNAL_H */

@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static em_tls *tls_of_store(X509_STORE_CTX *store)
@@ -34,13 +35,14 @@ static int record_fault(int ok, X509_STORE_CTX *store)
     return 1; /* go on: every fault is recorded, the decision comes after */
 }
 
-static char *cert_pem(X509 *cert)
+/* With malloc, not libem's allocator: em_get_peer_cert's caller frees it. */
+char *em__tls_cert_pem(X509 *cert)
 {
-    BIO *b = BIO_new(BIO_s_mem());
+    BIO *b = cert ? BIO_new(BIO_s_mem()) : NULL;
     char *pem = NULL, *data;
     if (b && PEM_write_bio_X509(b, cert)) {
         long n = BIO_get_mem_data(b, &data);
-        if (n > 0 && (pem = em__malloc((size_t)n + 1))) {
+        if (n > 0 && (pem = malloc((size_t)n + 1))) {
             memcpy(pem, data, (size_t)n);
             pem[n] = '\0';
         }
@@ -53,14 +55,14 @@ static char *cert_pem(X509 *cert)
 static bool ask_handler(em_conn *c, em_tls *t, STACK_OF(X509) *chain)
 {
     for (int depth = sk_X509_num(chain) - 1; depth >= 0; depth--) {
-        char *pem = cert_pem(sk_X509_value(chain, depth));
+        char *pem = em__tls_cert_pem(sk_X509_value(chain, depth));
         if (!pem)
             return false;
         t->in_verify = true;
         t->preverify = !(t->bad_depths & (1ull << (depth < 63 ? depth : 63)));
         bool ok = c->h->ssl_verify_peer(c, pem);
         t->in_verify = false;
-        em__free(pem);
+        free(pem);
         if (!ok || c->state != EM_CS_OPEN) {
             t->rejected = true;
             return false;

@@ -676,18 +676,7 @@ static char *copy_out(const char *s)
 char *em_get_peer_cert(const em_conn *c)
 {
     SSL *ssl = established(c);
-    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
-    BIO *b = cert ? BIO_new(BIO_s_mem()) : NULL;
-    char *pem = NULL, *data;
-    if (b && PEM_write_bio_X509(b, cert)) {
-        long n = BIO_get_mem_data(b, &data);
-        if (n > 0 && (pem = malloc((size_t)n + 1))) {
-            memcpy(pem, data, (size_t)n);
-            pem[n] = '\0';
-        }
-    }
-    BIO_free(b);
-    return pem;
+    return ssl ? em__tls_cert_pem(SSL_get0_peer_certificate(ssl)) : NULL;
 }
 
 char *em_get_cipher_name(const em_conn *c)
