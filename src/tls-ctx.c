@@ -378,7 +378,23 @@ void em__tls_session_offer(em_tls_ctx *x, SSL *ssl, const char *key, size_t key_
         SSL_set_session(ssl, s->session);
 }
 
-size_t em__tls_session_key(em_conn *c, char *buf, size_t cap);
+/* The slot for a server's session: its own, else a new one (the oldest
+ * slot is reused once all are taken); NULL when out of memory. */
+static em_tls_session *session_slot(em_tls_ctx *x, const char *key, size_t len)
+{
+    em_tls_session *s = session_find(x, key, len);
+    if (s)
+        return s;
+    unsigned i = x->session_count < SESSIONS_KEPT ? x->session_count++
+                                                  : x->session_next++ % SESSIONS_KEPT;
+    s = &x->sessions[i];
+    session_drop(s);
+    if (!(s->key = em__malloc(len)))
+        return NULL;
+    memcpy(s->key, key, len);
+    s->key_len = len;
+    return s;
+}
 
 /* A client's new session (a TLS 1.3 ticket): kept for the next connection
  * to the same server, replacing the one before. */
@@ -386,23 +402,11 @@ static int session_new(SSL *ssl, SSL_SESSION *session)
 {
     em_conn *c = em__tls_conn_of(ssl);
     em_tls *t = em__tls(c);
-    if (t->no_resume)
-        return 0;
     char key[512];
-    size_t len = em__tls_session_key(c, key, sizeof key);
-    em_tls_ctx *x = t->ctx;
-    em_tls_session *s = len ? session_find(x, key, len) : NULL;
-    if (!len)
+    size_t len = t->no_resume ? 0 : em__tls_session_key(c, key, sizeof key);
+    em_tls_session *s = len ? session_slot(t->ctx, key, len) : NULL;
+    if (!s)
         return 0;
-    if (!s) {
-        unsigned i = x->session_count < SESSIONS_KEPT ? x->session_count++ : x->session_next++ % SESSIONS_KEPT;
-        s = &x->sessions[i];
-        session_drop(s);
-        if (!(s->key = em__malloc(len)))
-            return 0;
-        memcpy(s->key, key, len);
-        s->key_len = len;
-    }
     SSL_SESSION_free(s->session);
     s->session = session;
     return 1; /* the reference is ours */

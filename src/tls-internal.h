@@ -63,6 +63,9 @@ static inline em_tls *em__tls(const em_conn *c)
 
 /* tls.c */
 em_conn *em__tls_conn_of(SSL *ssl);
+/* A client's key for the sessions of its server: the name checked and the
+ * peer's address; 0 when it cannot be made. */
+size_t em__tls_session_key(em_conn *c, char *buf, size_t cap);
 void em__tls_set_error(em_tls *t, const char *what);
 
 /* tls-ctx.c: the context for these options, shared by every connection
