@@ -253,81 +253,6 @@ static void peer_write(peer *p, const char *s)
     ASSERT_EQ(n, strlen(s));
 }
 
-/* -------------------------------------------------------- a libem pair
- *
- * A libem TLS server (TCP on 127.0.0.1, or a unix socket in a temporary
- * directory) whose accepted connection records into srv.pool[0], and a
- * libem TLS client recording into cli; both start TLS in post_init. */
-typedef struct pair {
-    em_reactor *r;
-    em_server *s;
-    rec srv, cli;
-    em_tls_opts so, co;
-    bool unix_sock;
-    char dir[64], path[128];
-    int fd0;
-} pair;
-
-static rec *srv0(pair *p) { return &p->srv.pool[0]; }
-
-static bool handshakes_done(void *arg)
-{
-    pair *p = arg;
-    return p->cli.handshakes && p->srv.pool_used && p->srv.pool[0].handshakes;
-}
-
-static bool pair_unbound(void *arg)
-{
-    pair *p = arg;
-    return p->cli.unbinds && p->srv.pool_used && p->srv.pool[0].unbinds;
-}
-
-static void pair_open(pair *p, bool unix_sock)
-{
-    p->fd0 = open_fd_count();
-    p->r = new_reactor();
-    p->unix_sock = unix_sock;
-    p->so = tls_server_opts("server.pem", NULL);
-    p->co = tls_client_opts();
-    p->srv.tls = &p->so;
-    p->cli.tls = &p->co;
-    rec_pool_new(&p->srv, 1);
-    em_conn *c;
-    if (unix_sock) {
-        make_tmpdir(p->dir, sizeof p->dir);
-        snprintf(p->path, sizeof p->path, "%s/tls.sock", p->dir);
-        p->s = em_start_unix_server(p->r, p->path, &rec_handler, &p->srv);
-        ASSERT_NOT_NULL(p->s);
-        p->co.sni_hostname = "localhost"; /* a unix client has no host name */
-        c = em_connect_unix(p->r, p->path, &rec_handler, &p->cli);
-    } else {
-        p->s = em_start_server(p->r, "127.0.0.1", 0, &rec_handler, &p->srv);
-        ASSERT_NOT_NULL(p->s);
-        c = em_connect(p->r, "127.0.0.1", em_server_port(p->s), &rec_handler, &p->cli);
-    }
-    ASSERT_NOT_NULL(c);
-    ASSERT_EQ(p->cli.tls_rc, 0);
-}
-
-/* Waits for both unbinds, frees the reactor, checks for leaks. */
-static void pair_finish(pair *p)
-{
-    if (!run_until_pred(p->r, pair_unbound, p, 5))
-        FAIL("not unbound: client %d, server %d", p->cli.unbinds,
-             p->srv.pool_used ? srv0(p)->unbinds : -1);
-    ASSERT_EQ(em_stop_server(p->s), 0);
-    REACTOR_FREE_CHECKED(p->r);
-    if (p->unix_sock)
-        rm_tmpdir(p->dir);
-    ASSERT_NO_FD_LEAK(p->fd0);
-}
-
-static void pair_free(pair *p)
-{
-    rec_free(&p->srv);
-    rec_free(&p->cli);
-}
-
 /* A libem TLS (or plain, tls NULL) server on 127.0.0.1 recording into
  * pool[0] of *srv, for a raw client. */
 static em_server *server_for_raw(em_reactor *r, rec *srv, const em_tls_opts *tls)
@@ -357,7 +282,7 @@ static bool accepted(void *arg)
  * of 16 KiB less a header, and every retry (the next flush, the client's
  * resume) must still offer a whole record. */
 typedef struct framing {
-    pair *p;
+    tls_pair *p;
     bool borrowed_only;
     char expect[2 * RECORD];
     size_t expect_len;
@@ -411,27 +336,27 @@ static void frame_reply(em_conn *c, rec *x, const char *d, size_t n)
 
 static bool framing_answered(void *arg)
 {
-    pair *p = arg;
-    return p->srv.pool_used && (srv0(p)->data_calls || srv0(p)->unbinds);
+    tls_pair *p = arg;
+    return p->srv.pool_used && (tls_srv0(p)->data_calls || tls_srv0(p)->unbinds);
 }
 
 static bool framing_delivered(void *arg)
 {
     framing *f = arg;
-    pair *p = f->p;
-    return p->cli.len >= f->expect_len || p->cli.unbinds || srv0(p)->unbinds;
+    tls_pair *p = f->p;
+    return p->cli.len >= f->expect_len || p->cli.unbinds || tls_srv0(p)->unbinds;
 }
 
 static void write_retry_after_settle(bool borrowed_only)
 {
-    pair p = {0};
+    tls_pair p = {0};
     framing f = {.p = &p, .borrowed_only = borrowed_only};
     p.srv = (rec){.tag = 1, .ctx = &f, .on_post_init = small_sndbuf, .on_data = frame_reply};
     p.cli = (rec){.tag = 2, .store = true, .on_handshake = send_one_record};
-    pair_open(&p, true);
+    tls_pair_open(&p, true);
     if (!run_until_pred(p.r, framing_answered, &p, 5))
         FAIL("the server got no record from the client");
-    rec *s = srv0(&p);
+    rec *s = tls_srv0(&p);
     if (s->unbinds)
         FAIL("the server unbound with %d (%s) as it wrote its answer: the write OpenSSL "
              "could not finish was offered again with fewer bytes", s->reason, s->tls_error);
@@ -451,10 +376,10 @@ static void write_retry_after_settle(bool borrowed_only)
     ASSERT(memcmp(p.cli.buf, f.expect, f.expect_len) == 0);
     ASSERT_EQ(em_get_outbound_data_size(s->conn), 0);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    pair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(p.cli.reason, 0);
     ASSERT_EQ(s->reason, 0); /* close_notify */
-    pair_free(&p);
+    tls_pair_free(&p);
 }
 
 TEST(tls_write_retry_after_settle_offers_whole_record)
@@ -1014,13 +939,13 @@ TEST(tls_error_string_valid_in_unbind_after_reconnect)
  * to write the close_notify. */
 TEST(tls_close_after_writing_paused_idle_closes_now)
 {
-    pair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1};
     p.cli = (rec){.tag = 2};
-    pair_open(&p, false);
-    if (!run_until_pred(p.r, handshakes_done, &p, 5))
+    tls_pair_open(&p, false);
+    if (!run_until_pred(p.r, tls_pair_handshaken, &p, 5))
         FAIL("no handshake: client %d (%s)", p.cli.handshakes, p.cli.tls_error);
-    rec *s = srv0(&p);
+    rec *s = tls_srv0(&p);
     ASSERT_EQ(em_get_outbound_data_size(s->conn), 0);
     ASSERT_EQ(em_pause(s->conn), 0);
     ASSERT_EQ(close_conn(s->conn, true), 0);
@@ -1031,9 +956,9 @@ TEST(tls_close_after_writing_paused_idle_closes_now)
              s->unbinds ? "closed only later, not at once" : "still open after 1 s");
     }
     ASSERT_EQ(s->reason, 0);
-    pair_finish(&p);
+    tls_pair_finish(&p);
     /* the client sees the end: with a close_notify if the close could
      * still write one, else as a truncation */
     ASSERT(p.cli.reason == 0 || p.cli.reason == EM_ETLS_TRUNCATED);
-    pair_free(&p);
+    tls_pair_free(&p);
 }

@@ -46,99 +46,6 @@ static int bytes_readable(em_conn *c)
     return n;
 }
 
-/* ------------------------------------------------------------- a pair
- *
- * A libem TLS server (TCP on 127.0.0.1, or a unix socket) whose accepted
- * connection records into srv.pool[0], and a libem TLS client recording
- * into cli. Both start TLS in post_init (rec.tls) unless the test starts
- * the client's itself (manual_client). srv is the pool's template: set its
- * fields before tpair_start. */
-typedef struct tpair {
-    em_reactor *r;
-    em_server *s;
-    rec srv, cli;
-    em_tls_opts so, co;
-    bool unix_sock, manual_client;
-    char dir[64], path[128];
-    int fd0;
-} tpair;
-
-static rec *srv0(tpair *p) { return &p->srv.pool[0]; }
-
-static bool handshakes_done(void *arg)
-{
-    tpair *p = arg;
-    return p->cli.handshakes && p->srv.pool_used && p->srv.pool[0].handshakes;
-}
-
-static bool pair_unbound(void *arg)
-{
-    tpair *p = arg;
-    return p->cli.unbinds && p->srv.pool_used && p->srv.pool[0].unbinds;
-}
-
-/* Starts both ends; returns once the client exists (not connected yet). */
-static void tpair_open(tpair *p, bool unix_sock)
-{
-    p->fd0 = open_fd_count();
-    p->r = new_reactor();
-    p->unix_sock = unix_sock;
-    p->so = tls_server_opts("server.pem", NULL);
-    p->co = tls_client_opts();
-    p->srv.tls = &p->so;
-    if (!p->manual_client)
-        p->cli.tls = &p->co;
-    rec_pool_new(&p->srv, 1);
-    em_conn *c;
-    if (unix_sock) {
-        make_tmpdir(p->dir, sizeof p->dir);
-        snprintf(p->path, sizeof p->path, "%s/tls.sock", p->dir);
-        p->s = em_start_unix_server(p->r, p->path, &rec_handler, &p->srv);
-        ASSERT_NOT_NULL(p->s);
-        p->co.sni_hostname = "localhost"; /* a unix client has no host name */
-        c = em_connect_unix(p->r, p->path, &rec_handler, &p->cli);
-    } else {
-        p->s = em_start_server(p->r, "127.0.0.1", 0, &rec_handler, &p->srv);
-        ASSERT_NOT_NULL(p->s);
-        c = em_connect(p->r, "127.0.0.1", em_server_port(p->s), &rec_handler, &p->cli);
-    }
-    ASSERT_NOT_NULL(c);
-    if (!p->manual_client)
-        ASSERT_EQ(p->cli.tls_rc, 0);
-}
-
-/* tpair_open, then runs until both handshakes completed. */
-static void tpair_start(tpair *p, bool unix_sock)
-{
-    tpair_open(p, unix_sock);
-    if (!run_until_pred(p->r, handshakes_done, p, 10))
-        FAIL("no handshake: client %d (%s), server %d (%s)", p->cli.handshakes,
-             p->cli.tls_error, p->srv.pool_used ? srv0(p)->handshakes : -1,
-             p->srv.pool_used ? srv0(p)->tls_error : "not accepted");
-    ASSERT_EQ(srv0(p)->tls_rc, 0);
-}
-
-/* Waits for both unbinds, frees the reactor, checks for leaks; the recs stay
- * readable until tpair_free. */
-static void tpair_finish(tpair *p)
-{
-    if (!run_until_pred(p->r, pair_unbound, p, 10))
-        FAIL("not unbound: client %d, server %d", p->cli.unbinds,
-             p->srv.pool_used ? srv0(p)->unbinds : -1);
-    ASSERT_EQ(em_stop_server(p->s), 0);
-    REACTOR_FREE_CHECKED(p->r);
-    if (p->unix_sock)
-        rm_tmpdir(p->dir);
-    ASSERT_NO_FD_LEAK(p->fd0);
-}
-
-/* After the last look at the recs. */
-static void tpair_free(tpair *p)
-{
-    rec_free(&p->srv);
-    rec_free(&p->cli);
-}
-
 /* ------------------------------------------------------ pause togglers
  *
  * Pauses and resumes x's connection at random from timers: running up to
@@ -278,12 +185,12 @@ static void expect_stats(em_conn *c, uint64_t in, uint64_t out)
  * ends are paused and resumed at random by timers all along. */
 static void echo_64mib(bool unix_sock)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1, .echo = true, .check_pattern = true,
                   .on_data = no_data_while_paused};
     p.cli = (rec){.tag = 2, .check_pattern = true, .on_data = no_data_while_paused};
-    tpair_start(&p, unix_sock);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, unix_sock);
+    rec *s = tls_srv0(&p);
     toggler ts, tc;
     toggler_start(&ts, p.r, s, 0x5eed01, 0.020, 0.006);
     toggler_start(&tc, p.r, &p.cli, 0x5eed02, 0.020, 0.006);
@@ -313,13 +220,13 @@ static void echo_64mib(bool unix_sock)
     ASSERT_GT(ts.pauses, 10);
     ASSERT_GT(tc.pauses, 10);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(p.cli.reason, 0);
     ASSERT_EQ(s->reason, 0); /* close_notify, not a truncation */
     printf("  %s: 64 MiB each way in %.2f s (%d server, %d client pauses)\n",
            unix_sock ? "unix" : "tcp", secs, ts.pauses, tc.pauses);
     fflush(stdout);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 TEST_TIMEOUT(tls_echo_64mib_random_writes_and_pauses, 120);
@@ -363,15 +270,15 @@ static void note_piece(em_conn *c, rec *x, const char *d, size_t n)
  * has whole records (16 KiB or several of them), not small pieces. */
 static void whole_records(bool server_sends)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     pieces q = {.total = 1 * MiB};
     rec *sender_tmpl = server_sends ? &p.srv : &p.cli;
     rec *receiver_tmpl = server_sends ? &p.cli : &p.srv;
     *sender_tmpl = (rec){.tag = 1, .ctx = &q, .on_handshake = send_one_mib};
     *receiver_tmpl = (rec){.tag = 2, .ctx = &q, .check_pattern = true, .on_data = note_piece};
-    tpair_start(&p, false);
-    rec *receiver = server_sends ? &p.cli : srv0(&p);
-    tpair_finish(&p);
+    tls_pair_start(&p, false);
+    rec *receiver = server_sends ? &p.cli : tls_srv0(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(receiver->bytes_in, q.total);
     ASSERT_EQ(receiver->reason, 0);
     printf("  %d receive_data calls, the largest %zu bytes, %d not whole records\n", q.calls,
@@ -380,7 +287,7 @@ static void whole_records(bool server_sends)
     ASSERT_GE(q.largest, RECORD);
     ASSERT_EQ(q.partial, 0);
     ASSERT_LE(q.calls, (int)(q.total / RECORD));
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 TEST(tls_receive_data_whole_records_server_to_client) { whole_records(true); }
@@ -431,7 +338,7 @@ static void tiny_receiver_init(em_conn *c, rec *x)
 
 static void tiny_buffers(bool server_sends, int sndbuf, int rcvbuf)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     tiny t = {.sndbuf = sndbuf, .rcvbuf = rcvbuf};
     rec *sender_tmpl = server_sends ? &p.srv : &p.cli;
     rec *receiver_tmpl = server_sends ? &p.cli : &p.srv;
@@ -439,18 +346,18 @@ static void tiny_buffers(bool server_sends, int sndbuf, int rcvbuf)
                          .on_completed = tiny_sender_completed};
     *receiver_tmpl = (rec){.tag = 2, .ctx = &t, .check_pattern = true,
                            .on_post_init = tiny_receiver_init};
-    tpair_open(&p, false);
+    tls_pair_open(&p, false);
     double t0 = now_mono(), deadline = t0 + 30;
     rec *receiver = server_sends ? &p.cli : NULL;
     size_t last = TINY_TOTAL;
     long turns_with_backlog = 0;
     while (now_mono() < deadline) {
         if (!receiver && p.srv.pool_used)
-            receiver = srv0(&p);
+            receiver = tls_srv0(&p);
         if (receiver && receiver->bytes_in == TINY_TOTAL)
             break;
         ASSERT_GE(em_run_once(p.r, 0.05), 0);
-        rec *sender = server_sends ? (p.srv.pool_used ? srv0(&p) : NULL) : &p.cli;
+        rec *sender = server_sends ? (p.srv.pool_used ? tls_srv0(&p) : NULL) : &p.cli;
         if (!sender || !sender->conn)
             continue;
         /* queued before the handshake: the plaintext, all of it */
@@ -471,19 +378,19 @@ static void tiny_buffers(bool server_sends, int sndbuf, int rcvbuf)
     if (receiver->bytes_in != TINY_TOTAL)
         FAIL("stuck: the receiver has %llu of %zu bytes", (unsigned long long)receiver->bytes_in,
              TINY_TOTAL);
-    rec *sender = server_sends ? srv0(&p) : &p.cli;
+    rec *sender = server_sends ? tls_srv0(&p) : &p.cli;
     ASSERT(t.sndbuf_set);
     ASSERT_EQ(em_get_outbound_data_size(sender->conn), 0);
     ASSERT_GE(sender->drained, 1); /* its writes had to wait */
     ASSERT_GT(turns_with_backlog, 10);
     expect_stats(sender->conn, 0, TINY_TOTAL);
     ASSERT_EQ(close_conn(sender->conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(receiver->reason, 0);
     printf("  %zu bytes through SO_SNDBUF %d / SO_RCVBUF %d in %.2f s, %d drained\n",
            TINY_TOTAL, sndbuf, rcvbuf, secs, sender->drained);
     fflush(stdout);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 TEST_TIMEOUT(tls_tiny_sndbuf_server_to_client, 40);
@@ -570,13 +477,13 @@ static void big_rcvbuf(em_conn *c, rec *x)
  * OpenSSL does hold. */
 TEST(tls_pause_in_every_receive_data_call_then_resume)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     held h = {0};
     p.srv = (rec){.tag = 1, .ctx = &h, .check_pattern = true, .on_post_init = big_rcvbuf,
                   .on_handshake = send_go, .on_data = pause_in_receive};
     p.cli = (rec){.tag = 2, .ctx = &h, .on_data = send_tail_on_go};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     h.r = p.r;
     h.receiver = s;
     /* the stream goes into the paused server's socket */
@@ -610,9 +517,9 @@ TEST(tls_pause_in_every_receive_data_call_then_resume)
         ASSERT_EQ(em_resume(s->conn), 0);
     s->on_data = no_data_while_paused;
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(s->reason, 0);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 /* Random pauses of the receiver only, in receive_data and from timers,
@@ -643,20 +550,20 @@ static void send_200k(em_conn *c, rec *x)
 TEST(tls_pause_in_receive_data_200k_burst)
 {
     for (int round = 0; round < 5; round++) {
-        tpair p = {0};
+        tls_pair p = {0};
         held h = {0};
         p.srv = (rec){.tag = 1, .ctx = &h, .check_pattern = true, .on_data = pause_sometimes};
         p.cli = (rec){.tag = 2, .on_handshake = send_200k};
-        tpair_open(&p, round & 1);
+        tls_pair_open(&p, round & 1);
         h.r = p.r;
         double deadline = now_mono() + 5;
-        while ((!p.srv.pool_used || srv0(&p)->bytes_in < 200 * KiB) && now_mono() < deadline) {
+        while ((!p.srv.pool_used || tls_srv0(&p)->bytes_in < 200 * KiB) && now_mono() < deadline) {
             if (p.srv.pool_used)
-                h.receiver = srv0(&p);
+                h.receiver = tls_srv0(&p);
             ASSERT_GE(em_run_once(p.r, 0.01), 0);
         }
         ASSERT(p.srv.pool_used);
-        rec *s = srv0(&p);
+        rec *s = tls_srv0(&p);
         if (s->bytes_in != 200 * KiB)
             FAIL("round %d: %llu of %zu bytes delivered", round,
                  (unsigned long long)s->bytes_in, 200 * KiB);
@@ -666,9 +573,9 @@ TEST(tls_pause_in_receive_data_200k_burst)
         if (em_is_paused(s->conn))
             ASSERT_EQ(em_resume(s->conn), 0);
         ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-        tpair_finish(&p);
+        tls_pair_finish(&p);
         ASSERT_EQ(s->reason, 0);
-        tpair_free(&p);
+        tls_pair_free(&p);
     }
 }
 
@@ -701,27 +608,27 @@ static void hold_paused_check(em_conn *c, rec *x, const char *d, size_t n)
 
 TEST(tls_pause_in_handshake_completed_holds_early_data)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     held h = {0};
     p.srv = (rec){.tag = 1, .ctx = &h, .check_pattern = true, .on_handshake = pause_on_handshake,
                   .on_data = hold_paused_check};
     p.cli = (rec){.tag = 2, .on_post_init = queue_hello};
-    tpair_open(&p, false);
+    tls_pair_open(&p, false);
     h.r = p.r;
     double deadline = now_mono() + 5;
-    while ((!p.srv.pool_used || srv0(&p)->bytes_in < 1000) && now_mono() < deadline) {
+    while ((!p.srv.pool_used || tls_srv0(&p)->bytes_in < 1000) && now_mono() < deadline) {
         if (p.srv.pool_used)
-            h.receiver = srv0(&p);
+            h.receiver = tls_srv0(&p);
         ASSERT_GE(em_run_once(p.r, 0.01), 0);
     }
-    rec *s = srv0(&p);
+    rec *s = tls_srv0(&p);
     ASSERT_EQ(s->handshakes, 1);
     ASSERT_EQ(s->bytes_in, 1000); /* after the resume, without new bytes */
     ASSERT_EQ(h.resume_timer, 0);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(s->reason, 0);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 /* A client paused before its handshake began (in post_init, right after
@@ -739,13 +646,13 @@ static void pause_at_start(em_conn *c, rec *x)
 
 static void client_paused_before_handshake(bool unix_sock)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     held h = {0};
     p.srv = (rec){.tag = 1, .echo = true, .check_pattern = true};
     p.cli = (rec){.tag = 2, .ctx = &h, .check_pattern = true, .on_post_init = pause_at_start,
                   .on_data = no_data_while_paused};
     h.receiver = &p.cli;
-    tpair_open(&p, unix_sock);
+    tls_pair_open(&p, unix_sock);
     ASSERT_EQ(p.cli.post_inits, 1);
     double deadline = now_mono() + 5;
     while (p.cli.bytes_in < 1000 && !p.cli.unbinds && now_mono() < deadline)
@@ -756,8 +663,8 @@ static void client_paused_before_handshake(bool unix_sock)
              p.cli.handshakes ? "done" : "not done", (unsigned long long)p.cli.bytes_in,
              p.srv.pool_used ? "accepted" : "did not accept");
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
-    tpair_free(&p);
+    tls_pair_finish(&p);
+    tls_pair_free(&p);
 }
 
 TEST(tls_client_paused_before_handshake_then_resumed) { client_paused_before_handshake(false); }
@@ -779,15 +686,15 @@ static void pause_at_start_quiet(em_conn *c, rec *x)
 
 TEST(tls_client_paused_before_handshake_nothing_queued)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     held h = {0};
     p.srv = (rec){.tag = 1, .echo = true};
     p.cli = (rec){.tag = 2, .store = true, .ctx = &h, .on_post_init = pause_at_start_quiet,
                   .on_data = no_data_while_paused};
     h.receiver = &p.cli;
-    tpair_open(&p, false);
+    tls_pair_open(&p, false);
     double t0 = now_mono();
-    bool ok = run_until_pred(p.r, handshakes_done, &p, 3);
+    bool ok = run_until_pred(p.r, tls_pair_handshaken, &p, 3);
     ASSERT_EQ(h.resume_timer, 0); /* resumed after 0.2 s */
     ASSERT(!em_is_paused(p.cli.conn));
     if (!ok)
@@ -795,15 +702,15 @@ TEST(tls_client_paused_before_handshake_nothing_queued)
              "nothing queued: client handshakes %d, server %s (%d)",
              now_mono() - t0 - 0.2, p.cli.handshakes,
              p.srv.pool_used ? "accepted" : "did not accept",
-             p.srv.pool_used ? srv0(&p)->handshakes : 0);
+             p.srv.pool_used ? tls_srv0(&p)->handshakes : 0);
     ASSERT_EQ(em_send_data(p.cli.conn, "late", 4), 0);
     double deadline = now_mono() + 5;
     while (p.cli.len < 4 && now_mono() < deadline)
         ASSERT_GE(em_run_once(p.r, 0.01), 0);
     ASSERT_EQ(p.cli.len, 4);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
-    tpair_free(&p);
+    tls_pair_finish(&p);
+    tls_pair_free(&p);
 }
 
 /* =========================================================== 5. proxy */
@@ -955,11 +862,11 @@ TEST(tls_proxy_tls_to_tls) { proxy_case(true, true); }
  * the bytes given to em_send_data and to receive_data, both ends. */
 TEST(tls_byte_counters_count_plaintext)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1, .echo = true, .check_pattern = true};
     p.cli = (rec){.tag = 2, .check_pattern = true};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     expect_stats(p.cli.conn, 0, 0);
     expect_stats(s->conn, 0, 0);
     const uint64_t total = 3 * MiB + 12345;
@@ -978,10 +885,10 @@ TEST(tls_byte_counters_count_plaintext)
     ASSERT_EQ(em_get_stats(p.cli.conn, &st_c), 0);
     ASSERT_DBL_GE(st_c.last_activity, st_c.created);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(p.cli.reason, 0);
     ASSERT_EQ(s->reason, 0);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 typedef struct idle {
@@ -1023,13 +930,13 @@ static void note_unbind(em_conn *c, rec *x, int reason)
  * records come and go, then ETIMEDOUT once they stop, on time. */
 TEST(tls_inactivity_timeout_on_established_connection)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     idle d = {.max_ticks = 6};
     p.srv = (rec){.tag = 1, .ctx = &d, .echo = true, .on_data = note_rx,
                   .on_unbind = note_unbind};
     p.cli = (rec){.tag = 2};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     d.r = p.r;
     d.cli = &p.cli;
     d.last_rx = em_now(p.r);
@@ -1052,24 +959,24 @@ TEST(tls_inactivity_timeout_on_established_connection)
     printf("  server timed out %.3f s after its last record; the client unbound with %s\n",
            late, p.cli.reason ? "EM_ETLS_TRUNCATED" : "0");
     fflush(stdout);
-    tpair_finish(&p);
-    tpair_free(&p);
+    tls_pair_finish(&p);
+    tls_pair_free(&p);
 }
 
 /* Timeouts keep running while a TLS connection is paused. */
 TEST(tls_inactivity_timeout_while_paused)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1};
     p.cli = (rec){.tag = 2};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     ASSERT_EQ(em_pause(s->conn), 0);
     ASSERT_EQ(em_set_comm_inactivity_timeout(s->conn, 0.2), 0);
     ASSERT(run_until(p.r, &s->unbinds, 3));
     ASSERT_EQ(s->reason, ETIMEDOUT);
-    tpair_finish(&p);
-    tpair_free(&p);
+    tls_pair_finish(&p);
+    tls_pair_free(&p);
 }
 
 /* The handshake is bounded by the pending-connect timeout; once it is
@@ -1083,12 +990,12 @@ static void start_tls_short_connect_timeout(em_conn *c, rec *x)
 
 TEST(tls_pending_connect_timeout_does_not_end_an_established_connection)
 {
-    tpair p = {.manual_client = true};
+    tls_pair p = {.manual_client = true};
     p.srv = (rec){.tag = 1, .echo = true};
     p.cli = (rec){.tag = 2, .store = true, .ctx = &p.co,
                   .on_post_init = start_tls_short_connect_timeout};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     ASSERT_EQ(em_set_pending_connect_timeout(s->conn, 0.3), 0);
     /* the handshake is done: a shorter limit must not end the connection */
     run_for(p.r, 0.8);
@@ -1101,10 +1008,10 @@ TEST(tls_pending_connect_timeout_does_not_end_an_established_connection)
     ASSERT_EQ(p.cli.len, 10);
     ASSERT(memcmp(p.cli.buf, "still here", 10) == 0);
     ASSERT_EQ(close_conn(p.cli.conn, true), 0);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(p.cli.reason, 0);
     ASSERT_EQ(s->reason, 0);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 /* close_connection_after_writing with 8 MiB queued before the handshake:
@@ -1126,28 +1033,28 @@ static void queue_all_and_close(em_conn *c, rec *x)
 
 static void close_after_writing_big_queue(bool server_sends)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     rec *sender_tmpl = server_sends ? &p.srv : &p.cli;
     rec *receiver_tmpl = server_sends ? &p.cli : &p.srv;
     *sender_tmpl = (rec){.tag = 1, .on_post_init = queue_all_and_close};
     *receiver_tmpl = (rec){.tag = 2, .check_pattern = true, .on_data = no_data_while_paused};
-    tpair_open(&p, false);
+    tls_pair_open(&p, false);
     toggler t = {0};
     bool toggling = false;
     double t0 = now_mono(), deadline = t0 + 30;
-    while (!pair_unbound(&p) && now_mono() < deadline) {
-        rec *receiver = server_sends ? &p.cli : (p.srv.pool_used ? srv0(&p) : NULL);
+    while (!tls_pair_unbound(&p) && now_mono() < deadline) {
+        rec *receiver = server_sends ? &p.cli : (p.srv.pool_used ? tls_srv0(&p) : NULL);
         if (!toggling && receiver && receiver->handshakes) {
             toggler_start(&t, p.r, receiver, 0x70991e, 0.010, 0.020);
             toggling = true;
         }
         ASSERT_GE(em_run_once(p.r, 0.02), 0);
     }
-    rec *receiver = server_sends ? &p.cli : srv0(&p);
-    rec *sender = server_sends ? srv0(&p) : &p.cli;
+    rec *receiver = server_sends ? &p.cli : tls_srv0(&p);
+    rec *sender = server_sends ? tls_srv0(&p) : &p.cli;
     if (toggling)
         toggler_stop(&t);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(receiver->bytes_in, CLOSE_TOTAL);
     ASSERT_EQ(sender->reason, 0);
     ASSERT_EQ(receiver->reason, 0); /* close_notify after the last byte */
@@ -1155,7 +1062,7 @@ static void close_after_writing_big_queue(bool server_sends)
     printf("  8 MiB then close: %.2f s, %d pauses of the receiver\n", now_mono() - t0,
            t.pauses);
     fflush(stdout);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
 
 TEST_TIMEOUT(tls_close_after_writing_big_queue_server_to_client, 40);
@@ -1186,11 +1093,11 @@ static void wmem(em_conn *c, unsigned *alloc, unsigned *sndbuf)
 
 TEST(tls_close_after_writing_empty_queue_full_socket)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1, .check_pattern = true, .on_data = no_data_while_paused};
     p.cli = (rec){.tag = 2};
-    tpair_start(&p, true);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, true);
+    rec *s = tls_srv0(&p);
     ASSERT_EQ(em_pause(s->conn), 0);
     int small = 4096;
     ASSERT_EQ(em_set_sock_opt(p.cli.conn, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
@@ -1221,8 +1128,8 @@ TEST(tls_close_after_writing_empty_queue_full_socket)
              "close_notify was not sent (%s); the client unbound with %d",
              (unsigned long long)sent, s->reason, em_strerror(s->reason), s->tls_error,
              p.cli.reason);
-    tpair_finish(&p);
-    tpair_free(&p);
+    tls_pair_finish(&p);
+    tls_pair_free(&p);
 }
 
 /* em_close_write on TLS: close_notify after the client's last byte; the
@@ -1231,17 +1138,17 @@ TEST(tls_close_after_writing_empty_queue_full_socket)
 TEST_TIMEOUT(tls_echo_close_write_half_close, 40);
 TEST(tls_echo_close_write_half_close)
 {
-    tpair p = {0};
+    tls_pair p = {0};
     p.srv = (rec){.tag = 1, .echo = true, .check_pattern = true};
     p.cli = (rec){.tag = 2, .check_pattern = true};
-    tpair_start(&p, false);
-    rec *s = srv0(&p);
+    tls_pair_start(&p, false);
+    rec *s = tls_srv0(&p);
     const uint64_t total = 4 * MiB + 333;
     stream st;
     stream_init(&st, total, 0x4a1f, 256 * KiB, 512 * KiB, 2 * MiB);
     bool ended = false;
     double deadline = now_mono() + 30;
-    while (!pair_unbound(&p) && now_mono() < deadline) {
+    while (!tls_pair_unbound(&p) && now_mono() < deadline) {
         if (!ended) {
             stream_pump(&st, p.cli.conn, p.cli.bytes_in);
             if (st.sent == total) {
@@ -1254,10 +1161,10 @@ TEST(tls_echo_close_write_half_close)
     }
     stream_free(&st);
     ASSERT(ended);
-    tpair_finish(&p);
+    tls_pair_finish(&p);
     ASSERT_EQ(s->bytes_in, total);
     ASSERT_EQ(p.cli.bytes_in, total);
     ASSERT_EQ(s->reason, 0);
     ASSERT_EQ(p.cli.reason, 0);
-    tpair_free(&p);
+    tls_pair_free(&p);
 }
