@@ -386,7 +386,7 @@ void em__conn_on_event(em_conn *c, unsigned events)
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
-        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER_HELD)))
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)))
         do_read(c);
     if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
         (c->flags & EM_CF_WRITE_WAITED))
