@@ -414,8 +414,44 @@ EM_EXPORT int em_close_connection(em_conn *c, bool after_writing);
 EM_EXPORT int em_close_connection_after_writing(em_conn *c);
 
 /* Half-close: sends FIN after the queued data; reading goes on and send_data
- * returns -ENOTCONN. -ENOTSOCK for non-sockets. */
+ * returns -ENOTCONN. -ENOTSOCK for non-sockets. Once the peer has closed
+ * its side too (see peer_closed in em_handler), the connection closes with
+ * unbind(0). */
 EM_EXPORT int em_close_write(em_conn *c);
+
+/* Files. The file takes its place in the outbound queue, in order with the
+ * data sent before and after it, and is written from the file as the peer
+ * reads (sendfile(2) on plain sockets, a buffer at a time through TLS): it
+ * is never held in memory, and a slow reader makes libem read no further
+ * ahead. The file is opened by the call and read as it goes: its size is
+ * taken at the call; a file that has shrunk by the time its end is written
+ * fails the connection with EIO (the peer was promised those bytes); bytes
+ * appended later are not sent. Its unsent bytes count in
+ * em_get_outbound_data_size and against em_set_outbound_limit's bound for
+ * later em_send_data calls; a close after writing waits for them.
+ *
+ * em_send_file_data: the whole file, any size. 0, or -errno with nothing
+ * queued: -EINVAL (NULL, a datagram or watched connection, a file that is
+ * not a regular file), -EISDIR, -ENOENT, -EACCES and the other errors of
+ * open(2), -ENOTCONN after a close was requested, -ENOMEM. */
+EM_EXPORT int em_send_file_data(em_conn *c, const char *path);
+
+/* Flag of em_stream_file_data: the file goes as HTTP/1.1 chunked encoding
+ * (RFC 9112): one chunk with its bytes, then the last chunk, 0 CRLF CRLF
+ * (for an empty file, the last chunk alone). */
+#define EM_HTTP_CHUNKS 1u
+
+/* em_stream_file_data: the same, and done(c, err, arg) (may be NULL) is
+ * called exactly once, never inside a libem call: err 0 once the whole file
+ * has been handed to the kernel (or, through TLS, into the queue), or a
+ * positive errno: ECANCELED when the connection closed first (done then
+ * runs just before unbind), EIO for a file that shrank, or the error that
+ * failed the connection while the file was being written. The calls of
+ * several files come in the order the files were queued. Errors as
+ * em_send_file_data, and -EINVAL for unknown flags; after an error done is
+ * never called. */
+EM_EXPORT int em_stream_file_data(em_conn *c, const char *path, unsigned flags,
+                                  void (*done)(em_conn *c, int err, void *arg), void *arg);
 
 /* Removes the connection from the reactor without closing its descriptor
  * and returns the descriptor; unsent data is dropped and unbind(0) follows.
@@ -563,7 +599,9 @@ typedef struct em_tls_opts {
  * is not a stream socket, unknown ciphers, suites, groups or versions, a bad
  * ALPN list, a server without a certificate, a client without a name;
  * -EISCONN when TLS was already started; -ENOTCONN on a closing connection;
- * -ENOTSUP when libem was built without OpenSSL; -ENOMEM. */
+ * -EBUSY while a file sent before it is still queued (the bytes before the
+ * handshake go as they are); -ENOTSUP when libem was built without OpenSSL;
+ * -ENOMEM. */
 EM_EXPORT int em_start_tls(em_conn *c, const em_tls_opts *opts);
 
 /* During ssl_verify_peer: OpenSSL's verdict on the certificate being shown

@@ -100,6 +100,7 @@ void em__conn_layer_retire(em_conn *c)
 
 static void cold_free(em_conn *c)
 {
+    em__files_free(c);
     em__proxy_free(c);
     em__conn_layer_free(c);
     layer_free(c, &c->cold->retired);
@@ -302,6 +303,7 @@ void em__conn_finish(em_conn *c)
     em__sigmap_del(&r->sigmap, c->sig);
     em_conn *source = (c->flags & (EM_CF_PROXY | EM_CF_PROXY_TARGET)) ? em__proxy_unlink(c) : NULL;
     c->state = EM_CS_UNBINDING;
+    em__files_report_all(c);
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
     if (source && source->h->proxy_target_unbound && em__conn_usable(source) && !r->forked)
@@ -395,11 +397,13 @@ void em__conn_on_event(em_conn *c, unsigned events)
 
 /* ---------------------------------------------------------------- write */
 
-static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt)
+/* more: a feed follows, which the kernel writes next (the headers of a
+ * file sent): the two leave in as few packets as they fit. */
+static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt, bool more)
 {
     if (c->flags & EM_CF_NOT_SOCKET)
         return em__writev_nosigpipe(c->io.fd, iov, cnt);
-    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0);
     ssize_t n;
     if (cnt == 1) { /* send() spares the kernel the iovec import */
         do
@@ -414,20 +418,38 @@ static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt)
     return n;
 }
 
+/* A descriptor that sendfile or splice cannot write to gets the feed's
+ * bytes through memory, a buffer at a time. */
+static bool feed_unwritable(int err) { return err == EINVAL || err == ENOSYS || err == EOPNOTSUPP; }
+
 static ssize_t write_queue(em_conn *c, size_t *asked)
 {
     struct iovec iov[IOV_PER_WRITE];
-    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
+    bool feed_next;
+    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, &feed_next);
+    if (!cnt) {
+        ssize_t n = em__outq_send_feed(&c->out, c->io.fd, false, asked);
+        if (n > 0 || (n < 0 && !feed_unwritable(errno)))
+            return n;
+        if (!n) /* a file that shrank: the feed said why in errno */
+            return -1;
+        int err = em__outq_materialize(c->r, &c->out, EM_READ_BUF_SIZE);
+        if (err) {
+            errno = -err;
+            return -1;
+        }
+        cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, &feed_next);
+    }
     *asked = 0;
     for (int i = 0; i < cnt; i++)
         *asked += iov[i].iov_len;
-    return write_iov(c, iov, cnt);
+    return write_iov(c, iov, cnt, feed_next);
 }
 
 ssize_t em__conn_write_raw(em_conn *c, size_t max)
 {
     struct iovec iov[IOV_PER_WRITE];
-    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE);
+    int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, NULL);
     size_t total = 0;
     for (int i = 0; i < cnt; i++) {
         if (iov[i].iov_len >= max - total) {
@@ -437,7 +459,7 @@ ssize_t em__conn_write_raw(em_conn *c, size_t max)
         }
         total += iov[i].iov_len;
     }
-    return write_iov(c, iov, cnt);
+    return write_iov(c, iov, cnt, false);
 }
 
 /* A proxy's target that wrote may release its source's hold. */
@@ -495,7 +517,18 @@ void em__conn_drained(em_conn *c, bool waited)
         em__conn_fail(c, 0);
 }
 
+static void flush(em_conn *c);
+
+/* Files written are reported after the flush that wrote them, not inside
+ * the write: done may send, close or stream another file. */
 void em__conn_flush(em_conn *c)
+{
+    flush(c);
+    if (c->cold && c->cold->files && c->state == EM_CS_OPEN)
+        em__files_report(c);
+}
+
+static void flush(em_conn *c)
 {
     if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
         return;
@@ -612,7 +645,7 @@ static void settle_span(em_conn *c, struct em_span s)
     size_t done = 0;
     if (writable) {
         struct iovec v = {.iov_base = (void *)s.p, .iov_len = s.len};
-        ssize_t n = write_iov(c, &v, 1);
+        ssize_t n = write_iov(c, &v, 1, false);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             em__conn_fail(c, errno);
             return;

@@ -198,13 +198,51 @@ typedef struct em_outq {
     em_chunk *head;
 } em_outq;
 
+/* A feed: queued bytes that are not in memory but behind a descriptor (a
+ * file being sent, the pipe of a splicing proxy), written by the kernel
+ * without a copy. Its place in the queue is a chunk whose base is NULL,
+ * whose head counts the bytes written and whose tail the bytes it holds;
+ * the queue's byte count includes them, so everything that waits for the
+ * queue (a close after writing, em_close_write, a proxy's hold) waits for
+ * them too. One feed may stand in several chunks (a pipe refilled after
+ * other bytes were queued); it hears of each chunk's end. */
+typedef struct em_feed em_feed;
+typedef struct em_feed_ops {
+    /* Writes up to max bytes from position pos to fd: bytes written (0 if
+     * it has none to give: an error, say why in errno), or -1 with errno. */
+    ssize_t (*send)(em_feed *f, size_t pos, int fd, size_t max, bool more);
+    /* The same bytes into memory, for writers that need them there (TLS,
+     * a descriptor the kernel cannot write from a feed). */
+    ssize_t (*read)(em_feed *f, size_t pos, char *buf, size_t max);
+    /* One of its chunks left the queue: written whole, or dropped. */
+    void (*release)(em_feed *f, em_reactor *r, bool written);
+} em_feed_ops;
+struct em_feed {
+    const em_feed_ops *ops;
+};
+
 static inline size_t em__outq_bytes(const em_outq *q) { return q->head ? q->head->q_bytes : 0; }
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len);
 int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len);
 int em__outq_own(em_reactor *r, em_outq *q); /* copy borrowed bytes; -ENOMEM */
-int em__outq_iov(const em_outq *q, struct iovec *iov, int max);
-/* Copies the first bytes of the queue, up to max, into dst: how many. */
+/* The bytes in memory up to the first feed; *feed_next (may be NULL): a
+ * feed follows them. */
+int em__outq_iov(const em_outq *q, struct iovec *iov, int max, bool *feed_next);
+/* Copies the first bytes of the queue, up to max and the first feed, into
+ * dst: how many. */
 size_t em__outq_copy(const em_outq *q, char *dst, size_t max);
+/* Feeds: queued after what is queued (all or nothing: -ENOMEM); grown at
+ * the end of the queue when its last chunk is f's. */
+int em__outq_feed(em_reactor *r, em_outq *q, em_feed *f, size_t len);
+bool em__outq_feed_grow(em_outq *q, em_feed *f, size_t len);
+bool em__outq_has_feed(const em_outq *q);
+/* The feed at the head of the queue writes what it holds to fd, as
+ * em_feed_ops.send; *asked: how much that is. */
+ssize_t em__outq_send_feed(const em_outq *q, int fd, bool more, size_t *asked);
+/* Up to max bytes of the feed at the head of the queue move into memory
+ * ahead of it: 0, or a negative errno (-ENOMEM, the feed's read error;
+ * -EIO when it has fewer bytes than it promised). */
+int em__outq_materialize(em_reactor *r, em_outq *q, size_t max);
 void em__outq_consume(em_reactor *r, em_outq *q, size_t n);
 void em__outq_clear(em_reactor *r, em_outq *q);
 void em__chunk_cache_free(em_reactor *r);
@@ -267,6 +305,7 @@ typedef struct em_cold {
     char *host;             /* outbound TCP: the host given (TLS checks it) */
     em_layer *layer;        /* EM_CF_LAYER; or a refused em_start_tls's error */
     em_layer *retired;      /* dropped by em_reconnect in unbind: freed after it */
+    struct em_file_stream *files; /* files sent, until their done is called */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -355,6 +394,12 @@ void em__conn_after_drain(em_conn *c);
  * errno (EAGAIN included). */
 ssize_t em__conn_write_raw(em_conn *c, size_t max);
 void em__conn_unspan(em_conn *c); /* a span becomes a queued chunk; may fail the conn */
+
+/* file.c */
+typedef void (*em_file_done_fn)(em_conn *c, int err, void *arg);
+void em__files_report(em_conn *c);     /* done of the files written, in order */
+void em__files_report_all(em_conn *c); /* closing: every done, written or not */
+void em__files_free(em_conn *c);       /* no callbacks (forked, discarded) */
 
 /* tls.c */
 void em__tls_reactor_free(em_reactor *r);

@@ -5,8 +5,12 @@
 
 #include <string.h>
 
+/* A feed's chunk has no base and holds a pointer to the feed. */
+static bool is_feed(const em_chunk *k) { return !k->base; }
+static em_feed *feed_of(const em_chunk *k) { return *(em_feed *const *)(const void *)k->data; }
+
 /* A borrowed chunk is a small one whose base points elsewhere. */
-static bool borrowed(const em_chunk *k) { return k->base != k->data; }
+static bool borrowed(const em_chunk *k) { return k->base && k->base != k->data; }
 
 static em_chunk_cache *cache_for(em_reactor *r, const em_chunk *k)
 {
@@ -37,6 +41,11 @@ static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
 
 static void chunk_put(em_reactor *r, em_chunk *k)
 {
+    if (is_feed(k)) {
+        feed_of(k)->ops->release(feed_of(k), r, k->head == k->tail);
+        em__free(k);
+        return;
+    }
     em_chunk_cache *cache = cache_for(r, k);
     size_t cap = cache == &r->small_chunks ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
     if (!cache->max)
@@ -185,21 +194,24 @@ int em__outq_own(em_reactor *r, em_outq *q)
     return 0;
 }
 
-int em__outq_iov(const em_outq *q, struct iovec *iov, int max)
+int em__outq_iov(const em_outq *q, struct iovec *iov, int max, bool *feed_next)
 {
     int n = 0;
-    for (em_chunk *k = q->head; k && n < max; k = k->next) {
+    em_chunk *k = q->head;
+    for (; k && n < max && !is_feed(k); k = k->next) {
         iov[n].iov_base = k->base + k->head;
         iov[n].iov_len = k->tail - k->head;
         n++;
     }
+    if (feed_next)
+        *feed_next = k && is_feed(k);
     return n;
 }
 
 size_t em__outq_copy(const em_outq *q, char *dst, size_t max)
 {
     size_t n = 0;
-    for (em_chunk *k = q->head; k && n < max; k = k->next) {
+    for (em_chunk *k = q->head; k && n < max && !is_feed(k); k = k->next) {
         size_t take = k->tail - k->head < max - n ? k->tail - k->head : max - n;
         memcpy(dst + n, k->base + k->head, take);
         n += take;
@@ -219,6 +231,7 @@ void em__outq_consume(em_reactor *r, em_outq *q, size_t n)
             break;
         }
         n -= avail;
+        k->head = k->tail; /* a feed hears it was written whole */
         q->head = k->next;
         chunk_put(r, k);
     }
@@ -232,4 +245,88 @@ void em__outq_clear(em_reactor *r, em_outq *q)
 {
     chain_put(r, q->head);
     q->head = NULL;
+}
+
+/* ---------------------------------------------------------------- feeds */
+
+int em__outq_feed(em_reactor *r, em_outq *q, em_feed *f, size_t len)
+{
+    EM_UNUSED(r);
+    em_chunk *k = em__malloc(sizeof *k + sizeof f);
+    if (!k)
+        return -ENOMEM;
+    *k = (em_chunk){.base = NULL, .tail = len, .cap = len};
+    memcpy(k->data, &f, sizeof f);
+    link_chain(q, k, k, len);
+    return 0;
+}
+
+bool em__outq_feed_grow(em_outq *q, em_feed *f, size_t len)
+{
+    em_chunk *last = q->head ? q->head->q_tail : NULL;
+    if (!last || !is_feed(last) || feed_of(last) != f)
+        return false;
+    last->tail += len;
+    last->cap = last->tail;
+    q->head->q_bytes += len;
+    return true;
+}
+
+bool em__outq_has_feed(const em_outq *q)
+{
+    for (const em_chunk *k = q->head; k; k = k->next)
+        if (is_feed(k))
+            return true;
+    return false;
+}
+
+/* sendfile and splice take at most this much per call anyway */
+#define FEED_SEND_MAX ((size_t)1 << 30)
+
+ssize_t em__outq_send_feed(const em_outq *q, int fd, bool more, size_t *asked)
+{
+    em_chunk *k = q->head;
+    size_t left = k->tail - k->head;
+    *asked = left < FEED_SEND_MAX ? left : FEED_SEND_MAX;
+    return feed_of(k)->ops->send(feed_of(k), k->head, fd, *asked, more);
+}
+
+/* The chunk m of memory goes in front of the feed's chunk k, the head. */
+static void put_ahead(em_reactor *r, em_outq *q, em_chunk *m, em_chunk *k)
+{
+    m->q_bytes = k->q_bytes;
+    m->q_tail = k->q_tail;
+    m->next = k;
+    q->head = m;
+    if (k->head < k->tail)
+        return;
+    m->next = k->next; /* the feed gave all it had */
+    if (m->q_tail == k)
+        m->q_tail = m;
+    chunk_put(r, k);
+}
+
+int em__outq_materialize(em_reactor *r, em_outq *q, size_t max)
+{
+    em_chunk *k = q->head;
+    if (!k || !is_feed(k))
+        return 0;
+    em_chunk *m = chunk_get(r, 0, true);
+    if (!m)
+        return -ENOMEM;
+    size_t want = k->tail - k->head;
+    if (want > max)
+        want = max;
+    if (want > m->cap)
+        want = m->cap;
+    ssize_t n = feed_of(k)->ops->read(feed_of(k), k->head, m->base, want);
+    if (n <= 0) {
+        int err = n < 0 ? errno : EIO;
+        chunk_put(r, m);
+        return -err;
+    }
+    m->tail = (size_t)n;
+    k->head += (size_t)n;
+    put_ahead(r, q, m, k);
+    return 0;
 }

@@ -363,7 +363,7 @@ static size_t next_piece(em_conn *c, const void **out)
     if (want > EM_TLS_RECORD)
         want = EM_TLS_RECORD;
     struct iovec first;
-    em__outq_iov(&c->out, &first, 1);
+    em__outq_iov(&c->out, &first, 1, NULL);
     if (first.iov_len >= want) {
         *out = first.iov_base;
         return want;
@@ -376,6 +376,12 @@ static size_t next_piece(em_conn *c, const void **out)
 static bool write_records(em_conn *c, em_tls *t)
 {
     while (em__outq_bytes(&c->out)) {
+        /* a file at the head of the queue: a record's worth into memory */
+        int err = em__outq_materialize(c->r, &c->out, EM_TLS_RECORD);
+        if (err) {
+            em__conn_fail(c, -err);
+            return false;
+        }
         const void *piece;
         size_t len = next_piece(c, &piece), n;
         ERR_clear_error();
@@ -384,7 +390,7 @@ static bool write_records(em_conn *c, em_tls *t)
             em__conn_sent(c, n);
             continue;
         }
-        int err = SSL_get_error(t->ssl, 0);
+        err = SSL_get_error(t->ssl, 0);
         if (err == SSL_ERROR_WANT_READ)
             t->write_wants_read = true;
         if (!wait_for(c, err))
@@ -621,7 +627,10 @@ static int startable(const em_conn *c)
     if (!em__conn_usable(c) ||
         (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT | EM_CF_EOF)))
         return -ENOTCONN;
-    return (c->flags & EM_CF_LAYER) ? -EISCONN : 0;
+    if (c->flags & EM_CF_LAYER)
+        return -EISCONN;
+    /* the bytes before the handshake go as they are, from memory only */
+    return em__outq_has_feed(&c->out) ? -EBUSY : 0;
 }
 
 int em_start_tls(em_conn *c, const em_tls_opts *opts)
