@@ -9,11 +9,14 @@ int main(int argc, char **argv) {
     static const em_handler echo = {.receive_data = receive_data};
     int port = argc > 1 ? atoi(argv[1]) : 8081;
     em_reactor *r = em_reactor_new(NULL);
-    if (!r || !em_start_server(r, "127.0.0.1", port, &echo, NULL)) {
+    em_server *s = r ? em_start_server(r, "127.0.0.1", port, &echo, NULL) : NULL;
+    if (!s) {
         fprintf(stderr, "echo_server: %s\n", em_strerror(errno));
         return 1;
     }
-    printf("echoing on 127.0.0.1:%d (%s backend)\n", port, em_backend_name(r));
+    /* port 0 picks a free one: say which */
+    printf("echoing on 127.0.0.1:%d (%s backend)\n", em_server_port(s), em_backend_name(r));
+    fflush(stdout);
     em_run(r);
     em_reactor_free(r);
     return 0;

@@ -1,8 +1,15 @@
 /* A TCP proxy: every client accepted on 127.0.0.1:listen_port gets its own
  * connection to 127.0.0.1:backend_port, and the bytes go both ways through
- * em_proxy_incoming_to, without a copy and with at most 1 MiB waiting for a
- * slow side (the faster side is simply not read meanwhile). When either side
- * goes, the other is closed once what it was sent is written.
+ * em_proxy_incoming_to: spliced from socket to socket by the kernel, never
+ * copied through the proxy, with at most 1 MiB waiting for a slow side (the
+ * faster side is simply not read meanwhile).
+ *
+ * A side that closes only its sending half (shutdown(SHUT_WR), as a client
+ * does when it has sent its whole request) is half-closed on the other leg
+ * too, once its bytes are written, and the reply still flows back: each
+ * side has a peer_closed callback, so it stays open until both directions
+ * have ended. When a side goes for good (a reset, an error), the other is
+ * closed once what it was sent is written.
  *
  * Usage: tcp_proxy [listen_port] [backend_port]   (default 8082 -> 8081;
  * try it in front of echo_server) */
@@ -29,7 +36,12 @@ static void close_other_side(em_conn *c, int reason)
         fprintf(stderr, "tcp_proxy: a connection ended: %s\n", em_strerror(reason));
 }
 
-static const em_handler backend_side = {.unbind = close_other_side};
+/* The proxy passes the FIN on by itself; the connection stays open for
+ * what the other side still sends, and closes once both have ended. */
+static void keep_half_open(em_conn *c) { (void)c; }
+
+static const em_handler backend_side = {.unbind = close_other_side,
+                                        .peer_closed = keep_half_open};
 
 static void client_post_init(em_conn *client)
 {
@@ -52,16 +64,20 @@ static void client_post_init(em_conn *client)
 int main(int argc, char **argv)
 {
     static const em_handler client_side = {.post_init = client_post_init,
-                                           .unbind = close_other_side};
+                                           .unbind = close_other_side,
+                                           .peer_closed = keep_half_open};
     int port = argc > 1 ? atoi(argv[1]) : 8082;
     backend_port = argc > 2 ? atoi(argv[2]) : 8081;
     em_reactor *r = em_reactor_new(NULL);
-    if (!r || !em_start_server(r, "127.0.0.1", port, &client_side, NULL)) {
+    em_server *s = r ? em_start_server(r, "127.0.0.1", port, &client_side, NULL) : NULL;
+    if (!s) {
         fprintf(stderr, "tcp_proxy: %s\n", em_strerror(errno));
         return 1;
     }
-    printf("proxying 127.0.0.1:%d to 127.0.0.1:%d (%s backend)\n", port, backend_port,
-           em_backend_name(r));
+    /* port 0 picks a free one: say which */
+    printf("proxying 127.0.0.1:%d to 127.0.0.1:%d (%s backend)\n", em_server_port(s),
+           backend_port, em_backend_name(r));
+    fflush(stdout);
     em_run(r);
     em_reactor_free(r);
     return 0;

@@ -265,6 +265,14 @@ typedef struct em_handler {
      * -ENOBUFS under em_set_outbound_limit, or while
      * em_get_outbound_data_size is 0 after a turn, keep sending). */
     void (*outbound_drained)(em_conn *c);
+    /* The peer closed its sending side (its FIN; through TLS, its
+     * close_notify): nothing more will be read. NULL (the default, as
+     * EventMachine): the connection closes once its queued data is written,
+     * with unbind(0). Set: it stays open for writing, a half-open
+     * connection, until the handler closes it or half-closes it too with
+     * em_close_write, after which it closes by itself with unbind(0). A
+     * proxy (em_proxy_incoming_to) passes the FIN on either way. */
+    void (*peer_closed)(em_conn *c);
 } em_handler;
 
 /* The arg given when the connection was made (a server's arg for accepted
@@ -498,9 +506,21 @@ EM_EXPORT int em_set_comm_inactivity_timeout(em_conn *c, double s);
 EM_EXPORT double em_get_idle_time(const em_conn *c);
 
 /* Proxying (EventMachine's proxy_incoming_to): from then on the bytes read
- * from `from` are sent to `to` without a copy and without calling from's
- * receive_data. Backpressure is the proxy's own: while more than `bufsize`
- * bytes (0: 1 MiB) wait in to's outbound queue, `from` is not read; this
+ * from `from` are sent to `to` without calling from's receive_data.
+ * Between two plain sockets (TCP or unix) they never enter user space:
+ * splice(2) moves them through a pipe, taken from a pool of at most 16
+ * idle pipes per reactor while bytes are in flight and given back once
+ * they are written, so an idle pair holds no extra descriptor. Where splice
+ * cannot serve (TLS on either side, a descriptor that is not a socket, a
+ * paused target or one with bytes of its own queued), the bytes go from the
+ * read buffer without a copy when the target's socket takes them; the two
+ * ways share to's queue and keep the order. EM_SPLICE=0 in the environment
+ * (read by em_reactor_new) turns splicing off. When from's peer closes its
+ * side, `to` gets a FIN (em_close_write) after the bytes proxied before it
+ * (see peer_closed in em_handler to keep `from` open meanwhile).
+ * Backpressure is the proxy's own: while more than `bufsize`
+ * bytes (0: 1 MiB) wait in to's outbound queue (in memory or in its pipe),
+ * or its pipe is full, `from` is not read; this
  * hold does not show in em_is_paused and never overrides em_pause or
  * em_resume. After `length` bytes (0: no limit) the proxy stops,
  * from's proxy_completed runs and the rest goes to receive_data (the rest of

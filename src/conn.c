@@ -321,9 +321,19 @@ void em__conn_finish(em_conn *c)
 
 /* ----------------------------------------------------------------- read */
 
+/* As EventMachine: the peer's FIN closes the connection once what is
+ * queued is written; a handler with peer_closed keeps it open for writing
+ * (it closes when its own FIN is sent). A proxy passes the FIN on. */
 static void on_eof(em_conn *c)
 {
     c->flags |= EM_CF_EOF;
+    if (c->flags & EM_CF_PROXY)
+        em__proxy_source_eof(c);
+    if (c->h->peer_closed && !(c->flags & (EM_CF_WR_SHUT | EM_CF_CLOSE_AFTER_WRITE))) {
+        em__conn_update_interest(c);
+        c->h->peer_closed(c);
+        return;
+    }
     if (em__conn_pending(c) && !(c->flags & EM_CF_PAUSED)) {
         c->flags |= EM_CF_CLOSE_AFTER_WRITE;
         em__conn_update_interest(c);
@@ -388,7 +398,8 @@ void em__conn_on_event(em_conn *c, unsigned events)
         return;
     }
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
-        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)))
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)) &&
+        !((c->flags & EM_CF_PROXY) && em__proxy_splice(c)))
         do_read(c);
     if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
         (c->flags & EM_CF_WRITE_WAITED))
@@ -504,6 +515,8 @@ void em__conn_after_drain(em_conn *c)
         }
     }
     em__conn_drained(c, waited);
+    if (c->state == EM_CS_OPEN && (c->flags & EM_CF_WR_SHUT) && (c->flags & EM_CF_EOF))
+        em__conn_fail(c, 0); /* both sides have closed */
 }
 
 /* The queue is empty: stop watching for writability, tell the handler if a

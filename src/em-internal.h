@@ -235,6 +235,7 @@ size_t em__outq_copy(const em_outq *q, char *dst, size_t max);
  * the end of the queue when its last chunk is f's. */
 int em__outq_feed(em_reactor *r, em_outq *q, em_feed *f, size_t len);
 bool em__outq_feed_grow(em_outq *q, em_feed *f, size_t len);
+bool em__outq_feed_is_last(const em_outq *q, const em_feed *f);
 bool em__outq_has_feed(const em_outq *q);
 /* The feed at the head of the queue writes what it holds to fd, as
  * em_feed_ops.send; *asked: how much that is. */
@@ -306,6 +307,7 @@ typedef struct em_cold {
     em_layer *layer;        /* EM_CF_LAYER; or a refused em_start_tls's error */
     em_layer *retired;      /* dropped by em_reconnect in unbind: freed after it */
     struct em_file_stream *files; /* files sent, until their done is called */
+    struct em_pipe *pipe;   /* a splicing proxy's bytes queued here wait in it */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -401,11 +403,31 @@ void em__files_report(em_conn *c);     /* done of the files written, in order */
 void em__files_report_all(em_conn *c); /* closing: every done, written or not */
 void em__files_free(em_conn *c);       /* no callbacks (forked, discarded) */
 
+/* pipe.c: pipes of splicing proxies, pooled per reactor */
+#define EM_PIPE_SIZE (256 * 1024)
+#define EM_PIPE_POOL 16
+typedef struct em_pipe em_pipe;
+/* The pipe of owner's queue: its own, or one from the pool; NULL: none
+ * could be made. */
+em_pipe *em__pipe_take(em_reactor *r, em_pipe **owner);
+void em__pipe_untake(em_reactor *r, em_pipe *p); /* back if nothing went in */
+size_t em__pipe_room(const em_pipe *p);
+bool em__pipe_empty(const em_pipe *p);
+/* splice from fd into the pipe: as splice(2), EINTR retried. */
+ssize_t em__pipe_fill(em_pipe *p, int fd, size_t max);
+/* n bytes just filled join the owner's queue q; -ENOMEM: they are lost
+ * (the owner must fail). */
+int em__pipe_queue(em_reactor *r, em_pipe *p, em_outq *q, size_t n);
+bool em__pipe_at_tail(const em_pipe *p, const em_outq *q);
+void em__pipes_free(em_reactor *r);
+
 /* tls.c */
 void em__tls_reactor_free(em_reactor *r);
 
 /* proxy.c */
 void em__proxy_deliver(em_conn *from, size_t n);
+bool em__proxy_splice(em_conn *from); /* false: read it by copy */
+void em__proxy_source_eof(em_conn *from);
 void em__proxy_target_progress(em_conn *to);
 em_conn *em__proxy_unlink(em_conn *c);
 void em__proxy_free(em_conn *c);
@@ -537,6 +559,9 @@ struct em_reactor {
     em_sig shared_below;
     em_chunk_cache small_chunks, large_chunks;
     struct em_tls_shared *tls; /* contexts and write staging; NULL until TLS is used */
+    struct em_pipe *pipes;     /* idle pipes for splicing proxies */
+    unsigned pipes_idle;
+    bool splice_off;           /* $EM_SPLICE=0: proxies copy */
     char *read_buf;
     /* Connections whose queue points into read_buf (em_send_data of received
      * bytes): written or copied before read_buf is read into again. */

@@ -263,13 +263,19 @@ int em__outq_feed(em_reactor *r, em_outq *q, em_feed *f, size_t len)
 
 bool em__outq_feed_grow(em_outq *q, em_feed *f, size_t len)
 {
-    em_chunk *last = q->head ? q->head->q_tail : NULL;
-    if (!last || !is_feed(last) || feed_of(last) != f)
+    if (!em__outq_feed_is_last(q, f))
         return false;
+    em_chunk *last = q->head->q_tail;
     last->tail += len;
     last->cap = last->tail;
     q->head->q_bytes += len;
     return true;
+}
+
+bool em__outq_feed_is_last(const em_outq *q, const em_feed *f)
+{
+    const em_chunk *last = q->head ? q->head->q_tail : NULL;
+    return last && is_feed(last) && feed_of(last) == f;
 }
 
 bool em__outq_has_feed(const em_outq *q)

@@ -68,6 +68,8 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
         r->accept_per_report = em__accepts_per_report(be);
         r->next_sig = 1;
         r->owner_pid = getpid();
+        const char *splice_env = getenv("EM_SPLICE");
+        r->splice_off = splice_env && !strcmp(splice_env, "0");
         pthread_once(&forks_counted, count_forks);
         r->forks_seen = atomic_load(&forks);
         r->now = em__clock();
@@ -551,6 +553,7 @@ void em_reactor_free(em_reactor *r)
     em__timers_destroy(&r->timers);
     em__sigmap_destroy(&r->sigmap);
     em__tls_reactor_free(r);
+    em__pipes_free(r);
     em__chunk_cache_free(r);
     em__fds_free(r);
     pthread_mutex_destroy(&r->xlock);
