@@ -1,11 +1,14 @@
 # Turns bench/run.sh's raw key=value lines into the Markdown tables of
 # bench/results/LATEST.md. POSIX awk (mawk and gawk).
-#   awk -v servers="epoll libem ..." -f bench/report.awk raw.txt
+#   awk -v servers="epoll libem ..." [-v http_rounds=N -v downloads=N] \
+#       -f bench/report.awk raw.txt
 #
 # Every cell is the median over the repetitions with [min–max] after it; a
 # "x epoll" cell is the median of the per-repetition ratios to the raw epoll
 # server measured in the same repetition ("x floor": to the OpenSSL + raw
-# epoll server, tls-openssl, for the TLS servers, named tls-*).
+# epoll server, tls-openssl, for the TLS servers, named tls-*; to
+# http-floor for the file servers, http-*; to proxy-splice-floor for the
+# proxies, proxy-*; "x nginx", "x HAProxy" likewise to those peers).
 
 function sortn(a, n,    i, j, t) {
     for (i = 2; i <= n; i++) {
@@ -58,6 +61,16 @@ function rcell(s, w, k,    x) {
 
 function label(s) {
     if (s == "tls-openssl") return "OpenSSL + raw epoll"
+    if (s == "http-floor") return "sendfile + raw epoll (floor)"
+    if (s == "http-libem") return "libem (http_file_server)"
+    if (s == "http-nginx") return "nginx"
+    if (s == "proxy-splice-floor") return "splice + raw epoll (floor)"
+    if (s == "proxy-copy-floor-64k") return "copy + raw epoll, 64 KiB buffer"
+    if (s == "proxy-copy-floor-16k") return "copy + raw epoll, 16 KiB buffer"
+    if (s == "proxy-libem") return "libem (tcp_proxy)"
+    if (s == "proxy-libem-copy") return "libem (tcp_proxy), EM_SPLICE=0"
+    if (s == "proxy-haproxy") return "HAProxy"
+    if (s == "proxy-haproxy-splice") return "HAProxy, splice forced"
     if (s ~ /^tls-/) return substr(s, 5)
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
@@ -88,6 +101,9 @@ function yesno(b) { return b ? "**holds**" : "**misses**" }
     }
     if (kv["failed"] == 1) { failed[s, w] = 1; next }
     for (k in kv) if (kv[k] ~ /^[0-9.]+$/) val[s, w, k, r] = kv[k]
+    # Per MB forwarded: each echoed byte crosses the proxy twice.
+    if (w == "proxy_stream" && kv["size"] + 0 > 0 && kv["server_cpu_us_per_op"] != "")
+        val[s, w, "cpu_us_per_mb", r] = kv["server_cpu_us_per_op"] * 1e6 / (2 * kv["size"])
 }
 
 function syscalls(s, of) {
@@ -105,14 +121,26 @@ function names(s, of,    bd) {
 
 END {
     nall = split(servers, ALL, " ")
-    ns = nt = 0
+    ns = nt = nh = np = 0
     for (i = 1; i <= nall; i++)
-        if (ALL[i] ~ /^tls-/) T[++nt] = ALL[i]; else S[++ns] = ALL[i]
+        if (ALL[i] ~ /^tls-/) T[++nt] = ALL[i]
+        else if (ALL[i] ~ /^http-/) H[++nh] = ALL[i]
+        else if (ALL[i] ~ /^proxy-/) P[++np] = ALL[i]
+        else S[++ns] = ALL[i]
     allmaxrep = maxrep
     if (ns) plain_tables()
     maxrep = allmaxrep
     if (ns && nt) print ""
     if (nt) tls_tables()
+    maxrep = allmaxrep
+    if (nh) {
+        if (ns || nt) print ""
+        http_tables()
+    }
+    if (np) {
+        if (ns || nt || nh) print ""
+        proxy_tables()
+    }
 }
 
 function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr, a, b,
@@ -382,4 +410,123 @@ function tls_targets(W,    have, j, x, ok, txt, wname, m, e) {
         print "- Idle memory per TLS connection below libevent's: **misses** (not measured: a run failed)."
     else
         print "- Idle memory per TLS connection below libevent's: " yesno(m < e) sprintf(" (libem %.0f B, libevent %.0f B).", m, e)
+}
+
+# The ratio of s to ref on key k as a cell: "–" when either did not run.
+function xcell(s, ref, w, k,    x) {
+    x = ratio_to(s, ref, w, k)
+    return x == "" ? "–" : sprintf("%.2f", x)
+}
+
+function lat(s, w,    a, b) {
+    a = stat(s, w, "p50_us"); b = stat(s, w, "p99_us")
+    return a == "" ? "–" : sprintf("%.0f / %.0f", a, b)
+}
+
+function http_tables(    i, j, s, W) {
+    split("http_1k http_1m", W, " ")
+    print "## File serving"
+    print ""
+    print "HTTP/1.1 GET of a file under keep-alive: wrk with one thread and 50"
+    print "connections (`wrk -t1 -c50 -d1s --latency`) for a 1 KiB and a 1 MiB file, the"
+    print "servers started together and taking 1 s turns (" (http_rounds == "" ? "?" : http_rounds) " per server and repetition,"
+    print "the first of a round moving by one every round), then 1 GiB downloads with"
+    print "`curl -o /dev/null` of a sparse file, read once before (" (downloads == "" ? "?" : downloads) " per server and repetition),"
+    print "in turns too. Server CPU: its CPU time (as loadgen reads it) from right"
+    print "before its turn to 0.1 s after, per request completed or per MB (10^6"
+    print "bytes) sent. wrk and the server share the machine, so req/s tells as"
+    print "much about wrk as about the server: the columns to compare are the CPU"
+    print "per request or per MB and their ratios, medians of the per-repetition"
+    print "ratios to the floor (`http_sendfile_epoll`) and to nginx (lower is better)."
+    print ""
+    print "### Requests per second and server CPU per request"
+    print ""
+    print "| server | 1 KiB (req/s) | CPU µs/req | x floor | x nginx | 1 MiB (req/s) | CPU µs/req | x floor | x nginx |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= nh; i++) {
+        s = H[i]
+        printf "| %s |", label(s)
+        for (j = 1; j <= 2; j++)
+            printf " %s | %s | %s | %s |", cell(s, W[j], "ops_per_s", "%.0f"),
+                cell(s, W[j], "server_cpu_us_per_op", "%.2f"),
+                xcell(s, "http-floor", W[j], "server_cpu_us_per_op"),
+                xcell(s, "http-nginx", W[j], "server_cpu_us_per_op")
+        printf "\n"
+    }
+    print ""
+    print "### 1 GiB download, latency"
+    print ""
+    print "Download: MB/s of the downloads, MB sent per second of server CPU, and"
+    print "server CPU per MB with its ratios. Latency: wrk's p50 / p99, µs, the mean"
+    print "of the server's turns, median over the repetitions; socket errors as wrk"
+    print "counts them (connect, read, write, timeout), summed over its turns."
+    print ""
+    print "| server | 1 GiB (MB/s) | MB per CPU-second | CPU µs/MB | x floor | x nginx | 1 KiB p50 / p99 | 1 MiB p50 / p99 | socket errors |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    for (i = 1; i <= nh; i++) {
+        s = H[i]
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label(s),
+            cell(s, "http_1g", "mb_per_s", "%.0f"), cell(s, "http_1g", "mb_per_cpu_s", "%.0f"),
+            cell(s, "http_1g", "server_cpu_us_per_mb", "%.1f"),
+            xcell(s, "http-floor", "http_1g", "server_cpu_us_per_mb"),
+            xcell(s, "http-nginx", "http_1g", "server_cpu_us_per_mb"),
+            lat(s, "http_1k"), lat(s, "http_1m"), errsum(s)
+    }
+}
+
+# wrk's socket errors of s, over both wrk workloads and every repetition.
+function errsum(s,    r, j, w, n, any) {
+    n = 0; any = 0
+    for (r = 1; r <= maxrep; r++)
+        for (j = 1; j <= 2; j++) {
+            w = j == 1 ? "http_1k" : "http_1m"
+            if ((s SUBSEP w SUBSEP "errors" SUBSEP r) in val) {
+                n += val[s, w, "errors", r]
+                any = 1
+            }
+        }
+    return any ? n : "–"
+}
+
+function proxy_tables(    i, s) {
+    print "## Proxying"
+    print ""
+    print "TCP proxies on 127.0.0.1 in front of one raw epoll echo server (the sink,"
+    print "`echo_epoll`, on the proxies' CPU). loadgen's stream (10 connections"
+    print "writing 16 KiB messages, at most 64 KiB in flight each) and ping-pong"
+    print "C=100 (64-byte messages) go through each proxy to the sink and back, the"
+    print "proxies started together and interleaved in slices as the echo servers"
+    print "are. CPU is the proxy process's alone. Per MB: µs of proxy CPU per 10^6"
+    print "bytes forwarded, each echoed byte counting twice (to the sink and back);"
+    print "per round trip: a 64-byte message each way. Ratios: medians of the"
+    print "per-repetition ratios to the splice floor (`proxy_splice_epoll`), to"
+    print "HAProxy (which copies by default) and to HAProxy with splicing forced"
+    print "(lower is better for CPU, higher for throughput)."
+    print ""
+    print "### Stream C=10, 16 KiB, through the proxy"
+    print ""
+    print "| proxy | MB/s echoed | CPU µs/MB | x splice floor | x HAProxy | x HAProxy splice |"
+    print "|---|---|---|---|---|---|"
+    for (i = 1; i <= np; i++) {
+        s = P[i]
+        printf "| %s | %s | %s | %s | %s | %s |\n", label(s),
+            cell(s, "proxy_stream", "mb_per_s", "%.0f"), cell(s, "proxy_stream", "cpu_us_per_mb", "%.1f"),
+            xcell(s, "proxy-splice-floor", "proxy_stream", "cpu_us_per_mb"),
+            xcell(s, "proxy-haproxy", "proxy_stream", "cpu_us_per_mb"),
+            xcell(s, "proxy-haproxy-splice", "proxy_stream", "cpu_us_per_mb")
+    }
+    print ""
+    print "### Ping-pong C=100, 64 B, through the proxy"
+    print ""
+    print "| proxy | rt/s | x HAProxy | p50 / p99 (µs) | CPU µs/rt | x splice floor | x HAProxy |"
+    print "|---|---|---|---|---|---|---|"
+    for (i = 1; i <= np; i++) {
+        s = P[i]
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label(s),
+            cell(s, "proxy_pp100", "ops_per_s", "%.0f"),
+            xcell(s, "proxy-haproxy", "proxy_pp100", "ops_per_s"),
+            lat(s, "proxy_pp100"), cell(s, "proxy_pp100", "server_cpu_us_per_op", "%.2f"),
+            xcell(s, "proxy-splice-floor", "proxy_pp100", "server_cpu_us_per_op"),
+            xcell(s, "proxy-haproxy", "proxy_pp100", "server_cpu_us_per_op")
+    }
 }

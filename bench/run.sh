@@ -20,6 +20,14 @@
 # idle memory per TLS connection, one server at a time. They share one
 # P-256 certificate made with the openssl command in the temporary
 # directory for the run.
+# File serving (http-*): the HTTP file servers, started together, get wrk
+# keep-alive load for a 1 KiB and a 1 MiB file in turns of 1 s each (the
+# order rotates), then 1 GiB downloads with curl in turns; the server's CPU
+# is read around every turn. Proxying (proxy-*): the TCP proxies, started
+# together in front of one raw epoll echo server (the sink), get a stream
+# and a ping-pong C=100 run through them, interleaved by loadgen --targets
+# as the echo servers are. Their references are the raw epoll floors
+# (http-floor, proxy-splice-floor), with nginx and HAProxy beside them.
 # Servers run on the last CPU and the load generator on the first when
 # taskset exists and there are 2 CPUs or more. Prints a table at the end and
 # writes it to bench/results/LATEST.md.
@@ -30,8 +38,14 @@
 #   BENCH_SECONDS=T      seconds of load per server in each ping-pong, stream
 #                        and connect run (default 2; 0.5 when quick)
 #   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em
-#                        tls-openssl tls-libem tls-libevent (epoll is required
-#                        with any of the first six, tls-openssl with any TLS one)
+#                        tls-openssl tls-libem tls-libevent
+#                        http-floor http-libem http-nginx
+#                        proxy-splice-floor proxy-copy-floor-64k
+#                        proxy-copy-floor-16k proxy-libem proxy-libem-copy
+#                        proxy-haproxy proxy-haproxy-splice
+#                        (epoll is required with any of the first six,
+#                        tls-openssl with any TLS one, http-floor with any
+#                        http-*, proxy-splice-floor with any proxy-*)
 #   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
 #   BENCH_OUT=FILE       where to write the table (bench/results/LATEST.md)
 #   BENCH_BUILD=DIR      build directory (default build, made by `make all`;
@@ -46,14 +60,19 @@ if [[ "$quick" == 1 ]]; then
     sys_secs=1
     timer_reps=1
     tls_idle_n=2000
+    downloads=1
 else
     reps=${BENCH_REPS:-5}
     secs=${BENCH_SECONDS:-2}
     sys_secs=2
     timer_reps=3
     tls_idle_n=5000
+    downloads=3
 fi
-all_servers="epoll libem libuv libevent libev em tls-openssl tls-libem tls-libevent"
+all_servers="epoll libem libuv libevent libev em tls-openssl tls-libem tls-libevent
+    http-floor http-libem http-nginx
+    proxy-splice-floor proxy-copy-floor-64k proxy-copy-floor-16k proxy-libem proxy-libem-copy
+    proxy-haproxy proxy-haproxy-splice"
 want_servers=${BENCH_SERVERS:-$all_servers}
 out_md=${BENCH_OUT:-bench/results/LATEST.md}
 build_dir=${BENCH_BUILD:-build}
@@ -70,9 +89,12 @@ log() { printf '%s\n' "$*" >&2; }
 # ------------------------------------------------------------ cleanup
 srv_pid=()
 aux_pid=""
+sink_pid=""
 cleanup() {
     local p
-    for p in $aux_pid ${srv_pid[@]+"${srv_pid[@]}"}; do
+    # Every server, nginx and HAProxy included, is one process (no master
+    # with workers), so a SIGKILL to it leaves nothing behind.
+    for p in $aux_pid $sink_pid ${srv_pid[@]+"${srv_pid[@]}"}; do
         [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
     rm -rf "$tmp"
@@ -85,12 +107,15 @@ install_deps() {
     [[ "${BENCH_SKIP_DEPS:-${EM_SKIP_DEPS:-0}}" == 1 ]] && return 0
     bash scripts/install-deps.sh || return 1
     command -v dpkg >/dev/null 2>&1 || {
-        log "bench: no dpkg; install libuv, libevent, libev, ruby-eventmachine yourself"
+        log "bench: no dpkg; install libuv, libevent, libev, ruby-eventmachine, nginx, haproxy, wrk, curl yourself"
         return 0
     }
     local p missing=()
     # libevent-dev has libevent_openssl too (the TLS libevent server).
-    for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace; do
+    # nginx's and HAProxy's packages may start their system services; the
+    # suite runs its own instances on ports of its own and leaves those be.
+    for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace \
+        nginx haproxy wrk curl; do
         dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
     done
     ((${#missing[@]} == 0)) && return 0
@@ -145,15 +170,70 @@ make_cert() {
 # echo_NAME, with the dash of tls-NAME as an underscore.
 server_bin() { echo "$bin/echo_${1//-/_}"; }
 
+# A system program by name; root's sbin directories are not on every PATH.
+find_prog() {
+    local d
+    command -v "$1" 2>/dev/null && return 0
+    for d in /usr/sbin /sbin /usr/local/sbin; do
+        [[ -x "$d/$1" ]] && echo "$d/$1" && return 0
+    done
+    return 1
+}
+nginx_bin=$(find_prog nginx)
+haproxy_bin=$(find_prog haproxy)
+wrk_bin=$(find_prog wrk)
+curl_bin=$(find_prog curl)
+http_file_server=$build_dir/examples/http_file_server
+tcp_proxy=$build_dir/examples/tcp_proxy
+
+# Why the file server or proxy NAME cannot run here; nothing when it can.
+peer_missing() {
+    case $1 in
+    http-*) [[ -n "$wrk_bin" ]] || {
+        echo "wrk not installed"
+        return
+    } ;;
+    esac
+    case $1 in
+    http-floor) [[ -x "$bin/http_sendfile_epoll" ]] || echo "not built" ;;
+    http-libem) [[ -x "$http_file_server" ]] || echo "not built: no examples/http_file_server on this branch yet" ;;
+    http-nginx) [[ -n "$nginx_bin" ]] || echo "nginx not installed" ;;
+    proxy-splice-floor) [[ -x "$bin/proxy_splice_epoll" ]] || echo "not built" ;;
+    proxy-copy-floor-*) [[ -x "$bin/proxy_copy_epoll" ]] || echo "not built" ;;
+    proxy-libem) [[ -x "$tcp_proxy" ]] || echo "not built: no examples/tcp_proxy" ;;
+    proxy-libem-copy)
+        # Without the switch the row would measure proxy-libem again.
+        if [[ ! -x "$tcp_proxy" ]]; then
+            echo "not built: no examples/tcp_proxy"
+        elif ! grep -qa EM_SPLICE "$tcp_proxy"; then
+            echo "this libem reads no EM_SPLICE yet, so its copy path cannot be chosen"
+        fi
+        ;;
+    proxy-haproxy*) [[ -n "$haproxy_bin" ]] || echo "haproxy not installed" ;;
+    *) echo "unknown server" ;;
+    esac
+}
+
 servers=()  # the plain ones
 tservers=() # the TLS ones
+hservers=() # the HTTP file servers
+pservers=() # the TCP proxies
 skipped=()
 tls_ok=""
 for s in $want_servers; do
     if [[ "$s" == tls-* && -z "$tls_ok" ]]; then
         if make_cert; then tls_ok=1; else tls_ok=0; fi
     fi
-    if [[ "$s" == em ]]; then
+    if [[ "$s" == http-* || "$s" == proxy-* ]]; then
+        why=$(peer_missing "$s")
+        if [[ -n "$why" ]]; then
+            skipped+=("$s ($why)")
+        elif [[ "$s" == http-* ]]; then
+            hservers+=("$s")
+        else
+            pservers+=("$s")
+        fi
+    elif [[ "$s" == em ]]; then
         if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
     elif [[ "$s" == tls-* && "$tls_ok" == 0 ]]; then
         skipped+=("$s (the openssl command could not make a certificate)")
@@ -181,7 +261,15 @@ if ((${#tservers[@]})) && [[ " ${tservers[*]} " != *" tls-openssl "* ]]; then
     log "bench: tls-openssl is the reference of the TLS servers and must run with them"
     exit 1
 fi
-if ((${#servers[@]} + ${#tservers[@]} == 0)); then
+if ((${#hservers[@]})) && [[ " ${hservers[*]} " != *" http-floor "* ]]; then
+    log "bench: http-floor is the reference of the file servers and must run with them"
+    exit 1
+fi
+if ((${#pservers[@]})) && [[ " ${pservers[*]} " != *" proxy-splice-floor "* ]]; then
+    log "bench: proxy-splice-floor is the reference of the proxies and must run with them"
+    exit 1
+fi
+if ((${#servers[@]} + ${#tservers[@]} + ${#hservers[@]} + ${#pservers[@]} == 0)); then
     log "bench: no server to run (skipped: ${skipped[*]:-none})"
     exit 1
 fi
@@ -199,12 +287,116 @@ if [[ "$nofile" != unlimited ]] && ((nofile < tls_idle_n + 64)); then
     tls_idle_n=$((nofile - 64))
 fi
 
+# The files the HTTP servers serve, made for this run: 1 KiB and 1 MiB of
+# random bytes, and a sparse 1 GiB file. The big one is read once here so
+# that every server finds it in the page cache, not only those after the
+# first.
+http_root="$tmp/www"
+make_http_root() {
+    mkdir -p "$http_root" &&
+        head -c 1024 /dev/urandom >"$http_root/1k" &&
+        head -c 1048576 /dev/urandom >"$http_root/1m" &&
+        truncate -s 1G "$http_root/1g" &&
+        cat "$http_root/1g" >/dev/null
+}
+
+# nginx as the file-serving peer: one process (no master: the process
+# measured is the one serving, and a SIGKILL leaves no orphan worker; its
+# request path is a worker's), sendfile with tcp_nopush, no access log,
+# keep-alive that outlasts the run, as the floor's (nginx would otherwise
+# close a connection after 1000 requests), and every path it writes in the
+# run's directory, so that it needs neither root nor port 80.
+nginx_cmd() { # port
+    local d="$tmp/nginx.$1"
+    mkdir -p "$d"
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+lock_file $d/nginx.lock;
+error_log $d/error.log warn;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 600s;
+    keepalive_requests 1000000000;
+    types { }
+    default_type application/octet-stream;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    server {
+        listen 127.0.0.1:$1;
+        root $http_root;
+    }
+}
+EOF
+    echo "$nginx_bin -p $d/ -c $d/nginx.conf -e $d/error.log"
+}
+
+# HAProxy as the proxy peer: mode tcp, one thread, no logging, in the
+# foreground as one process (-db); timeouts longer than any run. With
+# splice=1, splicing forced both ways ("whenever possible", where
+# splice-auto would guess), with a pipe for every connection it may want.
+haproxy_cmd() { # port splice
+    local d="$tmp/haproxy.$1" opt=""
+    mkdir -p "$d"
+    [[ "$2" == 1 ]] && opt=$'    option splice-request\n    option splice-response'
+    cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 1024
+    maxpipes 1024
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+$opt
+listen proxy
+    bind 127.0.0.1:$1
+    server sink 127.0.0.1:$sink_port
+EOF
+    echo "$haproxy_bin -db -f $d/haproxy.cfg"
+}
+
 server_cmd() { # name port
     case $1 in
     em) echo "ruby bench/servers/echo_em.rb $2" ;;
     tls-*) echo "$(server_bin "$1") $2 $cert $key" ;;
+    http-floor) echo "$bin/http_sendfile_epoll $2 $http_root" ;;
+    http-libem) echo "$http_file_server --port $2 --root $http_root" ;;
+    http-nginx) nginx_cmd "$2" ;;
+    proxy-splice-floor) echo "$bin/proxy_splice_epoll $2 $sink_port" ;;
+    proxy-copy-floor-64k) echo "$bin/proxy_copy_epoll $2 $sink_port 65536" ;;
+    proxy-copy-floor-16k) echo "$bin/proxy_copy_epoll $2 $sink_port 16384" ;;
+    proxy-libem) echo "$tcp_proxy $2 $sink_port" ;;
+    proxy-libem-copy) echo "env EM_SPLICE=0 $tcp_proxy $2 $sink_port" ;;
+    proxy-haproxy) haproxy_cmd "$2" 0 ;;
+    proxy-haproxy-splice) haproxy_cmd "$2" 1 ;;
     *) echo "$(server_bin "$1") $2" ;;
     esac
+}
+
+# Whether NAME prints a "ready" line; the others are ready once their port
+# takes a connection.
+prints_ready() {
+    case $1 in
+    http-nginx | proxy-libem | proxy-libem-copy | proxy-haproxy*) return 1 ;;
+    esac
+    return 0
+}
+
+port_open() { # port
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # Pinning: every server on the last CPU this script may use, the load
@@ -255,6 +447,9 @@ start_servers() {
         for ((i = 0; i < n; i++)); do
             [[ -z "${state[i]}" ]] || continue
             if grep -q "^ready .*port=${srv_port[i]}\b" "${srv_out[i]}.out" 2>/dev/null; then
+                state[i]=1
+            elif ! prints_ready "${srv_name[i]}" && kill -0 "${srv_pid[i]}" 2>/dev/null &&
+                port_open "${srv_port[i]}"; then
                 state[i]=1
             elif ! kill -0 "${srv_pid[i]}" 2>/dev/null; then
                 state[i]=0
@@ -311,6 +506,8 @@ loadgen_args() { # workload
     tls_hs) echo "connect --conns 50 --seconds $secs --tls" ;;
     tls_hs_resumed) echo "connect --conns 50 --seconds $secs --tls --resume" ;;
     tls_idle) echo "idle --conns $tls_idle_n --seconds 0.5 --tls" ;;
+    proxy_stream) echo "stream --conns 10 --size 16384 --seconds $secs" ;;
+    proxy_pp100) echo "pingpong --conns 100 --size 64 --seconds $secs" ;;
     esac
 }
 
@@ -326,6 +523,10 @@ summary() { # workload line
     setup) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
     tls_hs*) echo "$(field "$2" ops_per_s) hs/s, cpu $(field "$2" server_cpu_us_per_op) us/hs, errors $(field "$2" errors), resumed $(field "$2" resumed)" ;;
     idle | tls_idle) echo "$(field "$2" bytes_per_conn) B/conn" ;;
+    proxy_stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/msg" ;;
+    proxy_pp100) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/rt" ;;
+    http_1k | http_1m) echo "$(field "$2" ops_per_s) req/s, cpu $(field "$2" server_cpu_us_per_op) us/req, p99 $(field "$2" p99_us) us, errors $(field "$2" errors)" ;;
+    http_1g) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_mb) us/MB" ;;
     esac
 }
 
@@ -392,9 +593,194 @@ run_idle() {
     log "  rep $rep $(printf '%-14s %-12s' "$w" "$s") $(summary "$w" "$line")"
 }
 
+# ------------------------------------------------------------ file serving
+# wrk and curl load one server at a time, so the file servers take turns
+# (as loadgen --targets gives its targets slices): all started together, then
+# rounds in which each in turn gets 1 s of wrk (wrk's shortest run), the
+# server that goes first moving by one every round; its CPU time is read
+# right before its turn and 0.1 s after it (what it does once wrk closes its
+# connections counts). Rounds go on until each has had BENCH_SECONDS
+# (rounded up to whole seconds). The 1 GiB downloads take turns the same way.
+http_rounds=$(awk -v s="$secs" 'BEGIN { n = int(s); if (n < s) n++; print n < 1 ? 1 : n }')
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# A process's CPU time in ns, as loadgen reads it: the sum over its threads
+# of /proc/PID/task/*/schedstat (ns on a CPU); utime + stime from
+# /proc/PID/stat (clock ticks) where schedstat is missing. Nothing when the
+# process is gone.
+cpu_ns() { # pid
+    local v
+    v=$(cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { if (NR) printf "%.0f", s }')
+    [[ -n "$v" ]] || v=$(sed 's/.*) //' /proc/"$1"/stat 2>/dev/null |
+        awk -v t="$clk_tck" '{ printf "%.0f", ($12 + $13) * 1e9 / t }')
+    echo "$v"
+}
+
+# wrk --latency's report as key=value: requests, seconds, p50_us, p99_us,
+# errors (socket errors of any kind) and bad (non-2xx or 3xx responses).
+parse_wrk() {
+    awk '
+        function us(v) {
+            sub(/,$/, "", v)
+            if (v ~ /us$/) return v + 0
+            if (v ~ /ms$/) return v * 1e3
+            if (v ~ /s$/) return v * 1e6
+            if (v ~ /m$/) return v * 60e6
+            if (v ~ /h$/) return v * 3600e6
+            return v + 0
+        }
+        / requests in / { req = $1; sec = us($4) / 1e6 }
+        $1 == "50%" { p50 = us($2) }
+        $1 == "99%" { p99 = us($2) }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        /Socket errors:/ { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
+        END {
+            printf "requests=%d seconds=%.3f p50_us=%.1f p99_us=%.1f errors=%d bad=%d\n",
+                req, sec, p50, p99, err, bad
+        }'
+}
+
+# http_turn W I: server I's turn of workload W (http_1k, http_1m: 1 s of
+# wrk, 50 keep-alive connections; http_1g: one download with curl). Appends
+# its numbers to "$tmp/turns.W.I"; fails, saying why, when it went wrong.
+http_turn() {
+    local w=$1 i=$2 pid=${srv_pid[$2]} port=${srv_port[$2]} c0 c1 line why=""
+    c0=$(cpu_ns "$pid")
+    if [[ "$w" == http_1g ]]; then
+        line=$(${pin_load[@]+"${pin_load[@]}"} "$curl_bin" -s -o /dev/null --max-time 120 \
+            -w '%{http_code} %{size_download} %{time_total}' "http://127.0.0.1:$port/1g" 2>&1 |
+            awk '{ printf "code=%s bytes=%s seconds=%s", $1, $2, $3 }')
+        [[ " $line " == *" code=200 bytes=1073741824 "* ]] || why="download failed: $line"
+    else
+        line=$(${pin_load[@]+"${pin_load[@]}"} "$wrk_bin" -t1 -c50 -d1s --latency \
+            "http://127.0.0.1:$port/${w#http_}" 2>&1 | parse_wrk)
+        if [[ " $line " == *" requests=0 "* ]]; then
+            why="no request completed"
+        elif [[ " $line " != *" bad=0 "* ]]; then
+            why="responses other than 2xx: $line"
+        fi
+    fi
+    sleep 0.1
+    c1=$(cpu_ns "$pid")
+    [[ -n "$c0" && -n "$c1" ]] || why="the server is gone"
+    if [[ -n "$why" ]]; then
+        log "  $(printf '%-14s %-20s' "$w" "${srv_name[i]}") FAILED $why"
+        return 1
+    fi
+    echo "$line cpu_ns=$((c1 - c0))" >>"$tmp/turns.$w.$i"
+}
+
+# http_record REP W I OK: server I's raw line for workload W, its turns
+# added up (latencies: the mean of its turns').
+http_record() {
+    local rep=$1 w=$2 i=$3 s=${srv_name[$3]} line
+    if [[ "$4" != 1 || ! -s "$tmp/turns.$w.$i" ]]; then
+        echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"
+        return
+    fi
+    line=$(awk -v w="$w" '
+        {
+            for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] += kv[2] }
+            n++
+        }
+        END {
+            cpu = v["cpu_ns"] / 1e9
+            if (w == "http_1g") {
+                mb = v["bytes"] / 1e6
+                printf "downloads=%d bytes=%.0f seconds=%.3f mb_per_s=%.1f server_cpu_s=%.3f server_cpu_us_per_mb=%.2f mb_per_cpu_s=%.0f",
+                    n, v["bytes"], v["seconds"], mb / v["seconds"], cpu, cpu * 1e6 / mb, (cpu > 0 ? mb / cpu : 0)
+            } else {
+                printf "turns=%d requests=%d seconds=%.3f ops_per_s=%.1f server_cpu_s=%.3f server_cpu_us_per_op=%.3f p50_us=%.1f p99_us=%.1f errors=%d",
+                    n, v["requests"], v["seconds"], v["requests"] / v["seconds"], cpu,
+                    cpu * 1e6 / v["requests"], v["p50_us"] / n, v["p99_us"] / n, v["errors"]
+            }
+        }' "$tmp/turns.$w.$i")
+    echo "rep=$rep server=$s workload=$w $line" >>"$raw"
+    log "  rep $rep $(printf '%-14s %-20s' "$w" "$s") $(summary "$w" "$line")"
+}
+
+# run_http REP NAME...: the file servers started together; the 1 KiB and
+# 1 MiB wrk runs, then the 1 GiB downloads, each in turns; stopped.
+run_http() {
+    local rep=$1 w i k n round rounds ok=()
+    shift
+    start_servers "$@"
+    n=${#srv_name[@]}
+    for w in http_1k http_1m http_1g; do
+        rounds=$http_rounds
+        if [[ "$w" == http_1g ]]; then
+            [[ -n "$curl_bin" ]] || continue
+            rounds=$downloads
+        fi
+        rm -f "$tmp"/turns.*
+        for ((i = 0; i < n; i++)); do
+            ok[i]=0
+            [[ -n "${srv_port[i]}" ]] && ok[i]=1
+        done
+        for ((round = 0; round < rounds; round++)); do
+            for ((k = 0; k < n; k++)); do
+                i=$(((k + round) % n))
+                ((ok[i])) || continue
+                http_turn "$w" "$i" || ok[i]=0
+            done
+        done
+        for ((i = 0; i < n; i++)); do
+            http_record "$rep" "$w" "$i" "${ok[i]}"
+        done
+    done
+    stop_servers
+}
+
+# ------------------------------------------------------------ proxying
+# The proxies all forward to one raw epoll echo server (the sink), on the
+# servers' CPU; loadgen --targets loads them in turns, so the sink serves
+# one proxy at a time.
+sink_port=""
+start_sink() {
+    local i out="$tmp/sink"
+    sink_port=$("$bin/loadgen" freeport) || return 1
+    ${pin_server[@]+"${pin_server[@]}"} "$bin/echo_epoll" "$sink_port" >"$out.out" 2>"$out.err" &
+    sink_pid=$!
+    for ((i = 0; i < 200; i++)); do
+        grep -q "^ready .*port=$sink_port\b" "$out.out" 2>/dev/null && return 0
+        kill -0 "$sink_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "bench: the echo sink did not start: $(tail -n 3 "$out.err")"
+    stop_sink
+    return 1
+}
+
+stop_sink() {
+    [[ -n "$sink_pid" ]] && stop_pid "$sink_pid"
+    sink_pid=""
+}
+
+# run_proxies REP NAME...: stream and ping-pong C=100 through every proxy.
+run_proxies() {
+    local rep=$1 w s
+    shift
+    for w in proxy_stream proxy_pp100; do
+        if start_sink; then
+            run_timed "$rep" "$w" "$@"
+        else
+            for s in "$@"; do echo "rep=$rep server=$s workload=$w failed=1" >>"$raw"; done
+        fi
+        stop_sink
+    done
+}
+
 nserv=${#servers[@]}
 ntserv=${#tservers[@]}
-log "bench: servers: ${servers[*]} ${tservers[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
+nhserv=${#hservers[@]}
+npserv=${#pservers[@]}
+if ((nhserv)) && ! make_http_root; then
+    log "bench: could not make the files to serve in $http_root"
+    exit 1
+fi
+running=(${servers[@]+"${servers[@]}"} ${tservers[@]+"${tservers[@]}"}
+    ${hservers[@]+"${hservers[@]}"} ${pservers[@]+"${pservers[@]}"})
+log "bench: servers: ${running[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
 log "bench: $reps repetition(s), ${secs}s of load per server and workload, idle N=$idle_n, TLS idle N=$tls_idle_n"
 if ((${#pin_server[@]})); then
     log "bench: servers pinned with '${pin_server[*]}', the load generator with '${pin_load[*]}'"
@@ -410,6 +796,14 @@ for ((rep = 1; rep <= reps; rep++)); do
     for ((k = 0; k < ntserv; k++)); do
         torder+=("${tservers[$(((k + rep - 1) % ntserv))]}")
     done
+    horder=()
+    for ((k = 0; k < nhserv; k++)); do
+        horder+=("${hservers[$(((k + rep - 1) % nhserv))]}")
+    done
+    porder=()
+    for ((k = 0; k < npserv; k++)); do
+        porder+=("${pservers[$(((k + rep - 1) % npserv))]}")
+    done
     if ((nserv)); then
         for w in pp1 pp100 stream connect setup; do
             run_timed "$rep" "$w" "${order[@]}"
@@ -420,6 +814,8 @@ for ((rep = 1; rep <= reps; rep++)); do
             run_timed "$rep" "$w" "${torder[@]}"
         done
     fi
+    ((nhserv)) && run_http "$rep" "${horder[@]}"
+    ((npserv)) && run_proxies "$rep" "${porder[@]}"
     for s in ${order[@]+"${order[@]}"}; do
         run_idle "$rep" "$s"
     done
@@ -566,8 +962,15 @@ cmdline="make bench"
     if command -v ruby >/dev/null 2>&1; then
         echo "- $(ruby -v | cut -d' ' -f1-2), eventmachine $(pkgver ruby-eventmachine)"
     fi
+    if ((nhserv)); then
+        echo "- nginx $(pkgver nginx), wrk $(pkgver wrk), curl $(pkgver curl)"
+    fi
+    if ((npserv)); then
+        echo "- HAProxy $(pkgver haproxy)"
+    fi
     echo
-    awk -v servers="${servers[*]} ${tservers[*]}" -f bench/report.awk "$raw"
+    awk -v servers="${running[*]}" \
+        -v http_rounds="$http_rounds" -v downloads="$downloads" -f bench/report.awk "$raw"
 } >"$tmp/LATEST.md"
 cp "$tmp/LATEST.md" "$out_md"
 cp "$raw" "${out_md%.md}.raw.txt"
