@@ -269,6 +269,9 @@ if ((${#pservers[@]})) && [[ " ${pservers[*]} " != *" proxy-splice-floor "* ]]; 
     log "bench: proxy-splice-floor is the reference of the proxies and must run with them"
     exit 1
 fi
+if ((${#hservers[@]})) && [[ -z "$curl_bin" ]]; then
+    skipped+=("the 1 GiB downloads (curl not installed)")
+fi
 if ((${#servers[@]} + ${#tservers[@]} + ${#hservers[@]} + ${#pservers[@]} == 0)); then
     log "bench: no server to run (skipped: ${skipped[*]:-none})"
     exit 1
