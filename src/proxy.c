@@ -27,7 +27,17 @@ struct em_proxy {
     size_t proxied;
     bool pipe_full;  /* splice found no room: wait for the target to write */
     bool no_splice;  /* splice refused these descriptors: copy */
+    uint8_t smalls;  /* small splices in a row; SPLICE_SMALLS: copying */
 };
+
+/* Splice pays for its pipe on every call: for a few bytes at a time (a
+ * chatty protocol) one read and one send cost less. SPLICE_SMALLS splices
+ * in a row that move less than SPLICE_SMALL each turn the proxy to
+ * copying; a read of SPLICE_LARGE or more turns it back. A stream's odd
+ * short splice (the tail of a message) changes nothing. */
+#define SPLICE_SMALL 1024
+#define SPLICE_SMALLS 4
+#define SPLICE_LARGE (8 * 1024)
 
 static struct em_proxy *proxy_of(const em_conn *c) { return c->cold ? c->cold->proxy : NULL; }
 
@@ -126,6 +136,8 @@ void em__proxy_deliver(em_conn *from, size_t n)
     struct em_proxy *p = from->cold->proxy;
     em_conn *to = p->to;
     size_t k = n < p->left ? n : p->left;
+    if (n >= SPLICE_LARGE)
+        p->smalls = 0;
     r->receiving = true;
     int err = em__conn_send(to, r->read_buf, k);
     r->receiving = false;
@@ -148,7 +160,7 @@ static bool spliceable(const em_conn *from, const em_conn *to, const struct em_p
     const uint32_t not_from = EM_CF_LAYER | EM_CF_NOT_SOCKET;
     const uint32_t not_to = not_from | EM_CF_PAUSED | EM_CF_SPAN | EM_CF_CLOSE_AFTER_WRITE |
                             EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT;
-    return !from->r->splice_off && !p->no_splice && !(from->flags & not_from) &&
+    return !from->r->splice_off && !p->no_splice && p->smalls < SPLICE_SMALLS && !(from->flags & not_from) &&
            !(to->flags & not_to) && to->state == EM_CS_OPEN &&
            (!em__outq_bytes(&to->out) || em__pipe_at_tail(to->cold->pipe, &to->out));
 }
@@ -195,6 +207,7 @@ bool em__proxy_splice(em_conn *from)
         splice_failed(from, p, pipe);
         return true;
     }
+    p->smalls = (size_t)n < SPLICE_SMALL ? p->smalls + 1 : 0;
     em__count_in(from, (size_t)n);
     em__conn_touch(from);
     if (em__pipe_queue(from->r, pipe, &to->out, (size_t)n) < 0) {
