@@ -427,7 +427,12 @@ EM_EXPORT int em_close_connection_after_writing(em_conn *c);
  * unbind(0). */
 EM_EXPORT int em_close_write(em_conn *c);
 
-/* Files. The file takes its place in the outbound queue, in order with the
+/* Files. (SIGPIPE: sendfile and splice cannot be told not to raise it, so
+ * in a turn that writes a file, or a splicing proxy's pipe, libem blocks
+ * SIGPIPE in its thread until the turn's writes are done and discards one
+ * they raised; a write of the user's to a dead socket or pipe in that turn
+ * fails with EPIPE then instead of raising it. Dispositions are never
+ * changed.) The file takes its place in the outbound queue, in order with the
  * data sent before and after it, and is written from the file as the peer
  * reads (sendfile(2) on plain sockets, a buffer at a time through TLS): it
  * is never held in memory, and a slow reader makes libem read no further

@@ -439,6 +439,7 @@ static ssize_t write_queue(em_conn *c, size_t *asked)
     bool feed_next;
     int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, &feed_next);
     if (!cnt) {
+        em__sigpipe_block(c->r);
         ssize_t n = em__outq_send_feed(&c->out, c->io.fd, false, asked);
         if (n > 0 || (n < 0 && !feed_unwritable(errno)))
             return n;

@@ -457,6 +457,9 @@ void em__orphans_reap(em_reactor *r);
 typedef struct em_sighandler em_sighandler;
 void em__signals_run(em_reactor *r); /* callbacks of the signals that arrived */
 void em__signals_free(em_reactor *r);
+/* Around a turn's sendfile and splice calls, which raise SIGPIPE. */
+void em__sigpipe_block(em_reactor *r);
+void em__sigpipe_restore(em_reactor *r);
 
 /* connect.c */
 int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const char *host,
@@ -562,6 +565,9 @@ struct em_reactor {
     struct em_pipe *pipes;     /* idle pipes for splicing proxies */
     unsigned pipes_idle;
     bool splice_off;           /* $EM_SPLICE=0: proxies copy */
+    bool sigpipe_blocked;      /* em__sigpipe_block: until the turn's writes end */
+    bool sigpipe_was_pending;
+    sigset_t sigpipe_mask;     /* the thread's mask before */
     char *read_buf;
     /* Connections whose queue points into read_buf (em_send_data of received
      * bytes): written or copied before read_buf is read into again. */

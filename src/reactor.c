@@ -450,12 +450,14 @@ static int turn(em_reactor *r, double max_wait_s)
     em__timers_run(r);
     run_queued(r);
     flush_and_close(r);
+    em__sigpipe_restore(r); /* a SIGPIPE from elsewhere is not held up */
     int n = r->backend->wait(r, wait_ms(r, max_wait_s), r->events, EM_MAX_EVENTS);
     r->now = em__clock();
     r->busy = n >= EM_BUSY_EVENTS;
     if (n > 0)
         dispatch(r, n);
     flush_and_close(r);
+    em__sigpipe_restore(r);
     return n;
 }
 
@@ -494,6 +496,7 @@ static void shut_down(em_reactor *r)
     free_dead_servers(r);
     em__timers_clear(r);
     em__cbq_free_list(em__cbq_take_all(&r->ticks));
+    em__sigpipe_restore(r);
     r->shutting_down = false;
 }
 
