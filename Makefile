@@ -10,7 +10,8 @@
 #   make bench           run the benchmark suite (bench/README.md; BENCH_QUICK=1: ~1 min)
 #   make fuzz            build the libFuzzer targets in build-fuzz/ (clang) and run
 #                        each FUZZ_SECONDS (60): fuzz_reactor on fuzz/corpus,
-#                        fuzz_tls on generated TLS seeds (fuzz/run.sh)
+#                        fuzz_tls on generated TLS seeds, fuzz_http on
+#                        fuzz/corpus-http (fuzz/run.sh)
 #   make stress          15,000-connection scale run and 500 more integrity seeds
 #                        (scripts/stress.sh; STRESS_DURATION=60, INTEGRITY_SEEDS=500)
 #   make install PREFIX=/some/dir

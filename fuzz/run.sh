@@ -7,17 +7,21 @@
 #                 peer of a TLS connection sends; seeds written at run time
 #                 by `fuzz/gen_seeds.py --tls` into build-fuzz/seeds-tls
 #                 (captured TLS flights: random values, never committed)
+#   fuzz_http     fuzz/fuzz_http.c, the request parser of
+#                 examples/http_file_server (no libem), on fuzz/corpus-http
 #
-# New inputs go to build-fuzz/corpus (build-fuzz/corpus-tls). At the end,
-# fuzz_reactor's inputs of at most 1 KiB that reach code edges fuzz/corpus
-# does not are merged into it (commit them); fuzz_tls's stay in build-fuzz.
+# New inputs go to build-fuzz/corpus (build-fuzz/corpus-tls,
+# build-fuzz/corpus-http). At the end, fuzz_reactor's inputs of at most
+# 1 KiB that reach code edges fuzz/corpus does not are merged into it
+# (commit them); the other targets' stay in build-fuzz.
 # A crash leaves its input in build-fuzz/artifacts/ and makes this script
 # fail; reproduce with
 #   build-fuzz/fuzz_reactor build-fuzz/artifacts/crash-...
 #   build-fuzz/fuzz_tls build-fuzz/artifacts/tls/crash-...
+#   build-fuzz/fuzz_http build-fuzz/artifacts/http/crash-...
 #
 # Environment: FUZZ_SECONDS (per target), FUZZ_TARGETS (default
-# "reactor tls"), FUZZ_JOBS (parallel workers, default 1),
+# "reactor tls http"), FUZZ_JOBS (parallel workers, default 1),
 # FUZZ_MERGE (0: no merge into fuzz/corpus),
 # FUZZ_ARGS (more libFuzzer flags), CLANG (default clang).
 set -euo pipefail
@@ -26,20 +30,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-1}
 clang=${CLANG:-clang}
-targets=${FUZZ_TARGETS:-reactor tls}
+targets=${FUZZ_TARGETS:-reactor tls http}
 out=build-fuzz
-mkdir -p "$out/corpus" "$out/corpus-tls" "$out/artifacts/tls" fuzz/corpus
+mkdir -p "$out/corpus" "$out/corpus-tls" "$out/corpus-http" "$out/artifacts/tls" \
+    "$out/artifacts/http" fuzz/corpus
 
 flags=(-std=c11 -O1 -g -D_GNU_SOURCE -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 
-# build NAME MAIN [extra flags...]: build-fuzz/NAME from src/*.c and MAIN
+# build NAME MAIN [extra flags...]: build-fuzz/NAME from MAIN and $with
+# (default: libem, src/*.c)
 build() {
     local name=$1 main=$2
     shift 2
-    local srcs=(src/*.c "$main")
-    if [[ ! -x $out/$name ]] || [[ -n $(find "${srcs[@]}" include/em.h src/*.h fuzz/run.sh \
-            -newer "$out/$name" 2>/dev/null) ]]; then
+    # shellcheck disable=SC2206 # $with: a glob or a list of files
+    local srcs=(${with:-src/*.c} "$main")
+    if [[ ! -x $out/$name ]] || [[ -n $(find "${srcs[@]}" include/em.h src/*.h examples/http/*.h \
+            fuzz/run.sh -newer "$out/$name" 2>/dev/null) ]]; then
         echo "fuzz: building $out/$name"
         "$clang" "${flags[@]}" "$@" -Iinclude -Isrc "${srcs[@]}" -lpthread -o "$out/$name"
     fi
@@ -86,8 +93,13 @@ for target in $targets; do
         fi
         run fuzz_tls "$out/artifacts/tls" 8192 "$out/corpus-tls" "$seeds" || failed=1
         ;;
+    http)
+        with=examples/http/request.c build fuzz_http fuzz/fuzz_http.c -Iexamples
+        # a little over the head limit, to reach the 414 and 431 answers
+        run fuzz_http "$out/artifacts/http" 9000 "$out/corpus-http" fuzz/corpus-http || failed=1
+        ;;
     *)
-        echo "fuzz: unknown target '$target' (reactor, tls)"
+        echo "fuzz: unknown target '$target' (reactor, tls, http)"
         failed=1
         ;;
     esac

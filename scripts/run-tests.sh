@@ -136,8 +136,9 @@ if selected scale_short && [[ " $builds " == *" build "* && -x build/stress/scal
 fi
 
 # The short form of `make fuzz`: FUZZ_SHORT_SECONDS (20) of fuzz/run.sh for
-# each target (fuzz_reactor on fuzz/corpus, fuzz_tls on its generated seeds),
-# nothing merged into fuzz/corpus (needs clang, which make deps installs).
+# each target (fuzz_reactor on fuzz/corpus, fuzz_tls on its generated seeds,
+# fuzz_http on fuzz/corpus-http), nothing merged into fuzz/corpus (needs
+# clang, which make deps installs).
 if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >/dev/null; then
     runs=$((runs + 1))
     mkdir -p build/test-logs
