@@ -5,8 +5,10 @@
 set -euo pipefail
 
 # openssl: the command that makes the TLS tests' and benchmarks' certificates;
-# gnutls-bin: gnutls-cli and gnutls-serv, a TLS peer that is not OpenSSL.
-packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin)
+# gnutls-bin: gnutls-cli and gnutls-serv, a TLS peer that is not OpenSSL;
+# curl: the client of tests/http_file_server.sh.
+packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin
+          curl)
 
 if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
     exit 0

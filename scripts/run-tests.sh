@@ -13,7 +13,8 @@
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
 #                               shell patterns allowed; bench_sanity is the
 #                               one echo through each benchmark server;
-#                               scale_short the short stress run,
+#                               http_file_server the example program end
+#                               to end; scale_short the short stress run,
 #                               fuzz_short the short fuzz run; tsan and
 #                               faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
@@ -112,6 +113,27 @@ if [[ -f bench/sanity.sh ]] && selected bench_sanity; then
         start=$SECONDS
         timeout --kill-after=10 "$limit" bash bench/sanity.sh "$build" </dev/null >"$out" 2>&1
         report "$build" - bench_sanity $? $((SECONDS - start)) 1 "$out"
+    done
+fi
+
+# examples/http_file_server end to end (tests/http_file_server.sh: curl and
+# raw requests against the program), for each build directory and backend;
+# under ASan the server's own exit reports leaks and errors.
+if selected http_file_server; then
+    for build in $builds; do
+        [[ -d "$build/examples" ]] || continue
+        for backend in $backends; do
+            runs=$((runs + 1))
+            mkdir -p "$build/test-logs/$backend"
+            out="$build/test-logs/$backend/http_file_server.out"
+            start=$SECONDS
+            EM_BACKEND=$backend \
+                ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                timeout --kill-after=10 "$limit" bash tests/http_file_server.sh "$build" \
+                </dev/null >"$out" 2>&1
+            report "$build" "$backend" http_file_server $? $((SECONDS - start)) 1 "$out"
+        done
     done
 fi
 
