@@ -4,9 +4,10 @@
 # on a tree made here, on 127.0.0.1, and curl and raw requests (bash's
 # /dev/tcp) check its answers: byte-exact downloads (0 B to 256 MiB),
 # HEAD, keep-alive, pipelining, the error statuses, every way out of the
-# root it must refuse, and a download over TLS (certificates from
-# tests/tls/make-certs.sh). At the end the server must still be running
-# and must exit with 0 on SIGTERM (under ASan: no leak).
+# root it must refuse, clients that abort a download, and downloads over
+# TLS (certificates from tests/tls/make-certs.sh). At the end each server
+# must still be running and must exit with 0 on SIGTERM (under ASan: no
+# leak).
 #
 #   tests/http_file_server.sh [BUILD_DIR]     (default: build)
 #
@@ -77,10 +78,14 @@ start() {
     local name=$1 i
     shift
     port=""
-    "$server" --port 0 --root "$root" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    # SIGPIPE as a program starts with it, not ignored as here
+    (
+        trap - PIPE
+        exec "$server" --port 0 --root "$root" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+    ) &
     pid=$!
     for ((i = 0; i < 200; i++)); do
-        port=$(sed -n 's/^ready port=\([0-9][0-9]*\)$/\1/p' "$tmp/$name.out")
+        port=$(sed -n 's/^ready port=\([0-9][0-9]*\)$/\1/p' "$tmp/$name.out" 2>/dev/null)
         [[ -n "$port" ]] && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
@@ -88,12 +93,15 @@ start() {
     return 1
 }
 
+# how STATUS: an exit status in words
+how() { if (($1 > 128)); then echo "killed by SIG$(kill -l $(($1 - 128)))"; else echo "status $1"; fi; }
+
 # stop NAME: SIGTERM; the server must exit with 0 within 5 s
 stop() {
     local name=$1 i rc why=""
     if ! kill -0 "$pid" 2>/dev/null; then
         wait "$pid"
-        why="died during the tests (status $?): $(tail -n 3 "$tmp/$name.err" | tr '\n' ' ')"
+        why="died during the tests, $(how $?): $(tail -n 3 "$tmp/$name.err" | tr '\n' ' ')"
     else
         kill -TERM "$pid"
         for ((i = 0; i < 100; i++)); do
@@ -104,7 +112,7 @@ stop() {
         wait "$pid"
         rc=$?
         [[ -z "$why" ]] && ((rc != 0)) &&
-            why="exit status $rc: $(tail -n 5 "$tmp/$name.err" | tr '\n' ' ')"
+            why="$(how $rc) at exit: $(tail -n 5 "$tmp/$name.err" | tr '\n' ' ')"
     fi
     pid=""
     result "${name}_alive_and_clean_exit" "$why"
@@ -124,7 +132,7 @@ raw() {
     exec {fd}<>"/dev/tcp/127.0.0.1/$port" || return 1
     # a server that answers and closes before reading all may make the
     # write fail (EPIPE) or the read end in a reset: the answer tells
-    printf '%b' "$1" 2>/dev/null >&"$fd"
+    printf '%b' "$1" 2>/dev/null 1>&"$fd"
     timeout 5 cat <&"$fd" 2>/dev/null
     rc=$?
     exec {fd}>&-
@@ -155,8 +163,8 @@ expect_raw() {
 download() {
     local name=$1 url=$2 file=$3 why=""
     shift 3
-    if ! curl_ -f "$@" "$url" | cmp -s - "$file"; then
-        why="curl failed or the bytes differ from $file"
+    if ! curl_ -f "$@" "$url" 2>"$tmp/curl.err" | cmp -s - "$file"; then
+        why="curl failed or the bytes differ from $file: $(head -c 200 "$tmp/curl.err")"
     fi
     result "$name" "$why"
 }
@@ -306,6 +314,32 @@ download alive_after_errors "$base/five_k" "$root/five_k"
 
 stop plain
 
+# abort_downloads BASE [curl args...]: clients that go away in the middle
+# of a body, some after half-closing (the server then sees a reset on a
+# connection it reads no more from)
+abort_downloads() {
+    local base=$1 i
+    shift
+    clients=()
+    for ((i = 0; i < 20; i++)); do
+        curl_ -o /dev/null --max-time 0.1 "$@" "$base/big" 2>/dev/null &
+        clients+=($!)
+    done
+    for i in "${clients[@]}"; do wait "$i"; done
+    sleep 0.3
+}
+
+# ------------------------------------------------------- aborted bodies
+# Fails while libem's sendfile(2) can raise SIGPIPE: a reset that comes
+# after the client's FIN makes the socket's error EPIPE, and sendfile has
+# no MSG_NOSIGNAL.
+if start aborted; then
+    abort_downloads "http://127.0.0.1:$port"
+    stop aborted
+else
+    result aborted_start "no 'ready port=' line: $(tail -n 3 "$tmp/aborted.err" | tr '\n' ' ')"
+fi
+
 # ------------------------------------------------------------------ TLS
 certs=$tmp/certs
 mkdir -p "$certs"
@@ -327,6 +361,9 @@ else
             echo "curl did not reuse the connection")"
         # no certificate curl trusts: no answer at all
         expect_code tls_unverified_refused 000 "$tbase/a.txt"
+        abort_downloads "$tbase" --cacert "$certs/ca.pem"
+        download tls_alive_after_aborted_downloads "$tbase/five_k" "$root/five_k" \
+            --cacert "$certs/ca.pem"
     fi
     stop tls
 fi
