@@ -466,6 +466,15 @@ EM_EXPORT int em_send_file_data(em_conn *c, const char *path);
 EM_EXPORT int em_stream_file_data(em_conn *c, const char *path, unsigned flags,
                                   void (*done)(em_conn *c, int err, void *arg), void *arg);
 
+/* em_stream_file_data for a file the caller opened (say with openat2 and
+ * RESOLVE_BENEATH, so that the file checked is the file sent): the whole
+ * file from offset 0, up to its size at the call. On success libem owns
+ * fd and has closed it by the time done is called; on an error (-EINVAL for a
+ * negative fd or one that is not a regular file, -EISDIR, the others as
+ * em_stream_file_data) the caller keeps it. */
+EM_EXPORT int em_stream_file_fd(em_conn *c, int fd, unsigned flags,
+                                void (*done)(em_conn *c, int err, void *arg), void *arg);
+
 /* Removes the connection from the reactor without closing its descriptor
  * and returns the descriptor; unsent data is dropped and unbind(0) follows.
  * -ENOTCONN when already closing or still resolving. */

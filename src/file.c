@@ -116,20 +116,17 @@ static const em_feed_ops file_ops = {.send = file_send, .read = file_read, .rele
 
 /* ---------------------------------------------------------------- open */
 
-static int open_regular(const char *path, size_t *size)
+static int regular_size(int fd, size_t *size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return -errno;
     struct stat st;
-    int err = fstat(fd, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? -EISDIR
-                                          : !S_ISREG(st.st_mode) ? -EINVAL : 0;
-    if (err) {
-        close(fd);
-        return err;
-    }
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISDIR(st.st_mode))
+        return -EISDIR;
+    if (!S_ISREG(st.st_mode)) /* a FIFO or a device has no end to send up to */
+        return -EINVAL;
     *size = (size_t)st.st_size;
-    return fd;
+    return 0;
 }
 
 static void frame_chunked(stream *s)
@@ -174,18 +171,15 @@ static int queue_stream(em_conn *c, stream *s)
     return 0;
 }
 
-int em_stream_file_data(em_conn *c, const char *path, unsigned flags,
-                        void (*done)(em_conn *c, int err, void *arg), void *arg)
+int em_stream_file_fd(em_conn *c, int fd, unsigned flags,
+                      void (*done)(em_conn *c, int err, void *arg), void *arg)
 {
-    if (!c || !path || (flags & ~(unsigned)EM_HTTP_CHUNKS))
+    if (!c || fd < 0 || (flags & ~(unsigned)EM_HTTP_CHUNKS))
         return -EINVAL;
     int err = sendable(c);
-    if (err)
-        return err;
     size_t size = 0;
-    int fd = open_regular(path, &size);
-    if (fd < 0)
-        return fd;
+    if (err || (err = regular_size(fd, &size)))
+        return err;
     stream *s = em__conn_cold(c) ? em__calloc(1, sizeof *s) : NULL;
     if (s) {
         *s = (stream){.feed.ops = &file_ops, .c = c, .fd = fd, .size = size, .done = done,
@@ -195,11 +189,28 @@ int em_stream_file_data(em_conn *c, const char *path, unsigned flags,
         em__conn_unspan(c); /* bytes sent before it go first */
     }
     if (!s || c->state == EM_CS_CLOSING || queue_stream(c, s) < 0) {
-        close(fd);
-        em__free(s);
+        em__free(s); /* the caller keeps fd */
         return em__conn_usable(c) ? -ENOMEM : -ENOTCONN;
     }
     return 0;
+}
+
+int em_stream_file_data(em_conn *c, const char *path, unsigned flags,
+                        void (*done)(em_conn *c, int err, void *arg), void *arg)
+{
+    if (!c || !path)
+        return -EINVAL;
+    int err = sendable(c);
+    if (err)
+        return err;
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    err = em_stream_file_fd(c, fd, flags, done, arg);
+    if (err)
+        close(fd);
+    return err;
 }
 
 int em_send_file_data(em_conn *c, const char *path)
