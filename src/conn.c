@@ -302,8 +302,8 @@ void em__conn_finish(em_conn *c)
         return; /* back on the close list once the child has exited */
     em__sigmap_del(&r->sigmap, c->sig);
     em_conn *source = (c->flags & (EM_CF_PROXY | EM_CF_PROXY_TARGET)) ? em__proxy_unlink(c) : NULL;
+    em__files_report_all(c); /* still closing: done cannot revive it */
     c->state = EM_CS_UNBINDING;
-    em__files_report_all(c);
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
     if (source && source->h->proxy_target_unbound && em__conn_usable(source) && !r->forked)

@@ -165,9 +165,9 @@ static void connected(em_conn *c)
     em__conn_touch(c);
     em__conn_update_interest(c);
     /* A TLS client's flush begins its handshake. */
-    if (em__conn_pending(c) ||
+    if (em__conn_pending(c) || (c->cold && c->cold->files) ||
         (c->flags & (EM_CF_SHUT_WR_PENDING | EM_CF_CLOSE_AFTER_WRITE | EM_CF_LAYER)))
-        em__conn_mark_dirty(c);
+        em__conn_mark_dirty(c); /* (an empty file's done waits for a flush) */
     if (c->state == EM_CS_OPEN && c->h->connection_completed)
         c->h->connection_completed(c);
 }

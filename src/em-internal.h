@@ -208,9 +208,11 @@ typedef struct em_outq {
  * other bytes were queued); it hears of each chunk's end. */
 typedef struct em_feed em_feed;
 typedef struct em_feed_ops {
-    /* Writes up to max bytes from position pos to fd: bytes written (0 if
-     * it has none to give: an error, say why in errno), or -1 with errno. */
-    ssize_t (*send)(em_feed *f, size_t pos, int fd, size_t max, bool more);
+    /* Writes up to *max bytes from position pos to fd, lowering *max to
+     * what it tried (a file's framing is not its to send): bytes written
+     * (0 if it has none to give: an error, say why in errno), or -1 with
+     * errno. */
+    ssize_t (*send)(em_feed *f, size_t pos, int fd, size_t *max, bool more);
     /* The same bytes into memory, for writers that need them there (TLS,
      * a descriptor the kernel cannot write from a feed). */
     ssize_t (*read)(em_feed *f, size_t pos, char *buf, size_t max);

@@ -45,7 +45,7 @@ static stream *stream_of(em_feed *f) { return EM_CONTAINER_OF(f, stream, feed); 
 static size_t feed_len(const stream *s) { return s->head_len + s->size + s->tail_len; }
 
 /* The feed's bytes past the file can only come from memory. */
-static ssize_t file_send(em_feed *f, size_t pos, int fd, size_t max, bool more)
+static ssize_t file_send(em_feed *f, size_t pos, int fd, size_t *max, bool more)
 {
     EM_UNUSED(more);
     stream *s = stream_of(f);
@@ -55,9 +55,11 @@ static ssize_t file_send(em_feed *f, size_t pos, int fd, size_t max, bool more)
     }
     off_t off = (off_t)(pos - s->head_len);
     size_t left = s->size - (size_t)off;
+    if (*max > left)
+        *max = left; /* the framing after it goes from memory */
     ssize_t n;
     do
-        n = sendfile(fd, s->fd, &off, max < left ? max : left);
+        n = sendfile(fd, s->fd, &off, *max);
     while (n < 0 && errno == EINTR);
     if (n == 0)
         errno = EIO; /* the file is shorter than it was */
@@ -106,8 +108,8 @@ static void file_release(em_feed *f, em_reactor *r, bool written)
     s->queued = false;
     if (written)
         s->err = 0;
-    else if (!s->err)
-        s->err = ECANCELED;
+    else if (!s->err) /* the error that closed the connection, if any */
+        s->err = s->c->reason ? s->c->reason : ECANCELED;
     close_file(s);
     em__conn_mark_dirty(s->c); /* its flush reports it */
 }
@@ -220,11 +222,11 @@ int em_send_file_data(em_conn *c, const char *path)
 
 /* -------------------------------------------------------------- report */
 
-static void report(em_conn *c, stream *s)
+static void report(em_conn *c, stream *s, int err)
 {
     c->cold->files = s->next;
     if (s->done && !c->r->forked)
-        s->done(c, s->queued ? ECANCELED : s->err, s->arg);
+        s->done(c, err, s->arg);
     close_file(s);
     em__free(s);
 }
@@ -233,13 +235,23 @@ void em__files_report(em_conn *c)
 {
     stream *s;
     while (c->cold && (s = c->cold->files) && !s->queued)
-        report(c, s);
+        report(c, s, s->err);
 }
 
+/* Only the files queued before: one that done queues on a closing
+ * connection was refused. Files behind one that was cut short were not
+ * sent either, even an empty one. */
 void em__files_report_all(em_conn *c)
 {
-    while (c->cold && c->cold->files)
-        report(c, c->cold->files);
+    stream *s = c->cold ? c->cold->files : NULL;
+    bool cut = false;
+    while (s) {
+        stream *next = s->next;
+        int err = s->queued ? ECANCELED : s->err;
+        cut = cut || err;
+        report(c, s, cut && !err ? ECANCELED : err);
+        s = next;
+    }
 }
 
 void em__files_free(em_conn *c)

@@ -129,11 +129,12 @@ static void link_chain(em_outq *q, em_chunk *first, em_chunk *last, size_t len)
 int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
 {
     const char *p = data;
-    em_chunk *last = q->head ? q->head->q_tail : NULL;
+    em_chunk *tail = q->head ? q->head->q_tail : NULL;
+    em_chunk *last = tail && !is_feed(tail) ? tail : NULL; /* one with room, maybe */
     size_t room = last ? last->cap - last->tail : 0;
     size_t rest = len > room ? len - room : 0;
     em_chunk *extra_last = NULL;
-    em_chunk *extra = rest ? chain_get(r, rest, last != NULL, &extra_last) : NULL;
+    em_chunk *extra = rest ? chain_get(r, rest, tail != NULL, &extra_last) : NULL;
     if (rest && !extra)
         return -ENOMEM; /* nothing queued: all or nothing */
     size_t left = len;
@@ -194,24 +195,32 @@ int em__outq_own(em_reactor *r, em_outq *q)
     return 0;
 }
 
+/* A feed whose bytes are all ahead of it in memory (put_ahead) only waits
+ * to hear they were written: the bytes go on past it. */
+static bool blocks(const em_chunk *k) { return is_feed(k) && k->head < k->tail; }
+
 int em__outq_iov(const em_outq *q, struct iovec *iov, int max, bool *feed_next)
 {
     int n = 0;
     em_chunk *k = q->head;
-    for (; k && n < max && !is_feed(k); k = k->next) {
+    for (; k && n < max && !blocks(k); k = k->next) {
+        if (is_feed(k))
+            continue;
         iov[n].iov_base = k->base + k->head;
         iov[n].iov_len = k->tail - k->head;
         n++;
     }
     if (feed_next)
-        *feed_next = k && is_feed(k);
+        *feed_next = k && blocks(k);
     return n;
 }
 
 size_t em__outq_copy(const em_outq *q, char *dst, size_t max)
 {
     size_t n = 0;
-    for (em_chunk *k = q->head; k && n < max && !is_feed(k); k = k->next) {
+    for (em_chunk *k = q->head; k && n < max && !blocks(k); k = k->next) {
+        if (is_feed(k))
+            continue;
         size_t take = k->tail - k->head < max - n ? k->tail - k->head : max - n;
         memcpy(dst + n, k->base + k->head, take);
         n += take;
@@ -223,13 +232,15 @@ void em__outq_consume(em_reactor *r, em_outq *q, size_t n)
 {
     size_t left = q->head->q_bytes - n;
     em_chunk *last = q->head->q_tail;
-    while (n) {
+    for (;;) {
         em_chunk *k = q->head;
-        size_t avail = k->tail - k->head;
-        if (n < avail) {
-            k->head += n;
+        size_t avail = k ? k->tail - k->head : 0;
+        if (!k || n < avail || (!n && avail)) {
+            if (k)
+                k->head += n;
             break;
         }
+        /* written whole; an emptied feed behind them goes too */
         n -= avail;
         k->head = k->tail; /* a feed hears it was written whole */
         q->head = k->next;
@@ -294,28 +305,24 @@ ssize_t em__outq_send_feed(const em_outq *q, int fd, bool more, size_t *asked)
     em_chunk *k = q->head;
     size_t left = k->tail - k->head;
     *asked = left < FEED_SEND_MAX ? left : FEED_SEND_MAX;
-    return feed_of(k)->ops->send(feed_of(k), k->head, fd, *asked, more);
+    return feed_of(k)->ops->send(feed_of(k), k->head, fd, asked, more);
 }
 
-/* The chunk m of memory goes in front of the feed's chunk k, the head. */
-static void put_ahead(em_reactor *r, em_outq *q, em_chunk *m, em_chunk *k)
+/* The chunk m of memory goes in front of the feed's chunk k, the head. A
+ * feed that gave all it had stays behind it, empty, until m is written:
+ * its end is heard once its bytes are written, not read. */
+static void put_ahead(em_outq *q, em_chunk *m, em_chunk *k)
 {
     m->q_bytes = k->q_bytes;
     m->q_tail = k->q_tail;
     m->next = k;
     q->head = m;
-    if (k->head < k->tail)
-        return;
-    m->next = k->next; /* the feed gave all it had */
-    if (m->q_tail == k)
-        m->q_tail = m;
-    chunk_put(r, k);
 }
 
 int em__outq_materialize(em_reactor *r, em_outq *q, size_t max)
 {
     em_chunk *k = q->head;
-    if (!k || !is_feed(k))
+    if (!k || !blocks(k))
         return 0;
     em_chunk *m = chunk_get(r, 0, true);
     if (!m)
@@ -333,6 +340,6 @@ int em__outq_materialize(em_reactor *r, em_outq *q, size_t max)
     }
     m->tail = (size_t)n;
     k->head += (size_t)n;
-    put_ahead(r, q, m, k);
+    put_ahead(q, m, k);
     return 0;
 }

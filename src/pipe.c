@@ -32,14 +32,14 @@ static void pipe_close(em_pipe *p)
     em__free(p);
 }
 
-static ssize_t pipe_send(em_feed *f, size_t pos, int fd, size_t max, bool more)
+static ssize_t pipe_send(em_feed *f, size_t pos, int fd, size_t *max, bool more)
 {
     EM_UNUSED(pos);
     em_pipe *p = pipe_of(f);
     unsigned flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE | (more ? SPLICE_F_MORE : 0);
     ssize_t n;
     do
-        n = splice(p->rd, NULL, fd, NULL, max, flags);
+        n = splice(p->rd, NULL, fd, NULL, *max, flags);
     while (n < 0 && errno == EINTR);
     if (n > 0)
         p->bytes -= (size_t)n;
