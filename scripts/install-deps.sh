@@ -6,7 +6,8 @@ set -euo pipefail
 
 # openssl: the command that makes the TLS tests' and benchmarks' certificates;
 # gnutls-bin: gnutls-cli and gnutls-serv, a TLS peer that is not OpenSSL;
-# curl: the client of tests/http_file_server.sh.
+# curl: the client of tests/http_file_server.sh, and an HTTP client that
+# decodes the chunked files of tests/test_file.c.
 packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin
           curl)
 
