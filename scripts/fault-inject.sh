@@ -5,6 +5,7 @@
 #
 #   read                   EINTR, EAGAIN   (every 2nd read from the 4th on)
 #   sendmsg, sendto, writev EINTR, EAGAIN  (every 2nd call; sockets, pipes)
+#   sendfile               EINTR, EAGAIN   (with those: files sent)
 #   accept4                EINTR, EAGAIN   (every 2nd call), EMFILE (every 25th)
 #   epoll_wait / poll      EINTR, EAGAIN   (every 2nd call; per backend)
 #
@@ -14,10 +15,10 @@
 # not survive an error. write is left alone: stdio (the harness's "ok" lines)
 # does not retry it; libem writes only its wake-up eventfd with write.
 #
-# TLS cases (test_tls_stream): the runner makes the test certificates with
-# the openssl command before the first case; there strace lets go of every
-# process at its execve (-b execve), so nothing is injected into sh or
-# openssl. In a
+# TLS cases (test_tls_stream), and test_file (which makes certificates too):
+# the runner makes the test certificates with the openssl command before the
+# first case; there strace lets go of every process at its execve
+# (-b execve), so nothing is injected into sh or openssl. In a
 # case, OpenSSL reads its configuration, the CA file, the system CA bundle
 # (a server context) and the key and certificate with stdio, which does not
 # retry EINTR: its reads count 70 or so, then the sockets' begin. So read
@@ -114,6 +115,16 @@ tls_send_cases=(
     "test_tls_stream tls_close_after_writing_big_queue"
     "test_tls_stream tls_proxy_"
 )
+# Files (test_file): sendfile from the file to TCP and unix sockets, the
+# chunk framing and data around the file written with send/sendmsg, a
+# paused file and one that ends a connection closed after writing.
+file_cases=(
+    "test_file stream_file_sizes_tcp4"
+    "test_file send_file_sizes_unix"
+    "test_file order_files_back_to_back"
+    "test_file pause_stops_a_file"
+    "test_file close_after_writing_waits_for_the_file"
+)
 # em_run: the loop itself must survive the poller's errors.
 run_cases=(
     "test_reactor run_and_stop_from_timer"
@@ -131,8 +142,8 @@ injections=(
     "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|read_cases proxy_read_cases"
     "tls-read=EINTR|epoll poll|read|read:error=EINTR:when=200+2|tls_read_cases"
     "tls-read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=200+2|tls_read_cases"
-    "send=EINTR|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases"
-    "send=EAGAIN|epoll poll|sendmsg,sendto,writev|sendmsg,sendto,writev:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases"
+    "send=EINTR|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
+    "send=EAGAIN|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
     "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
@@ -183,7 +194,7 @@ for backend in $backends; do
             # the TLS fixture runs the openssl command: let go of it (strace
             # then does without --seccomp-bpf, which -b excludes)
             trace_opts=(--seccomp-bpf)
-            [[ $exe == test_tls* ]] && trace_opts=(-b execve)
+            [[ $exe == test_tls* || $exe == test_file ]] && trace_opts=(-b execve)
             start=$SECONDS
             EM_BACKEND=$backend timeout --kill-after=10 "$limit" \
                 strace -f -qq "${trace_opts[@]}" -o "$base.strace" \
