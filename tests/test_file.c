@@ -2344,3 +2344,56 @@ TEST_TIMEOUT(curl_decodes_chunked_files, 60);
 TEST(curl_decodes_chunked_files) { curl_case(false); }
 TEST_TIMEOUT(curl_raw_chunks_decoded_by_the_test, 60);
 TEST(curl_raw_chunks_decoded_by_the_test) { curl_case(true); }
+
+/* =================================================== 11b. an attached pipe */
+
+/* em_attach on a pipe's write end: files (chunked too) and data in order
+ * through the pipe, read by the test; the pipe stays the caller's. */
+TEST(attached_pipe_takes_files_in_order)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    int pfd[2];
+    ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+    set_nonblock(pfd[0]);
+    rec x = {.tag = 4};
+    em_conn *c = em_attach(r, pfd[1], &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    fstream a = {.id = 1}, b = {.id = 2, .then = then_close_after_writing};
+    ASSERT_EQ(send_str(c, "<pipe>"), 0);
+    ASSERT_EQ(stream_file(c, files[F_64M].path, 0, &a), 0);
+    ASSERT_EQ(send_str(c, "<between>"), 0);
+    ASSERT_EQ(stream_file(c, files[F_5K].path, EM_HTTP_CHUNKS, &b), 0);
+    sink s;
+    sink_init(&s, false, NULL, 0);
+    static unsigned char buf[1 << 16];
+    double deadline = now_mono() + 20;
+    while (!x.unbinds && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.002), 0);
+        ssize_t n;
+        while ((n = read(pfd[0], buf, sizeof buf)) > 0)
+            sink_feed(&s, buf, (size_t)n);
+    }
+    ASSERT_EQ(x.unbinds, 1);
+    ASSERT_EQ(x.reason, 0);
+    expect_done(&a, 0);
+    expect_done(&b, 0);
+    csum want = {0};
+    char head[32];
+    csum_str(&want, "<pipe>");
+    csum_file(&want, files[F_64M].path);
+    csum_str(&want, "<between>");
+    chunk_head(head, sizeof head, files[F_5K].size);
+    csum_str(&want, head);
+    csum_file(&want, files[F_5K].path);
+    csum_str(&want, chunk_tail(files[F_5K].size));
+    REACTOR_FREE_CHECKED(r);
+    close(pfd[1]); /* the caller's, as em_attach says */
+    ssize_t n;
+    while ((n = read(pfd[0], buf, sizeof buf)) > 0)
+        sink_feed(&s, buf, (size_t)n);
+    close(pfd[0]);
+    ASSERT_EQ(s.raw, 6 + files[F_64M].size + 9 + chunked_len(files[F_5K].size));
+    ASSERT_EQ(csum_value(&s.sum), csum_value(&want));
+    ASSERT_NO_FD_LEAK(fd0);
+}
