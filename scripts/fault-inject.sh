@@ -118,9 +118,12 @@ tls_send_cases=(
 # Files (test_file): sendfile from the file to TCP and unix sockets, the
 # chunk framing and data around the file written with send/sendmsg, a
 # paused file and one that ends a connection closed after writing.
+# chunked_sizes_tcp fails under send=EAGAIN at 266fec1: done(0) of a
+# chunked file whose last chunk was refused (see tests/test_file.c, 12).
 file_cases=(
     "test_file stream_file_sizes_tcp4"
     "test_file send_file_sizes_unix"
+    "test_file chunked_sizes_tcp"
     "test_file order_files_back_to_back"
     "test_file pause_stops_a_file"
     "test_file close_after_writing_waits_for_the_file"

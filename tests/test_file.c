@@ -5,7 +5,7 @@
  * file (ftruncate) with pattern bytes at its start, middle and end; it
  * keeps each file's checksum, computed by reading the file back. Cases
  * that need other files (distinct contents, one to truncate, an unreadable
- * one) make them there too, under names of their own, so that the
+ * one, a FIFO) make them there too, under names of their own, so that the
  * runner removes them even after a failure.
  *
  * The sending end is a connection accepted by a libem server (TCP on
@@ -17,11 +17,15 @@
  *
  * Some cases of this file also run under scripts/fault-inject.sh with
  * sendfile, sendmsg, sendto and writev failing with EINTR and EAGAIN.
+ *
+ * The four cases of the last section fail at 266fec1, each showing a
+ * defect of libem (see there).
  */
 #include "harness.h"
 #include "tls_fixture.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -37,6 +41,7 @@
 #include <dirent.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/sock_diag.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2396,4 +2401,263 @@ TEST(attached_pipe_takes_files_in_order)
     ASSERT_EQ(s.raw, 6 + files[F_64M].size + 9 + chunked_len(files[F_5K].size));
     ASSERT_EQ(csum_value(&s.sum), csum_value(&want));
     ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ====================================== 12. failing at 266fec1: defects
+ *
+ * Each case below fails on libem at 266fec1, showing a defect:
+ *
+ *  - error_fifo_is_einval_at_once: the path is opened (open_regular in
+ *    src/file.c) without O_NONBLOCK, so a FIFO that no one writes blocks
+ *    the call, and the reactor, in open(2) until a writer comes; only then
+ *    does fstat refuse it with -EINVAL.
+ *  - close_now_cancels_an_empty_file_behind_a_big_one: an empty file
+ *    (without EM_HTTP_CHUNKS: nothing queued) counts as written when it is
+ *    queued, so when the connection closes before the file ahead of it was
+ *    written, it still gets done(0), where the chunked empty file gets
+ *    ECANCELED.
+ *  - chunked_last_chunk_not_held_back_until_the_peer_reads: the feed is
+ *    asked for all it holds, the file and the framing after it, but
+ *    sendfile stops at the file's end; the short count reads as a full
+ *    socket, so the CRLF and last chunk wait for the socket to poll
+ *    writable: a unix socket does so only when its queue is down to a
+ *    quarter of SO_SNDBUF, so they (and done) wait for the peer to read.
+ *  - chunked_done_only_once_the_last_chunk_is_written: the feed reports
+ *    itself written (src/outq.c, put_ahead) when its last bytes are copied
+ *    into memory, before they are written; when that write is refused
+ *    (EAGAIN), done(0) runs with the end of the last chunk still queued.
+ *    Under scripts/fault-inject.sh send=EAGAIN, chunked_sizes_tcp fails
+ *    the same way (an empty chunked file: done(0) with nothing written).
+ */
+
+/* A FIFO is not a regular file: -EINVAL, at once. Opening one for reading
+ * waits for a writer, so a thread opens it for writing after a while: a
+ * call that blocks in open(2) returns only then. */
+typedef struct late_writer {
+    const char *path;
+    double delay;
+    atomic_int stop, opened;
+} late_writer;
+
+static void *open_fifo_late(void *arg)
+{
+    late_writer *w = arg;
+    for (double until = now_mono() + w->delay; now_mono() < until && !atomic_load(&w->stop);)
+        sleep_s(0.005);
+    while (!atomic_load(&w->stop)) {
+        int fd = open(w->path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            atomic_store(&w->opened, 1);
+            close(fd);
+            break;
+        }
+        sleep_s(0.005);
+    }
+    return NULL;
+}
+
+/* How long the call took; *writer: whether the thread's open succeeded
+ * (only a reader blocked in open lets it). */
+static double timed_fifo_call(em_conn *c, const char *fifo, bool stream, fstream *f, int *rc,
+                              bool *writer)
+{
+    late_writer w = {.path = fifo, .delay = 1.0};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, open_fifo_late, &w), 0);
+    double t0 = now_mono();
+    *rc = stream ? stream_file(c, fifo, 0, f) : send_file(c, fifo);
+    double secs = now_mono() - t0;
+    atomic_store(&w.stop, 1);
+    pthread_join(t, NULL);
+    *writer = atomic_load(&w.opened);
+    return secs;
+}
+
+TEST(error_fifo_is_einval_at_once)
+{
+    char fifo[128];
+    case_path(fifo, sizeof fifo, "fifo");
+    ASSERT_EQ(mkfifo(fifo, 0600), 0);
+    sender p;
+    sender_open(&p, TCP4);
+    fstream never = {.id = 99};
+    for (int stream = 0; stream < 2; stream++) {
+        int fds = open_fd_count(), rc;
+        bool writer;
+        double secs = timed_fifo_call(p.c, fifo, stream, &never, &rc, &writer);
+        if (secs > 0.5)
+            FAIL("%s on a FIFO without a writer blocked the reactor for %.2f s (%s), "
+                 "then returned %d (%s)", stream ? "em_stream_file_data" : "em_send_file_data",
+                 secs, writer ? "until a writer opened it" : "no writer came", rc,
+                 em_strerror(rc));
+        ASSERT_EQ(rc, -EINVAL);
+        ASSERT_EQ(open_fd_count(), fds);
+    }
+    ASSERT_EQ(em_get_outbound_data_size(p.c), 0);
+    run_for(p.r, 0.05);
+    ASSERT_EQ(never.calls, 0);
+    sender_finish(&p);
+    case_unlink(fifo);
+}
+
+/* A plain empty file behind a cancelled one never reached the peer's
+ * stream either: it is cancelled too, as the chunked empty file is (its
+ * last chunk is queued). */
+TEST(close_now_cancels_an_empty_file_behind_a_big_one)
+{
+    sender p;
+    sender_open(&p, TCP4);
+    fstream a = {.id = 1}, e = {.id = 2}, ce = {.id = 3};
+    ASSERT_EQ(stream_file(p.c, files[F_64M].path, 0, &a), 0);
+    ASSERT_EQ(stream_file(p.c, files[F_EMPTY].path, 0, &e), 0);
+    ASSERT_EQ(stream_file(p.c, files[F_EMPTY].path, EM_HTTP_CHUNKS, &ce), 0);
+    run_for(p.r, 0.05);
+    ASSERT_EQ(a.calls + e.calls + ce.calls, 0);
+    ASSERT_EQ(close_now(p.c), 0);
+    ASSERT(run_until(p.r, &p.x->unbinds, 5));
+    expect_done(&a, ECANCELED);
+    expect_done(&ce, ECANCELED);
+    expect_done(&e, ECANCELED);
+    sender_finish(&p);
+}
+
+/* A socketpair whose peer reads nothing, with a small send buffer, and a
+ * connection attached to one end. */
+typedef struct pairconn {
+    int sv[2];
+    rec x;
+    em_conn *c;
+} pairconn;
+
+static void pairconn_open(pairconn *q, em_reactor *r, int sndbuf)
+{
+    *q = (pairconn){.x = {.tag = 3}};
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, q->sv), 0);
+    ASSERT_EQ(setsockopt(q->sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+    q->c = em_attach(r, q->sv[0], &rec_handler, &q->x);
+    ASSERT_NOT_NULL(q->c);
+}
+
+static void pairconn_close(pairconn *q, em_reactor *r)
+{
+    if (q->x.conn)
+        ASSERT_EQ(close_now(q->c), 0);
+    for (int turn = 0; turn < 3 && !q->x.unbinds; turn++) /* unbound in the closing turn */
+        ASSERT_GE(em_run_once(r, 0), 0);
+    ASSERT_EQ(q->x.unbinds, 1);
+    close(q->sv[0]);
+    close(q->sv[1]);
+}
+
+/* Bytes the kernel charges the socket's send side, and its bound. */
+static void send_mem(int fd, unsigned *alloc, unsigned *sndbuf)
+{
+    unsigned mi[SK_MEMINFO_VARS];
+    socklen_t len = sizeof mi;
+    ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &len), 0);
+    *alloc = mi[SK_MEMINFO_WMEM_ALLOC];
+    *sndbuf = mi[SK_MEMINFO_SNDBUF];
+}
+
+static void turns(em_reactor *r, double secs, fstream *until)
+{
+    double deadline = now_mono() + secs;
+    while (now_mono() < deadline && !(until && until->calls))
+        ASSERT_GE(em_run_once(r, 0.005), 0);
+}
+
+/* A chunked file after some data, on a socket with room for it all (the
+ * same bytes as data go at once): the last chunk follows the file's bytes
+ * without waiting for the peer to read. */
+TEST(chunked_last_chunk_not_held_back_until_the_peer_reads)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    static char junk[776];
+    /* the same bytes as data: all taken at once */
+    pairconn q;
+    pairconn_open(&q, r, 16384);
+    size_t len;
+    unsigned char *framed = expected_raw(&files[F_5K], API_CHUNKED, &len);
+    ASSERT_EQ(em_send_data(q.c, junk, sizeof junk), 0);
+    ASSERT_EQ(em_send_data(q.c, framed, len), 0);
+    turns(r, 0.05, NULL);
+    ASSERT_EQ(em_get_outbound_data_size(q.c), 0);
+    ASSERT_EQ(bytes_out(q.c), sizeof junk + len);
+    free(framed);
+    pairconn_close(&q, r);
+    /* as a file */
+    pairconn_open(&q, r, 16384);
+    fstream f = {.id = 1};
+    ASSERT_EQ(em_send_data(q.c, junk, sizeof junk), 0);
+    ASSERT_EQ(stream_file(q.c, files[F_5K].path, EM_HTTP_CHUNKS, &f), 0);
+    turns(r, 0.3, &f);
+    unsigned alloc, sndbuf;
+    send_mem(q.sv[0], &alloc, &sndbuf);
+    if (!f.calls)
+        FAIL("after 0.3 s, %zu bytes (the end of the last chunk) still queued, %llu written "
+             "and not read: the socket would take more (%u bytes charged of %u), but they "
+             "wait for the peer to read; done not called",
+             em_get_outbound_data_size(q.c), (unsigned long long)bytes_out(q.c), alloc,
+             sndbuf);
+    expect_done(&f, 0);
+    ASSERT_EQ(f.queued_at_done, 0);
+    pairconn_close(&q, r);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* done(0) of a chunked file means its last chunk too was handed to the
+ * kernel. The socket (a socketpair whose peer reads nothing) is filled to
+ * a different level before each try, and a byte sent after the file makes
+ * libem write again once the file's data went: in some tries the file's
+ * data fits and its last chunk does not. */
+typedef struct tail_try {
+    int tries, done_calls, early;
+    uint64_t out_at_done, needed;
+    size_t first_early_fill;
+} tail_try;
+
+static void tail_try_once(em_reactor *r, size_t fill, tail_try *t)
+{
+    pairconn q;
+    pairconn_open(&q, r, 16384);
+    static char junk[1 << 16];
+    ASSERT_EQ(em_send_data(q.c, junk, fill), 0);
+    fstream f = {.id = 1};
+    ASSERT_EQ(stream_file(q.c, files[F_5K].path, EM_HTTP_CHUNKS, &f), 0);
+    ASSERT_GE(em_run_once(r, 0), 0);
+    ASSERT_EQ(send_str(q.c, "x"), 0);
+    for (int turn = 0; turn < 3 && !f.calls; turn++) /* the peer reads nothing: 3 are plenty */
+        ASSERT_GE(em_run_once(r, 0), 0);
+    t->tries++;
+    uint64_t needed = fill + chunked_len(files[F_5K].size);
+    if (f.calls) {
+        t->done_calls++;
+        if (f.err == 0 && f.out_at_done < needed && !t->early++) {
+            t->out_at_done = f.out_at_done;
+            t->needed = needed;
+            t->first_early_fill = fill;
+        }
+    }
+    pairconn_close(&q, r);
+}
+
+TEST(chunked_done_only_once_the_last_chunk_is_written)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    tail_try t = {0};
+    for (size_t fill = 0; fill < 40000; fill += 97)
+        tail_try_once(r, fill, &t);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+    ASSERT_GT(t.done_calls, 0);
+    ASSERT_LT(t.done_calls, t.tries); /* some tries did fill the socket */
+    if (t.early)
+        FAIL("done(0) of a chunked 5000-byte file ran when %llu bytes were written, %llu "
+             "needed: the end of its last chunk was still queued (%d of %d tries, the first "
+             "after %zu bytes of data; socketpair, SO_SNDBUF 16384)",
+             (unsigned long long)t.out_at_done, (unsigned long long)t.needed, t.early,
+             t.tries, t.first_early_fill);
 }
