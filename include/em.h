@@ -455,11 +455,13 @@ EM_EXPORT int em_send_file_data(em_conn *c, const char *path);
 #define EM_HTTP_CHUNKS 1u
 
 /* em_stream_file_data: the same, and done(c, err, arg) (may be NULL) is
- * called exactly once, never inside a libem call: err 0 once the whole file
- * has been handed to the kernel (or, through TLS, into the queue), or a
- * positive errno: ECANCELED when the connection closed first (done then
- * runs just before unbind), EIO for a file that shrank, or the error that
- * failed the connection while the file was being written. The calls of
+ * called exactly once, never inside a libem call the handler made (it runs
+ * after the flush that wrote the file, like outbound_drained): err 0 once
+ * the whole file has been written to the socket, or a positive errno:
+ * ECANCELED when the connection closed first, or the error that failed it
+ * while the file was queued (EIO for a file that shrank, ECONNRESET...).
+ * For a closed connection done runs just before unbind, where unbind runs
+ * (in em_reactor_free too), and em_reconnect is refused there. The calls of
  * several files come in the order the files were queued. Errors as
  * em_send_file_data, and -EINVAL for unknown flags; after an error done is
  * never called. */
@@ -531,7 +533,8 @@ EM_EXPORT double em_get_idle_time(const em_conn *c);
  * ways share to's queue and keep the order. EM_SPLICE=0 in the environment
  * (read by em_reactor_new) turns splicing off. When from's peer closes its
  * side, `to` gets a FIN (em_close_write) after the bytes proxied before it
- * (see peer_closed in em_handler to keep `from` open meanwhile).
+ * (see peer_closed in em_handler to keep `from` open meanwhile); a target
+ * that is not a socket (a pipe) gets none.
  * Backpressure is the proxy's own: while more than `bufsize`
  * bytes (0: 1 MiB) wait in to's outbound queue (in memory or in its pipe),
  * or its pipe is full, `from` is not read; this
@@ -633,8 +636,9 @@ typedef struct em_tls_opts {
  * is not a stream socket, unknown ciphers, suites, groups or versions, a bad
  * ALPN list, a server without a certificate, a client without a name;
  * -EISCONN when TLS was already started; -ENOTCONN on a closing connection;
- * -EBUSY while a file sent before it is still queued (the bytes before the
- * handshake go as they are); -ENOTSUP when libem was built without OpenSSL;
+ * -EBUSY while a file, or a splicing proxy's bytes, sent before it are
+ * still queued (the bytes before the handshake go as they are, from
+ * memory); -ENOTSUP when libem was built without OpenSSL;
  * -ENOMEM. */
 EM_EXPORT int em_start_tls(em_conn *c, const em_tls_opts *opts);
 
