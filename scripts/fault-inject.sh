@@ -8,6 +8,7 @@
 #   sendfile               EINTR, EAGAIN   (with those: files sent)
 #   accept4                EINTR, EAGAIN   (every 2nd call), EMFILE (every 25th)
 #   epoll_wait / poll      EINTR, EAGAIN   (every 2nd call; per backend)
+#   splice                 EINTR, EAGAIN   (every 2nd call; a proxy's pipe)
 #
 # Counters are per process and per thread (strace counts per tracee): each
 # forked test case starts again at 1. read starts at the 4th call because
@@ -100,6 +101,10 @@ proxy_cases=(
 proxy_read_cases=(
     "test_proxy proxy_forwards_without_receive_data"
 )
+# Splicing proxies: socket to pipe and pipe to socket, both ways at once.
+splice_cases=(
+    "test_splice splice_32mib_random_chunks_both_ways"
+)
 # TLS (test_tls_stream): echo, half-close and proxying through libem's TLS
 # client and server, reads from the 200th on (see above).
 tls_read_cases=(
@@ -147,6 +152,8 @@ injections=(
     "tls-read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=200+2|tls_read_cases"
     "send=EINTR|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
     "send=EAGAIN|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
+    "splice=EINTR|epoll poll|splice|splice:error=EINTR:when=1+2|splice_cases"
+    "splice=EAGAIN|epoll poll|splice|splice:error=EAGAIN:when=1+2|splice_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
     "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
