@@ -559,11 +559,54 @@ TEST(splice_stop_mid_stream_loses_nothing)
 
 /* ================================================= 5. target unbound */
 
+enum goes { PEER_RESETS, CLOSED_NOW, CLOSED_AFTER_WRITING, DETACHED };
+
+/* Y stops reading and X writes until the source is held: bytes wait in
+ * the target's pipe. */
+static void hold_with_bytes_in_pipe(rig *g, flow *f)
+{
+    f->stalled = true;
+    f->to_write = (uint64_t)1 << 40;
+    held h = {.last_change = now_mono()};
+    double deadline = now_mono() + 10;
+    while (!(f->full && now_mono() - h.last_change > 0.2)) {
+        if (now_mono() > deadline)
+            FAIL("the source was never held");
+        flow_write(f);
+        ASSERT_GE(em_run_once(g->r, 0.005), 0);
+        watch_target(g, &h);
+    }
+    f->to_write = f->written;
+    ASSERT_GT(in_pipes(), 0);
+}
+
+/* Y reads, checking the pattern, until its EOF. */
+static void y_until_eof(rig *g, flow *f)
+{
+    static char buf[64 * KiB];
+    double deadline = now_mono() + 10;
+    for (;;) {
+        ssize_t n = read(g->y[0], buf, sizeof buf);
+        if (n == 0)
+            return;
+        if (n > 0) {
+            check_pattern(0, f->got, buf, (size_t)n);
+            f->got += (uint64_t)n;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            FAIL("Y: %s", strerror(errno));
+        }
+        if (now_mono() > deadline)
+            FAIL("Y got no EOF after %llu bytes", (unsigned long long)f->got);
+        ASSERT_GE(em_run_once(g->r, 0.002), 0);
+    }
+}
+
 /* The target goes while bytes wait in its pipe: proxy_target_unbound runs
- * once, the pipe is closed with the target (not pooled: it held bytes),
- * and the source's later bytes go to receive_data, continuing exactly
- * where the proxied ones ended. */
-static void target_goes(bool peer_closes)
+ * once, the source's later bytes go to receive_data, continuing exactly
+ * where the proxied ones ended, and the pipe is closed with the target
+ * (not pooled: it held bytes) or, written out by a close after writing,
+ * back in the pool. A detached target's socket is the caller's. */
+static void target_goes(enum goes how)
 {
     rig g;
     rig_open(&g, TCP4, 1, SPLICE_ON);
@@ -572,34 +615,34 @@ static void target_goes(bool peer_closes)
     flow f;
     flow_init(&f, g.x[0], g.y[0], 0, MiB, 0x70);
     pump(&g, &f, 1, NULL);
-    f.stalled = true;
-    f.to_write = (uint64_t)1 << 40;
-    held h = {.last_change = now_mono()};
-    double deadline = now_mono() + 10;
-    while (!(f.full && now_mono() - h.last_change > 0.2)) { /* until the source is held */
-        if (now_mono() > deadline)
-            FAIL("the source was never held");
-        flow_write(&f);
-        ASSERT_GE(em_run_once(g.r, 0.005), 0);
-        watch_target(&g, &h);
-    }
-    f.to_write = f.written;
-    ASSERT_GT(in_pipes(), 0);
-    int fds = open_fd_count(); /* the pipe's two included */
-    if (peer_closes) {
+    hold_with_bytes_in_pipe(&g, &f);
+    int fds = open_fd_count(), gone = 1; /* cy; the pipe's two counted now */
+    int detached = -1;
+    if (how == PEER_RESETS) {
         close(g.y[0]); /* unread bytes: a reset */
         g.y[0] = -1;
+        gone += 3;
+    } else if (how == DETACHED) {
+        detached = em_detach(g.cy[0]);
+        ASSERT_GE(detached, 0);
+        gone += 1;
     } else {
-        ASSERT_EQ(close_conn(g.cy[0], false), 0);
+        ASSERT_EQ(close_conn(g.cy[0], how == CLOSED_AFTER_WRITING), 0);
+        gone += how == CLOSED_NOW ? 2 : 0;
+    }
+    uint64_t p = em_get_proxied_bytes(g.cx[0]);
+    if (how == CLOSED_AFTER_WRITING) { /* every proxied byte, then EOF */
+        f.stalled = false;
+        y_until_eof(&g, &f);
+        ASSERT_EQ(f.got, p);
     }
     ASSERT(run_until(g.r, &ry(&g, 0)->unbinds, 5));
     ASSERT_EQ(target_unbound_calls, 1);
-    if (peer_closes && ry(&g, 0)->reason != ECONNRESET && ry(&g, 0)->reason != EPIPE)
-        FAIL("the target unbound with %d (%s)", ry(&g, 0)->reason, em_strerror(ry(&g, 0)->reason));
-    if (!peer_closes)
-        ASSERT_EQ(ry(&g, 0)->reason, 0);
-    ASSERT_EQ(open_fd_count(), fds - 2 - 1 - (peer_closes ? 1 : 0)); /* pipe, cy, Y */
-    uint64_t p = em_get_proxied_bytes(g.cx[0]);
+    int why = ry(&g, 0)->reason;
+    if (how == PEER_RESETS ? why != ECONNRESET && why != EPIPE : why != 0)
+        FAIL("the target unbound with %d (%s)", why, em_strerror(why));
+    ASSERT_EQ(open_fd_count(), fds - gone);
+    ASSERT_EQ(em_get_proxied_bytes(g.cx[0]), p);
     /* X writes 1 MiB more; with what was buffered, all of it is the source's */
     f.to_write += MiB;
     f.rfd = -1;
@@ -611,29 +654,51 @@ static void target_goes(bool peer_closes)
     check_pattern(0, p, sx->buf, sx->len);
     ASSERT_EQ(em_get_proxied_bytes(g.cx[0]), p);
     ASSERT_EQ(target_unbound_calls, 1);
-    if (!peer_closes) { /* Y gets a prefix of the proxied bytes, then EOF */
-        f.rfd = g.y[0];
-        f.stalled = false;
-        f.to_read = p;
-        double deadline = now_mono() + 5;
-        char buf[64 * KiB];
-        ssize_t n;
-        while ((n = read(g.y[0], buf, sizeof buf)) != 0) {
-            if (n > 0) {
-                check_pattern(0, f.got, buf, (size_t)n);
-                f.got += (uint64_t)n;
-            }
-            if (now_mono() > deadline)
-                FAIL("Y got no EOF");
-        }
+    if (how == CLOSED_NOW) { /* a prefix of the proxied bytes, then EOF */
+        y_until_eof(&g, &f);
         ASSERT_LE(f.got, p);
     }
+    if (detached >= 0)
+        close(detached);
     flow_free(&f);
     rig_close(&g);
 }
 
-TEST(splice_target_peer_resets_with_bytes_in_pipe) { target_goes(true); }
-TEST(splice_target_closed_with_bytes_in_pipe) { target_goes(false); }
+TEST(splice_target_peer_resets_with_bytes_in_pipe) { target_goes(PEER_RESETS); }
+TEST(splice_target_closed_with_bytes_in_pipe) { target_goes(CLOSED_NOW); }
+TEST(splice_target_closed_after_writing_with_bytes_in_pipe) { target_goes(CLOSED_AFTER_WRITING); }
+TEST(splice_target_detached_with_bytes_in_pipe) { target_goes(DETACHED); }
+
+/* em_reactor_free while bytes wait in pipes, both ways of four pairs: every
+ * pipe is closed, pooled or not. */
+TEST(splice_reactor_freed_with_bytes_in_pipes)
+{
+    rig g;
+    rig_open(&g, TCP4, 4, SPLICE_ON);
+    flow f[4];
+    for (int i = 0; i < 4; i++) {
+        small_target_buffers(&g, i, 16 * KiB);
+        ASSERT_EQ(em_proxy_incoming_to(g.cx[i], g.cy[i], 0, 0), 0);
+        ASSERT_EQ(em_proxy_incoming_to(g.cy[i], g.cx[i], 0, 0), 0);
+        flow_init(&f[i], g.x[i], g.y[i], 0, 8 * MiB, 1 + (uint64_t)i);
+        f[i].stalled = true;
+    }
+    for (int k = 0; k < 300; k++) {
+        for (int i = 0; i < 4; i++)
+            flow_write(&f[i]);
+        ASSERT_GE(em_run_once(g.r, 0.002), 0);
+    }
+    ASSERT_GE(in_pipes(), 4 * 64 * KiB);
+    em_reactor_free(g.r); /* unbinds all, frees the server */
+    ASSERT_EQ(rec_live, 0);
+    for (int i = 0; i < 4; i++) {
+        close(g.x[i]);
+        close(g.y[i]);
+        flow_free(&f[i]);
+    }
+    rec_free(&g.srv);
+    ASSERT_NO_FD_LEAK(g.fd0);
+}
 
 /* ================================================ 6. splice <-> copy */
 
