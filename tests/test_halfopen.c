@@ -511,3 +511,66 @@ static void tls_half_close(int max_version)
 
 TEST(tls13_close_notify_runs_peer_closed_then_sends) { tls_half_close(EM_TLS_1_3); }
 TEST(tls12_close_notify_runs_peer_closed_then_sends) { tls_half_close(EM_TLS_1_2); }
+
+/* A TLS source proxied both ways with a raw plain peer Y: the TLS client's
+ * em_close_write (close_notify) reaches Y as a FIN after every proxied
+ * byte; the source, with peer_closed, stays open and 1 MiB from Y still
+ * reaches the client, which reads after its close_notify. Y's FIN then
+ * reaches the client as close_notify, and all ends with unbind(0). */
+TEST(proxy_tls_close_notify_passes_on_as_fin)
+{
+    int fd0 = open_fd_count();
+    memset(sides, 0, sizeof sides);
+    half_handler = rec_handler;
+    half_handler.peer_closed = on_peer_closed;
+    em_reactor *r = new_reactor();
+    em_tls_opts so = tls_server_opts("server.pem", NULL), co = tls_client_opts();
+    rec srv = {.tag = 1, .tls = &so}, plain = {.tag = 2};
+    rec cli = {.tag = 3, .tls = &co, .check_pattern = true};
+    rec_pool_new(&srv, 1);
+    rec_pool_new(&plain, 1);
+    srv.pool[0].ctx = &sides[0];
+    plain.pool[0].ctx = &sides[1];
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &half_handler, &srv);
+    em_server *s2 = em_start_server(r, "127.0.0.1", 0, &half_handler, &plain);
+    ASSERT_NOT_NULL(s);
+    ASSERT_NOT_NULL(s2);
+    int y = tcp_connect_raw("127.0.0.1", em_server_port(s2));
+    set_nonblock(y);
+    ASSERT(run_until(r, &plain.pool[0].post_inits, 5));
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", em_server_port(s), &rec_handler, &cli));
+    ASSERT(run_until(r, &srv.pool[0].handshakes, 10));
+    ASSERT(run_until(r, &cli.handshakes, 10));
+    rec *src = &srv.pool[0], *dst = &plain.pool[0];
+    ASSERT_EQ(em_proxy_incoming_to(src->conn, dst->conn, 0, 0), 0);
+    ASSERT_EQ(em_proxy_incoming_to(dst->conn, src->conn, 0, 0), 0);
+    uint64_t sent = 0;
+    send_pattern(cli.conn, 0, &sent, 300000);
+    ASSERT_EQ(em_close_write(cli.conn), 0);
+    rd ry = {.fd = y};
+    read_exactly(r, &ry, sent, true);
+    ASSERT_EQ(sides[0].peer_closed, 1);
+    ASSERT_EQ(src->unbinds, 0);
+    write_pattern(r, y, 0, MiB);
+    double deadline = now_mono() + 10;
+    while (cli.bytes_in < MiB && !cli.unbinds && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(cli.bytes_in, MiB);
+    ASSERT_EQ(shutdown(y, SHUT_WR), 0);
+    rec *ends[2] = {src, &cli};
+    ASSERT(run_until_pred(r, tls_both_unbound, ends, 10));
+    ASSERT(run_until(r, &dst->unbinds, 5));
+    ASSERT_EQ(src->reason, 0);
+    ASSERT_EQ(cli.reason, 0);
+    ASSERT_EQ(dst->reason, 0);
+    ASSERT_EQ(src->data_calls, 0);
+    ASSERT_EQ(dst->data_calls, 0);
+    close(y);
+    ASSERT_EQ(em_stop_server(s), 0);
+    ASSERT_EQ(em_stop_server(s2), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    rec_free(&plain);
+    rec_free(&cli);
+    ASSERT_NO_FD_LEAK(fd0);
+}
