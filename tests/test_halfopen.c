@@ -574,3 +574,46 @@ TEST(proxy_tls_close_notify_passes_on_as_fin)
     rec_free(&cli);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+static int detached_fd = -1;
+
+static void detach_client(em_conn *c, rec *x)
+{
+    (void)x;
+    detached_fd = em_detach(c);
+}
+
+/* A FIN without close_notify is a truncation, not a half-close: with
+ * peer_closed set, the TLS server unbinds with EM_ETLS_TRUNCATED and
+ * peer_closed does not run. The client is detached after its handshake
+ * (no close_notify) and its socket half-closed by hand. */
+TEST(tls_fin_without_close_notify_is_not_peer_closed)
+{
+    int fd0 = open_fd_count();
+    memset(sides, 0, sizeof sides);
+    half_handler = rec_handler;
+    half_handler.peer_closed = on_peer_closed;
+    em_reactor *r = new_reactor();
+    em_tls_opts so = tls_server_opts("server.pem", NULL), co = tls_client_opts();
+    rec srv = {.tag = 1, .tls = &so};
+    rec cli = {.tag = 2, .tls = &co, .on_handshake = detach_client};
+    rec_pool_new(&srv, 1);
+    srv.pool[0].ctx = &sides[0];
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &half_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    detached_fd = -1;
+    ASSERT_NOT_NULL(em_connect(r, "127.0.0.1", em_server_port(s), &rec_handler, &cli));
+    ASSERT(run_until(r, &cli.unbinds, 10));
+    ASSERT_GE(detached_fd, 0);
+    ASSERT(run_until(r, &srv.pool[0].handshakes, 5));
+    ASSERT_EQ(shutdown(detached_fd, SHUT_WR), 0);
+    ASSERT(run_until(r, &srv.pool[0].unbinds, 5));
+    ASSERT_EQ(srv.pool[0].reason, EM_ETLS_TRUNCATED);
+    ASSERT_EQ(sides[0].peer_closed, 0);
+    close(detached_fd);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    rec_free(&cli);
+    ASSERT_NO_FD_LEAK(fd0);
+}
