@@ -791,12 +791,27 @@ typedef struct marks {
     size_t total_len;
     sink y;
     double y_resume;
+    char dir[64], path[128]; /* every other mark is sent as a file */
 } marks;
 
+static void send_mark(em_conn *c, marks *m, int i)
+{
+    if (i % 2 == 0) {
+        ASSERT_EQ(em_send_data(c, m->text[i], m->len[i]), 0);
+        return;
+    }
+    FILE *fp = fopen(m->path, "wb");
+    ASSERT_NOT_NULL(fp);
+    ASSERT_EQ(fwrite(m->text[i], 1, m->len[i], fp), m->len[i]);
+    ASSERT_EQ(fclose(fp), 0);
+    ASSERT_EQ(em_send_file_data(c, m->path), 0);
+    unlink(m->path); /* the queue holds it open */
+}
+
 /* While the target waits on the kernel (bytes in its pipe), it sends bytes
- * of its own: they go behind the pipe, and the source's next reads are
- * copied behind them until the queue drains. Y pauses now and then so that
- * the target waits. */
+ * of its own, from memory or a file: they go behind the pipe, and the
+ * source's next reads are copied behind them until the queue drains. Y
+ * pauses now and then so that the target waits. */
 static void send_marks(rig *g, void *arg)
 {
     marks *m = arg;
@@ -815,7 +830,7 @@ static void send_marks(rig *g, void *arg)
     for (size_t j = 0; j < m->len[i]; j++)
         m->text[i][j] = (char)('a' + (i + j) % 26);
     m->total_len += m->len[i];
-    ASSERT_EQ(em_send_data(g->cy[0], m->text[i], m->len[i]), 0);
+    send_mark(g->cy[0], m, i);
 }
 
 /* Y's bytes: the pattern, with mark i inserted after at[i] of its bytes. */
@@ -872,6 +887,8 @@ TEST(splice_target_own_bytes_keep_order)
     ASSERT_NOT_NULL(m);
     m->rng = 5;
     m->y.fd = g.y[0];
+    make_tmpdir(m->dir, sizeof m->dir);
+    snprintf(m->path, sizeof m->path, "%s/mark", m->dir);
     pump(&g, &f, 1, &(pump_opts){.turn = send_marks, .done = marks_all_sent, .arg = m,
                                   .secs = 30});
     uint64_t spliced_marked = spl.fill_bytes, copied_marked = copied(marked);
@@ -889,6 +906,7 @@ TEST(splice_target_own_bytes_keep_order)
     printf("  %d marks: %llu bytes spliced, %llu copied, then %llu spliced\n", m->n,
            (unsigned long long)spliced_marked, (unsigned long long)copied_marked,
            (unsigned long long)(total - marked));
+    rm_tmpdir(m->dir);
     free(m->y.buf);
     free(m);
     flow_free(&f);
