@@ -528,7 +528,7 @@ EM_EXPORT double em_get_idle_time(const em_conn *c);
  * idle pipes per reactor while bytes are in flight and given back once
  * they are written, so an idle pair holds no extra descriptor. Where splice
  * cannot serve (TLS on either side, a descriptor that is not a socket, a
- * paused target or one with bytes of its own queued), the bytes go from the
+ * paused target), the bytes go from the
  * read buffer without a copy when the target's socket takes them; the two
  * ways share to's queue and keep the order. EM_SPLICE=0 in the environment
  * (read by em_reactor_new) turns splicing off. When from's peer closes its

@@ -420,7 +420,6 @@ ssize_t em__pipe_fill(em_pipe *p, int fd, size_t max);
 /* n bytes just filled join the owner's queue q; -ENOMEM: they are lost
  * (the owner must fail). */
 int em__pipe_queue(em_reactor *r, em_pipe *p, em_outq *q, size_t n);
-bool em__pipe_at_tail(const em_pipe *p, const em_outq *q);
 void em__pipes_free(em_reactor *r);
 
 /* tls.c */

@@ -162,11 +162,6 @@ int em__pipe_queue(em_reactor *r, em_pipe *p, em_outq *q, size_t n)
     return err;
 }
 
-bool em__pipe_at_tail(const em_pipe *p, const em_outq *q)
-{
-    return p && em__outq_feed_is_last(q, &p->feed);
-}
-
 void em__pipes_free(em_reactor *r)
 {
     while (r->pipes) {

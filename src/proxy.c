@@ -6,7 +6,7 @@
  * moves them from the source's socket into a pipe that stands in the
  * target's queue (pipe.c), and from there to the target's socket. Where
  * splice cannot serve (TLS on either side, a descriptor that is not a
- * socket, a target paused or with bytes of its own queued) they are read
+ * socket, a paused target) they are read
  * into the read buffer and go out as bytes of it (em__conn_send inside the
  * receiving window): one send() for each read, and a copy only of what the
  * target's kernel buffer does not take. Both ways end in the target's one
@@ -160,9 +160,8 @@ static bool spliceable(const em_conn *from, const em_conn *to, const struct em_p
     const uint32_t not_from = EM_CF_LAYER | EM_CF_NOT_SOCKET;
     const uint32_t not_to = not_from | EM_CF_PAUSED | EM_CF_SPAN | EM_CF_CLOSE_AFTER_WRITE |
                             EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT;
-    return !from->r->splice_off && !p->no_splice && p->smalls < SPLICE_SMALLS && !(from->flags & not_from) &&
-           !(to->flags & not_to) && to->state == EM_CS_OPEN &&
-           (!em__outq_bytes(&to->out) || em__pipe_at_tail(to->cold->pipe, &to->out));
+    return !from->r->splice_off && !p->no_splice && p->smalls < SPLICE_SMALLS &&
+           !(from->flags & not_from) && !(to->flags & not_to) && to->state == EM_CS_OPEN;
 }
 
 /* splice returned n < 0: why nothing moved. */
