@@ -92,6 +92,8 @@ write_cases=(
 )
 # Proxying: a read's bytes written on from the read buffer, and the hold
 # released by the target's writes.
+# test_proxy's cases run with EM_SPLICE=0: they are the copy path's (a
+# plain proxy splices; test_splice's cases are the splice path's).
 proxy_cases=(
     "test_proxy proxy_forwards_without_receive_data"
     "test_proxy proxy_backpressure_is_bounded"
@@ -205,8 +207,10 @@ for backend in $backends; do
             # then does without --seccomp-bpf, which -b excludes)
             trace_opts=(--seccomp-bpf)
             [[ $exe == test_tls* || $exe == test_file ]] && trace_opts=(-b execve)
+            splice=1
+            [[ $exe == test_proxy ]] && splice=0
             start=$SECONDS
-            EM_BACKEND=$backend timeout --kill-after=10 "$limit" \
+            EM_SPLICE=$splice EM_BACKEND=$backend timeout --kill-after=10 "$limit" \
                 strace -f -qq "${trace_opts[@]}" -o "$base.strace" \
                 -e trace="$traced" -e inject="$spec" \
                 "$build/tests/$exe" "$filter" </dev/null >"$base.out" 2>"$base.err"
