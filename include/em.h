@@ -270,8 +270,12 @@ typedef struct em_handler {
      * EventMachine): the connection closes once its queued data is written,
      * with unbind(0). Set: it stays open for writing, a half-open
      * connection, until the handler closes it or half-closes it too with
-     * em_close_write, after which it closes by itself with unbind(0). A
-     * proxy (em_proxy_incoming_to) passes the FIN on either way. */
+     * em_close_write, after which it closes by itself with unbind(0). Not
+     * called when the connection's own FIN has already been sent: both
+     * sides have closed, and it closes. A half-open connection with
+     * nothing to send does not watch its socket: a reset by the peer shows
+     * at the next send (an inactivity timeout bounds the wait). A proxy
+     * (em_proxy_incoming_to) passes the FIN on either way. */
     void (*peer_closed)(em_conn *c);
 } em_handler;
 
