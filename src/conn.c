@@ -433,25 +433,32 @@ static ssize_t write_iov(em_conn *c, struct iovec *iov, int cnt, bool more)
  * bytes through memory, a buffer at a time. */
 static bool feed_unwritable(int err) { return err == EINVAL || err == ENOSYS || err == EOPNOTSUPP; }
 
+static ssize_t write_queue(em_conn *c, size_t *asked);
+
+/* The feed at the head of the queue, written by the kernel. */
+static ssize_t write_feed(em_conn *c, size_t *asked)
+{
+    em__sigpipe_block(c->r);
+    ssize_t n = em__outq_send_feed(&c->out, c->io.fd, false, asked);
+    if (n > 0 || (n < 0 && !feed_unwritable(errno)))
+        return n;
+    if (!n) /* a file that shrank: the feed said why in errno */
+        return -1;
+    int err = em__outq_materialize(c->r, &c->out, EM_READ_BUF_SIZE);
+    if (err) {
+        errno = -err;
+        return -1;
+    }
+    return write_queue(c, asked); /* its next bytes are in memory now */
+}
+
 static ssize_t write_queue(em_conn *c, size_t *asked)
 {
     struct iovec iov[IOV_PER_WRITE];
     bool feed_next;
     int cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, &feed_next);
-    if (!cnt) {
-        em__sigpipe_block(c->r);
-        ssize_t n = em__outq_send_feed(&c->out, c->io.fd, false, asked);
-        if (n > 0 || (n < 0 && !feed_unwritable(errno)))
-            return n;
-        if (!n) /* a file that shrank: the feed said why in errno */
-            return -1;
-        int err = em__outq_materialize(c->r, &c->out, EM_READ_BUF_SIZE);
-        if (err) {
-            errno = -err;
-            return -1;
-        }
-        cnt = em__outq_iov(&c->out, iov, IOV_PER_WRITE, &feed_next);
-    }
+    if (!cnt)
+        return write_feed(c, asked);
     *asked = 0;
     for (int i = 0; i < cnt; i++)
         *asked += iov[i].iov_len;
