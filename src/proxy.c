@@ -168,10 +168,11 @@ static bool spliceable(const em_conn *from, const em_conn *to, const struct em_p
 static void splice_failed(em_conn *from, struct em_proxy *p, em_pipe *pipe)
 {
     int err = errno;
-    em__pipe_untake(from->r, pipe);
+    bool empty = em__pipe_empty(pipe);
+    em__pipe_untake(from->r, pipe); /* an empty one may be freed */
     if (err != EAGAIN && err != EWOULDBLOCK) {
         em__conn_fail(from, err);
-    } else if (!em__pipe_empty(pipe)) {
+    } else if (!empty) {
         /* a pipe with bytes in it can be full before its size: the pages
          * of small segments fill its slots */
         p->pipe_full = true;
