@@ -15,6 +15,8 @@
 #   make stress          15,000-connection scale run and 500 more integrity seeds
 #                        (scripts/stress.sh; STRESS_DURATION=60, INTEGRITY_SEEDS=500)
 #   make install PREFIX=/some/dir
+#   make uninstall PREFIX=/some/dir   removes what the last install there put
+#                        (build/install_manifest.txt)
 #   make clean
 #
 # CC=clang make builds with clang: a build directory configured with another
@@ -29,6 +31,9 @@ FUZZ_SECONDS ?= 60
 BUILD   := build
 ASAN    := build-asan
 TSAN    := build-tsan
+# The project's own builds (and so make test and CI) fail on a warning;
+# CMake's default for people building the library does not.
+WERROR  := -DEM_WERROR=ON
 # The test executables scripts/tsan-tests.sh runs.
 TSAN_TESTS := test_timers test_reactor test_connect test_signal
 
@@ -36,18 +41,18 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan tsan test demo bench fuzz install deps clean stress
+.PHONY: all asan tsan test demo bench fuzz install uninstall deps clean stress
 
 all:
-	@$(call configure,$(BUILD),)
+	@$(call configure,$(BUILD),$(WERROR))
 	$(CMAKE) --build $(BUILD) --parallel $(JOBS)
 
 asan:
-	@$(call configure,$(ASAN),-DEM_SANITIZE=ON)
+	@$(call configure,$(ASAN),$(WERROR) -DEM_SANITIZE=ON)
 	$(CMAKE) --build $(ASAN) --parallel $(JOBS)
 
 tsan:
-	@$(call configure,$(TSAN),-DEM_SANITIZE=thread)
+	@$(call configure,$(TSAN),$(WERROR) -DEM_SANITIZE=thread)
 	$(CMAKE) --build $(TSAN) --parallel $(JOBS) --target $(TSAN_TESTS)
 
 deps:
@@ -75,6 +80,24 @@ stress: deps
 
 install: all
 	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
+
+# The manifest names only the last install's files (under PREFIX; CMake
+# leaves DESTDIR out of it): it is refused when that install went to another
+# PREFIX, rather than removing those. DESTDIR must be the install's.
+uninstall:
+	@set -e; manifest=$(BUILD)/install_manifest.txt; \
+	root='$(PREFIX)'; root=$${root%/}; \
+	if [ ! -f "$$manifest" ]; then echo "uninstall: no $$manifest (nothing installed from $(BUILD))" >&2; exit 1; fi; \
+	while IFS= read -r f || [ -n "$$f" ]; do \
+		case "$$f" in "$$root"/*) ;; *) echo "uninstall: $$f is not under $$root; the last install went elsewhere" >&2; exit 1 ;; esac; \
+	done < "$$manifest"; \
+	while IFS= read -r f || [ -n "$$f" ]; do \
+		f='$(DESTDIR)'"$$f"; \
+		if [ -e "$$f" ] || [ -L "$$f" ]; then echo "-- Removing $$f"; rm -f "$$f"; fi; \
+	done < "$$manifest"; \
+	libdir=$$(sed -n 's/^CMAKE_INSTALL_LIBDIR:[A-Z]*=//p' $(BUILD)/CMakeCache.txt); \
+	rmdir '$(DESTDIR)'"$$root/$$libdir/cmake/libem" 2>/dev/null || true; \
+	rm -f "$$manifest"
 
 clean:
 	rm -rf $(BUILD) $(ASAN) $(TSAN) build-fuzz

@@ -54,6 +54,18 @@ extern "C" {
 #define EM_EXPORT
 #endif
 
+/* The version of this header, and the one place the version is written
+ * (CMakeLists.txt reads it from here). Until 1.0 a minor release may change
+ * the ABI; the shared library's soname is libem.so.EM_VERSION_MAJOR. */
+#define EM_VERSION_MAJOR 0
+#define EM_VERSION_MINOR 1
+#define EM_VERSION_PATCH 0
+
+/* The version of the library linked in, "MAJOR.MINOR.PATCH": it may differ
+ * from the EM_VERSION_ macros when a program runs against a shared library
+ * newer than the header it was compiled with. Static string, never NULL. */
+EM_EXPORT const char *em_version(void);
+
 /* ---------------------------------------------------------------- types */
 
 typedef struct em_reactor em_reactor;
