@@ -14,7 +14,9 @@
 #                               shell patterns allowed; bench_sanity is the
 #                               one echo through each benchmark server;
 #                               http_file_server the example program end
-#                               to end; scale_short the short stress run,
+#                               to end; consumer a program built against
+#                               the installed library (tests/consumer.sh);
+#                               scale_short the short stress run,
 #                               fuzz_short the short fuzz run; tsan and
 #                               faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
@@ -134,6 +136,23 @@ if selected http_file_server; then
                 </dev/null >"$out" 2>&1
             report "$build" "$backend" http_file_server $? $((SECONDS - start)) 1 "$out"
         done
+    done
+fi
+
+# A program outside the tree built against each build installed into a
+# temporary prefix, with pkg-config and find_package, shared and static
+# (tests/consumer.sh). Sanitizer builds are left out: their archive needs
+# the sanitizer runtime in the consumer's link.
+if selected consumer; then
+    for build in $builds; do
+        [[ -f "$build/CMakeCache.txt" ]] || continue
+        grep -Eq '^EM_SANITIZE:[A-Z]*=(ON|thread)$' "$build/CMakeCache.txt" && continue
+        runs=$((runs + 1))
+        mkdir -p "$build/test-logs"
+        out="$build/test-logs/consumer.out"
+        start=$SECONDS
+        timeout --kill-after=10 "$limit" bash tests/consumer.sh "$build" </dev/null >"$out" 2>&1
+        report "$build" - consumer $? $((SECONDS - start)) 1 "$out"
     done
 fi
 
