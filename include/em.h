@@ -101,10 +101,15 @@ typedef struct em_reactor_opts {
     size_t max_timers;        /* 0: no limit */
 } em_reactor_opts;
 
-/* Makes a reactor. opts may be NULL. NULL + errno: EINVAL (unknown backend),
+/* Makes a reactor. opts may be NULL. NULL + errno: EINVAL (an unknown
+ * backend, in opts or $EM_BACKEND: em_backend_names lists the known ones),
  * ENOMEM, or the errno of the poller's creation. Threads of the pool start
  * lazily, on the first em_defer() or name resolution. */
 EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);
+
+/* The backends this build knows, separated by spaces ("epoll poll"):
+ * what em_reactor_opts.backend and $EM_BACKEND accept. Static storage. */
+EM_EXPORT const char *em_backend_names(void);
 
 /* Runs turns until em_stop(). Then every connection is unbound with reason 0
  * (unsent data dropped), every server, timer, tick and scheduled callback is
@@ -122,8 +127,9 @@ EM_EXPORT int em_run(em_reactor *r);
  * the call should be repeated after a pause (em_run pauses 1 ms). */
 EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 
-/* Asks em_run to return once the current turn is finished. Thread-safe.
- * A loop driven by em_run_once is only woken if it waits in the poller;
+/* Asks em_run to return once the current turn is finished. Thread-safe,
+ * and async-signal-safe: it may be called from a POSIX signal handler (it
+ * sets a flag and writes to an eventfd, and leaves errno as it was). A loop driven by em_run_once is only woken if it waits in the poller;
  * later turns wait as usual, and nothing is shut down: the embedder ends
  * its loop (em_stopping tells it a stop was asked) and em_reactor_free
  * unbinds what is open. A request made while em_run is not
@@ -151,7 +157,9 @@ EM_EXPORT void em_reactor_free(em_reactor *r);
 /* The loop's cached monotonic time, in seconds. */
 EM_EXPORT double em_now(const em_reactor *r);
 
-/* Connections that have not been unbound yet. */
+/* Connections that have not been unbound yet: stream, datagram, attached,
+ * watched and popen connections, outbound ones still connecting included;
+ * servers (listening sockets) are not connections. */
 EM_EXPORT size_t em_connection_count(const em_reactor *r);
 
 /* "epoll" or "poll". */
@@ -237,20 +245,26 @@ EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void 
  * reactor of its own. -EINVAL for a signal that cannot be caught (SIGKILL,
  * SIGSTOP, out of range), a NULL cb, or a reactor inherited through fork()
  * (it is the parent's); -ENOMEM; -EBUSY when more than 8 reactors handle
- * the same signal. */
+ * the same signal. A signal the process ignores (SIG_IGN, perhaps inherited
+ * from its parent, as nohup does for SIGHUP) is caught all the same: check
+ * sigaction(signo, NULL, &old) first to respect it. */
 EM_EXPORT int em_add_signal_handler(em_reactor *r, int signo, em_cb cb, void *arg);
 
 /* -------------------------------------------------------------- handler */
 
 typedef struct em_handler {
-    /* Right after the connection object exists, before any I/O. */
+    /* Right after the connection object exists, before any I/O: the place
+     * to set per-connection options (timeouts, an outbound limit, TLS,
+     * user data), also for the connections a server accepts. */
     void (*post_init)(em_conn *c);
     /* An outbound connect succeeded. */
     void (*connection_completed)(em_conn *c);
     /* Bytes read, in arbitrary chunks, in order; data is valid only during
      * the call. NULL discards. */
     void (*receive_data)(em_conn *c, const char *data, size_t len);
-    /* Exactly once per connection, always last. reason: 0 for a local close,
+    /* Exactly once per connection, always last. On the peer's clean EOF
+     * what was queued is still written first (unless peer_closed is set),
+     * then unbind(0). reason: 0 for a local close,
      * a clean EOF, em_detach and reactor shutdown; else ECONNREFUSED,
      * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE, EM_ETLS, EM_ETLS_TRUNCATED,
      * or the failed call's errno. */

@@ -29,6 +29,8 @@ static void count_fork(void) { atomic_fetch_add(&forks, 1); }
 
 static void count_forks(void) { pthread_atfork(NULL, count_fork, NULL); }
 
+const char *em_backend_names(void) { return "epoll poll"; }
+
 static const em_backend *find_backend(const char *name)
 {
     if (!name)
@@ -188,13 +190,19 @@ void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), voi
     }
 }
 
+/* Async-signal-safe (em_stop from a signal handler): a lock-free atomic
+ * and write(), and errno as it was found. */
+_Static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "em_stop must not take a lock");
+
 void em__wake(em_reactor *r)
 {
     if (atomic_exchange(&r->wake_pending, true))
         return;
+    int saved = errno;
     uint64_t one = 1;
     ssize_t n = write(r->wake.fd, &one, sizeof one);
     EM_UNUSED(n); /* EAGAIN: the counter is already non-zero, which is enough */
+    errno = saved;
 }
 
 static void wake_drain(em_reactor *r)
