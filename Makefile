@@ -14,6 +14,8 @@
 #                        fuzz/corpus-http (fuzz/run.sh)
 #   make stress          15,000-connection scale run and 500 more integrity seeds
 #                        (scripts/stress.sh; STRESS_DURATION=60, INTEGRITY_SEEDS=500)
+#   make docs            man pages from include/em.h (scripts/gen-man.py) in
+#                        build/docs/man, rendered to HTML in build/docs/html
 #   make install PREFIX=/some/dir
 #   make uninstall PREFIX=/some/dir   removes what the last install there put
 #                        (build/install_manifest.txt)
@@ -41,7 +43,7 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan tsan test demo bench fuzz install uninstall deps clean stress
+.PHONY: all asan tsan test demo bench fuzz install uninstall deps clean stress docs
 
 all:
 	@$(call configure,$(BUILD),$(WERROR))
@@ -77,6 +79,19 @@ fuzz: deps
 stress: deps
 	@$(MAKE) all
 	bash scripts/stress.sh
+
+# The pages must lint clean: mandoc's warnings are what readers would see as
+# misrendered text. index.html is the overview page, libem(7), which links
+# every other page.
+docs:
+	python3 scripts/gen-man.py include/em.h $(BUILD)/docs/man
+	cd $(BUILD)/docs/man && out=$$(mandoc -T lint -W warning man3/*.3 man7/*.7 2>&1); \
+		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi
+	rm -rf $(BUILD)/docs/html && mkdir -p $(BUILD)/docs/html
+	cd $(BUILD)/docs/man && for f in man3/*.3 man7/*.7; do \
+		mandoc -T html -O man=%N.%S.html $$f > ../html/$${f#*/}.html || exit 1; \
+	done
+	cp $(BUILD)/docs/html/libem.7.html $(BUILD)/docs/html/index.html
 
 install: all
 	DESTDIR="$(DESTDIR)" $(CMAKE) --install $(BUILD) --prefix "$(PREFIX)"
