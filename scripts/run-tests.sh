@@ -17,7 +17,8 @@
 #                               to end; consumer a program built against
 #                               the installed library (tests/consumer.sh);
 #                               scale_short the short stress run,
-#                               fuzz_short the short fuzz run; tsan and
+#                               fuzz_short the short fuzz run; docs the
+#                               man pages (tests/docs.sh); tsan and
 #                               faults are the suites below)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
@@ -190,6 +191,18 @@ if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >
     rc=$?
     if ((rc == 0)); then echo "1 passed, 0 failed" >>"$out"; else echo "0 passed, 1 failed" >>"$out"; fi
     report build - fuzz_short "$rc" $((SECONDS - start)) 1 "$out"
+fi
+
+# The man pages made from include/em.h (tests/docs.sh: a page per function,
+# mandoc lint clean), once, with the plain build: they do not depend on how
+# the library was compiled.
+if selected docs && [[ " $builds " == *" build "* ]]; then
+    runs=$((runs + 1))
+    mkdir -p build/test-logs
+    out=build/test-logs/docs.out
+    start=$SECONDS
+    timeout --kill-after=10 "$limit" bash tests/docs.sh </dev/null >"$out" 2>&1
+    report build - docs $? $((SECONDS - start)) 1 "$out"
 fi
 
 # Suites with a runner of their own (issue 5), selected by name like the
