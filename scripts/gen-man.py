@@ -4,7 +4,8 @@
     scripts/gen-man.py [HEADER] OUTDIR
 
 writes OUTDIR/man3/NAME.3 for every EM_EXPORT function (functions declared
-together under one comment share a page; the others are .so links to it),
+together under one comment share a page; the others are symbolic links
+to it),
 OUTDIR/man3/em_types.3 for the types and constants, and OUTDIR/man7/libem.7,
 the overview. em.h stays the one place the API is written down: the pages
 carry its comments as they are, so a page is only as right as its comment.
