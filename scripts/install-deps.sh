@@ -8,9 +8,10 @@ set -euo pipefail
 # gnutls-bin: gnutls-cli and gnutls-serv, a TLS peer that is not OpenSSL;
 # curl: the client of tests/http_file_server.sh, and an HTTP client that
 # decodes the chunked files of tests/test_file.c;
-# mandoc: make docs renders and lints the man pages with it (tests/docs.sh).
+# mandoc: make docs renders and lints the man pages with it (tests/docs.sh);
+# python3: scripts/gen-man.py writes them, fuzz/gen_seeds.py the TLS seeds.
 packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin
-          curl mandoc)
+          curl mandoc python3)
 
 if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
     exit 0
