@@ -54,6 +54,8 @@ extern "C" {
 #define EM_EXPORT
 #endif
 
+/* -------------------------------------------------------------- version */
+
 /* The version of this header, and the one place the version is written
  * (CMakeLists.txt reads it from here). Until 1.0 a minor release may change
  * the ABI; the shared library's soname is libem.so.EM_VERSION_MAJOR. */
