@@ -22,6 +22,12 @@
 
 #define MAX_N 1000000 /* the millionth prime takes a pool thread seconds */
 
+typedef struct client {
+    em_tokenizer *lines;
+    int in_flight;  /* jobs not answered yet */
+    bool peer_done; /* the client half-closed: it waits for its answers */
+} client;
+
 typedef struct job {
     em_sig client; /* who asked: looked up again when the job is done */
     long n;        /* read on the pool thread ... */
@@ -57,9 +63,12 @@ static void answer(em_reactor *r, void *arg)
     job *j = arg;
     em_conn *c = em_conn_by_sig(r, j->client);
     if (c) {
+        client *cl = em_conn_user(c);
         char line[64];
         int len = snprintf(line, sizeof line, "prime %ld %ld\n", j->n, j->prime);
         em_send_data(c, line, (size_t)len);
+        if (--cl->in_flight == 0 && cl->peer_done)
+            em_close_connection_after_writing(c);
     }
     free(j);
 }
@@ -79,6 +88,7 @@ static bool parse_n(const char *line, size_t len, long *n)
 static void on_line(void *arg, const char *line, size_t len)
 {
     em_conn *c = arg;
+    client *cl = em_conn_user(c);
     long n;
     if (!parse_n(line, len, &n)) {
         em_send_data(c, "error: expected N from 1 to 1000000\n", 36);
@@ -93,22 +103,42 @@ static void on_line(void *arg, const char *line, size_t len)
         char msg[64];
         int mlen = snprintf(msg, sizeof msg, "error: %s\n", em_strerror(rc));
         em_send_data(c, msg, (size_t)mlen);
+        return;
     }
+    cl->in_flight++;
 }
 
 static void post_init(em_conn *c)
 {
-    em_tokenizer *lines = em_tokenizer_new("\n", 16);
-    if (!lines)
+    client *cl = calloc(1, sizeof *cl);
+    if (cl)
+        cl->lines = em_tokenizer_new("\n", 16);
+    if (!cl || !cl->lines) {
+        free(cl);
         em_close_connection(c, false);
-    em_conn_set_user(c, lines);
+        return;
+    }
+    em_conn_set_user(c, cl);
 }
 
 static void receive_data(em_conn *c, const char *data, size_t len)
 {
-    em_tokenizer *lines = em_conn_user(c);
-    if (lines && em_tokenizer_extract(lines, data, len, on_line, c) == -EMSGSIZE)
+    client *cl = em_conn_user(c);
+    if (cl && em_tokenizer_extract(cl->lines, data, len, on_line, c) == -EMSGSIZE)
         em_send_data(c, "error: line too long\n", 21);
+}
+
+/* A client that sends its requests and then shuts its sending side
+ * (echo 1000 | nc ...) still wants the answers: the connection stays open
+ * until the last one is sent. */
+static void peer_closed(em_conn *c)
+{
+    client *cl = em_conn_user(c);
+    if (!cl) /* post_init failed: closing already */
+        return;
+    cl->peer_done = true;
+    if (cl->in_flight == 0)
+        em_close_connection_after_writing(c);
 }
 
 /* Jobs of this connection still running are not cancelled (a pool thread
@@ -116,7 +146,10 @@ static void receive_data(em_conn *c, const char *data, size_t len)
 static void unbind(em_conn *c, int reason)
 {
     (void)reason;
-    em_tokenizer_free(em_conn_user(c));
+    client *cl = em_conn_user(c);
+    if (cl)
+        em_tokenizer_free(cl->lines);
+    free(cl);
 }
 
 static void on_terminate(em_reactor *r, void *arg)
@@ -127,8 +160,10 @@ static void on_terminate(em_reactor *r, void *arg)
 
 int main(int argc, char **argv)
 {
-    static const em_handler handler = {
-        .post_init = post_init, .receive_data = receive_data, .unbind = unbind};
+    static const em_handler handler = {.post_init = post_init,
+                                       .receive_data = receive_data,
+                                       .unbind = unbind,
+                                       .peer_closed = peer_closed};
     int port = argc > 1 ? atoi(argv[1]) : 8085;
     em_reactor *r = em_reactor_new(NULL);
     em_server *s = r ? em_start_server(r, "127.0.0.1", port, &handler, NULL) : NULL;

@@ -35,6 +35,7 @@ typedef struct client {
     job queue[MAX_QUEUED]; /* queue[0] is running while timer != 0 */
     int queued;
     em_timer_id timer;
+    bool peer_done; /* the client half-closed: it waits for its answers */
 } client;
 
 static em_reactor *reactor;
@@ -80,7 +81,7 @@ static void job_done(em_reactor *r, void *arg)
 static void start_next_job(client *cl)
 {
     if (cl->queued == 0) {
-        if (draining) /* its work is over: the connection may go */
+        if (draining || cl->peer_done) /* its work is over: it may go */
             finish(cl);
         return;
     }
@@ -148,6 +149,19 @@ static void receive_data(em_conn *c, const char *data, size_t len)
         em_send_data(c, "error: line too long\n", 21);
 }
 
+/* A client that sends its requests and then shuts its sending side
+ * (printf '500\n' | nc ...) still wants the answers: the connection stays
+ * open until its last job is done. */
+static void peer_closed(em_conn *c)
+{
+    client *cl = em_conn_user(c);
+    if (!cl) /* post_init failed: closing already */
+        return;
+    cl->peer_done = true;
+    if (cl->queued == 0)
+        finish(cl);
+}
+
 /* Runs on a later turn than the unbind that may have been the last: the
  * count no longer includes that connection. */
 static void stop_if_idle(em_reactor *r, void *arg)
@@ -187,8 +201,10 @@ static void grace_expired(em_reactor *r, void *arg)
     em_stop(r); /* em_run unbinds what is left */
 }
 
-static const em_handler handler = {
-    .post_init = post_init, .receive_data = receive_data, .unbind = unbind};
+static const em_handler handler = {.post_init = post_init,
+                                   .receive_data = receive_data,
+                                   .unbind = unbind,
+                                   .peer_closed = peer_closed};
 
 static void on_terminate(em_reactor *r, void *arg)
 {

@@ -105,8 +105,11 @@ TEST(concurrent_requests_are_all_answered_correctly)
 }
 TEST_TIMEOUT(concurrent_requests_are_all_answered_correctly, 60);
 
-/* Clients that leave before their answer: the jobs finish on the pool and
- * find no connection. The server goes on answering the others. */
+/* Clients that leave before their answer. Half of them reset the
+ * connection: it is gone when the job finishes, and the answer finds no
+ * connection by its signature. The others close it (a FIN): the server
+ * keeps the connection half-open until the answer is written to a socket
+ * nobody reads. Either way the server goes on answering the others. */
 TEST(clients_gone_before_their_answer_do_not_harm_the_server)
 {
     char *argv[] = {"defer_worker", "0", NULL};
@@ -136,6 +139,27 @@ TEST(clients_gone_before_their_answer_do_not_harm_the_server)
     stop_with_sigterm(&p);
 }
 TEST_TIMEOUT(clients_gone_before_their_answer_do_not_harm_the_server, 60);
+
+/* A client that half-closes after its requests gets every answer, then
+ * EOF. */
+TEST(a_half_closed_client_gets_its_answers)
+{
+    char *argv[] = {"defer_worker", "0", NULL};
+    example_prog p = example_start("defer_worker", argv, false);
+    int fd = connect_to(p.port);
+    write_all(fd, "30000\n10\n", 9);
+    ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+    known a = read_answer(fd), b = read_answer(fd);
+    ASSERT_EQ(a.prime, expected(a.n));
+    ASSERT_EQ(b.prime, expected(b.n));
+    ASSERT_EQ(a.n + b.n, 30010);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    char ch;
+    ASSERT_EQ(read(fd, &ch, 1), 0);
+    close(fd);
+    stop_with_sigterm(&p);
+}
 
 TEST(bad_requests_are_answered_with_an_error)
 {

@@ -139,6 +139,24 @@ TEST(jobs_queued_before_the_signal_all_finish_in_order)
     example_stop(&p);
 }
 
+/* Not about shutting down: a client that half-closes after its request
+ * still gets the answer, then EOF. */
+TEST(a_half_closed_client_gets_its_answers)
+{
+    char *argv[] = {"graceful_shutdown", "0", "10", NULL};
+    example_prog p = example_start("graceful_shutdown", argv, false);
+    int fd = connect_to(p.port);
+    ASSERT_GE(fd, 0);
+    write_all(fd, "100 10\n0 2\n", 11);
+    ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+    expect(fd, "started\nstarted\n");
+    expect_result(fd, 10);
+    expect_result(fd, 2);
+    expect_eof(fd);
+    close(fd);
+    example_stop(&p);
+}
+
 TEST(the_grace_period_bounds_the_wait)
 {
     char *argv[] = {"graceful_shutdown", "0", "0.5", NULL};
