@@ -68,7 +68,8 @@ static void expect_result(int fd, size_t len)
 
 /* Connects until the server refuses (it stops accepting once the signal
  * has been handled); a connect accepted before that is closed by it at once,
- * being idle. */
+ * being idle, and one caught in the listener's backlog as it closes is
+ * reset (ECONNRESET). */
 static void wait_until_refused(int port)
 {
     double end = now_mono() + 3.0;
@@ -76,8 +77,10 @@ static void wait_until_refused(int port)
         int fd = connect_to(port);
         if (fd == -ECONNREFUSED)
             return;
-        ASSERT_GE(fd, 0);
-        close(fd);
+        if (fd != -ECONNRESET)
+            ASSERT_GE(fd, 0);
+        if (fd >= 0)
+            close(fd);
         if (now_mono() > end)
             FAIL("still accepting 3 s after SIGTERM");
         usleep(10 * 1000);
