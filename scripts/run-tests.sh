@@ -16,6 +16,8 @@
 #                               http_file_server the example program end
 #                               to end; consumer a program built against
 #                               the installed library (tests/consumer.sh);
+#                               guide_snippets the C blocks of
+#                               docs/guide.md compiled against build/;
 #                               scale_short the short stress run,
 #                               fuzz_short the short fuzz run; docs the
 #                               man pages (tests/docs.sh); tsan and
@@ -155,6 +157,18 @@ if selected consumer; then
         timeout --kill-after=10 "$limit" bash tests/consumer.sh "$build" </dev/null >"$out" 2>&1
         report "$build" - consumer $? $((SECONDS - start)) 1 "$out"
     done
+fi
+
+# docs/guide.md's C blocks, each compiled and linked as a program of its own
+# against build/libem.a (tests/guide_snippets.sh), once: they do not depend
+# on the backend or on a sanitizer.
+if selected guide_snippets && [[ " $builds " == *" build "* && -f build/libem.a ]]; then
+    runs=$((runs + 1))
+    mkdir -p build/test-logs
+    out=build/test-logs/guide_snippets.out
+    start=$SECONDS
+    timeout --kill-after=10 "$limit" bash tests/guide_snippets.sh build </dev/null >"$out" 2>&1
+    report build - guide_snippets $? $((SECONDS - start)) 1 "$out"
 fi
 
 # The short form of `make stress`: stress/scale with STRESS_SHORT_CONNS
