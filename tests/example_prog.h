@@ -76,9 +76,9 @@ static inline void example_child(const char *path, char *const argv[], int in[2]
     _exit(127);
 }
 
-/* Starts build/examples/NAME with argv (argv[0] included, NULL-ended) and
- * reads the port from its first line. */
-static inline example_prog example_start(const char *name, char *const argv[], bool with_stdin)
+/* Starts build/examples/NAME with argv (argv[0] included, NULL-ended),
+ * reading nothing of its output (a client prints no port). */
+static inline example_prog example_spawn(const char *name, char *const argv[], bool with_stdin)
 {
     char path[PATH_MAX];
     example_path(path, sizeof path, name);
@@ -93,7 +93,13 @@ static inline example_prog example_start(const char *name, char *const argv[], b
     close(out[1]);
     if (with_stdin)
         close(in[0]);
-    example_prog p = {.pid = pid, .port = -1, .in = in[1], .out = out[0]};
+    return (example_prog){.pid = pid, .port = -1, .in = in[1], .out = out[0]};
+}
+
+/* example_spawn, then the port read from its first line. */
+static inline example_prog example_start(const char *name, char *const argv[], bool with_stdin)
+{
+    example_prog p = example_spawn(name, argv, with_stdin);
     char line[256];
     if (!example_read_line(&p, line, sizeof line, 5000))
         FAIL("%s printed no startup line: '%s'", name, line);
