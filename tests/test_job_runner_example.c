@@ -1,0 +1,188 @@
+/* examples/job_runner as a user runs it: a job's stdout comes back line by
+ * line with its id, then its exit status; a program that cannot be run is
+ * answered with an error; at most 4 jobs run at once, the rest wait their
+ * turn; a client that disconnects leaves no child running and no queued
+ * job behind. */
+#include "example_prog.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void say(int fd, const char *text) { write_all(fd, text, strlen(text)); }
+
+/* One line from the socket, without its newline; fails when none comes
+ * within 5 s. Byte by byte, so nothing after the line is consumed. */
+static void read_line(int fd, char *line, size_t size)
+{
+    size_t len = 0;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        char ch;
+        if (poll(&pfd, 1, 5000) != 1 || read(fd, &ch, 1) != 1)
+            FAIL("no whole line within 5 s, got '%.*s'", (int)len, line);
+        if (ch == '\n')
+            break;
+        ASSERT_LT(len, size - 1);
+        line[len++] = ch;
+    }
+    line[len] = '\0';
+}
+
+static void expect_line(int fd, const char *want)
+{
+    char line[256];
+    read_line(fd, line, sizeof line);
+    if (strcmp(line, want) != 0)
+        FAIL("expected '%s', got '%s'", want, line);
+}
+
+/* "[id] pid N": returns N. */
+static pid_t expect_pid(int fd, unsigned id)
+{
+    char line[256];
+    read_line(fd, line, sizeof line);
+    unsigned got_id;
+    int pid;
+    if (sscanf(line, "[%u] pid %d", &got_id, &pid) != 2 || got_id != id || pid <= 0)
+        FAIL("expected '[%u] pid N', got '%s'", id, line);
+    return (pid_t)pid;
+}
+
+static example_prog start(void)
+{
+    char *argv[] = {"job_runner", "0", NULL};
+    return example_start("job_runner", argv, false);
+}
+
+/* The server reaps its children: once reaped, a pid is gone (ESRCH). */
+static bool gone_within(pid_t pid, double seconds)
+{
+    double end = now_mono() + seconds;
+    while (now_mono() < end) {
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    return false;
+}
+
+TEST(output_exit_status_and_errors)
+{
+    example_prog p = start();
+    int fd = connect_to(p.port);
+    say(fd, "echo a b\n");
+    expect_pid(fd, 1);
+    expect_line(fd, "[1] a b");
+    expect_line(fd, "[1] exit 0");
+    /* printf reads the backslash escapes itself (no shell); the last line
+     * has no newline and still comes through when the job ends */
+    say(fd, "printf x\\ny\\nz\n");
+    expect_pid(fd, 2);
+    expect_line(fd, "[2] x");
+    expect_line(fd, "[2] y");
+    expect_line(fd, "[2] z");
+    expect_line(fd, "[2] exit 0");
+    say(fd, "\n   \nfalse\r\n"); /* blank lines are no jobs; CRLF works */
+    expect_pid(fd, 3);
+    expect_line(fd, "[3] exit 1");
+    say(fd, "no-such-program-for-job-runner arg\n");
+    char want[256];
+    snprintf(want, sizeof want, "[4] error %s", strerror(ENOENT));
+    expect_line(fd, want);
+    /* words split on runs of spaces */
+    say(fd, "echo   spaced    out\n");
+    expect_pid(fd, 5);
+    expect_line(fd, "[5] spaced out");
+    expect_line(fd, "[5] exit 0");
+    close(fd);
+    example_stop(&p);
+}
+
+/* 6 jobs of 0.3 s with 4 slots: two rounds. Every start and exit line
+ * arrives in the order the server saw them, so the number running is
+ * read off the stream. */
+TEST(at_most_four_jobs_run_at_once)
+{
+    example_prog p = start();
+    int fd = connect_to(p.port);
+    double t0 = now_mono();
+    for (int i = 0; i < 6; i++)
+        say(fd, "sleep 0.3\n");
+    int started = 0, exited = 0, now_running = 0, most = 0;
+    bool seen_pid[7] = {false}, seen_exit[7] = {false};
+    while (exited < 6) {
+        char line[256];
+        read_line(fd, line, sizeof line);
+        unsigned id;
+        int value;
+        if (sscanf(line, "[%u] pid %d", &id, &value) == 2) {
+            ASSERT(id >= 1 && id <= 6 && !seen_pid[id]);
+            seen_pid[id] = true;
+            started++;
+            now_running++;
+        } else if (sscanf(line, "[%u] exit %d", &id, &value) == 2) {
+            ASSERT(id >= 1 && id <= 6 && seen_pid[id] && !seen_exit[id]);
+            ASSERT_EQ(value, 0);
+            seen_exit[id] = true;
+            exited++;
+            now_running--;
+        } else
+            FAIL("unexpected line '%s'", line);
+        if (now_running > most)
+            most = now_running;
+    }
+    double elapsed = now_mono() - t0;
+    ASSERT_EQ(started, 6);
+    ASSERT_EQ(most, 4);
+    ASSERT_DBL_GE(elapsed, 0.5);
+    ASSERT_DBL_LE(elapsed, 3.0);
+    close(fd);
+    example_stop(&p);
+}
+
+/* A client with 4 running jobs and 1 queued disconnects: the running ones
+ * are killed (reaped by the server: their pids vanish) and the queued one
+ * never starts, so another client gets all 4 slots at once. */
+TEST(a_disconnect_kills_running_jobs_and_drops_queued_ones)
+{
+    example_prog p = start();
+    int a = connect_to(p.port);
+    say(a, "sleep 5\nsleep 5\nsleep 5\nsleep 5\nsleep 5\n");
+    pid_t pids[4];
+    for (unsigned i = 0; i < 4; i++)
+        pids[i] = expect_pid(a, i + 1);
+    double t0 = now_mono();
+    close(a);
+    for (int i = 0; i < 4; i++)
+        ASSERT(gone_within(pids[i], 3.0));
+    ASSERT_DBL_LE(now_mono() - t0, 3.0); /* killed, not left to finish their 5 s */
+    int b = connect_to(p.port);
+    say(b, "sleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n");
+    pid_t mine[4];
+    for (unsigned i = 0; i < 4; i++) /* four starts before any exit */
+        mine[i] = expect_pid(b, i + 1);
+    int exits = 0;
+    while (exits < 4) {
+        char line[256];
+        read_line(b, line, sizeof line);
+        unsigned id;
+        int status;
+        if (sscanf(line, "[%u] exit %d", &id, &status) != 2 || status != 0)
+            FAIL("expected an exit 0, got '%s'", line);
+        exits++;
+    }
+    for (int i = 0; i < 4; i++)
+        ASSERT(gone_within(mine[i], 3.0));
+    close(b);
+    example_stop(&p);
+}
