@@ -727,8 +727,7 @@ static int send_data(em_conn *c, const void *data, size_t len, bool limited)
 {
     if (!c || (!data && len))
         return -EINVAL;
-    if (!em__conn_usable(c) ||
-        (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
+    if (!em__conn_takes_data(c))
         return -ENOTCONN;
     if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM | EM_CF_OUT_LIMIT)) {
         if (c->flags & EM_CF_WATCH)

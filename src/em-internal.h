@@ -364,6 +364,13 @@ em_cold *em__conn_cold(em_conn *c); /* allocated on first use; NULL: ENOMEM */
 void em__count_in(em_conn *c, size_t n);
 void em__count_out(em_conn *c, size_t n);
 bool em__conn_usable(const em_conn *c); /* open or connecting, not closing */
+/* Usable, and no close or half-close asked: bytes sent now would go out
+ * (em_send_data, a file, a proxy's target). */
+static inline bool em__conn_takes_data(const em_conn *c)
+{
+    return em__conn_usable(c) &&
+           !(c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT));
+}
 
 /* A layer between a stream connection and its socket (TLS). While
  * EM_CF_LAYER is set, the layer handles the connection's events and its

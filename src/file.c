@@ -154,10 +154,7 @@ static int sendable(const em_conn *c)
 {
     if (c->flags & (EM_CF_DGRAM | EM_CF_WATCH))
         return -EINVAL;
-    if (!em__conn_usable(c) ||
-        (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
-        return -ENOTCONN;
-    return 0;
+    return em__conn_takes_data(c) ? 0 : -ENOTCONN;
 }
 
 static int queue_stream(em_conn *c, stream *s)

@@ -80,9 +80,8 @@ int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t leng
 {
     if (!from || !to || from == to || ((from->flags | to->flags) & (EM_CF_DGRAM | EM_CF_WATCH)))
         return -EINVAL;
-    if (!em__conn_usable(from) || !em__conn_usable(to) ||
-        (to->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT)))
-        return -ENOTCONN; /* a target that takes no more data */
+    if (!em__conn_usable(from) || !em__conn_takes_data(to))
+        return -ENOTCONN;
     if ((to->flags & EM_CF_PROXY_TARGET) && to->cold->proxy_from != from)
         return -EBUSY;
     em_cold *fk = em__conn_cold(from), *tk = em__conn_cold(to);

@@ -624,8 +624,7 @@ static int startable(const em_conn *c)
 {
     if (!c || (c->flags & (EM_CF_DGRAM | EM_CF_WATCH | EM_CF_POPEN | EM_CF_NOT_SOCKET)))
         return -EINVAL;
-    if (!em__conn_usable(c) ||
-        (c->flags & (EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING | EM_CF_WR_SHUT | EM_CF_EOF)))
+    if (!em__conn_takes_data(c) || (c->flags & EM_CF_EOF))
         return -ENOTCONN;
     if (c->flags & EM_CF_LAYER)
         return -EISCONN;
