@@ -344,6 +344,51 @@ EM_EXPORT em_server *em_start_server(em_reactor *r, const char *host, int port,
 EM_EXPORT em_server *em_start_unix_server(em_reactor *r, const char *path,
                                           const em_handler *h, void *arg);
 
+/* em_server_opts.v6only: 0 leaves the system's default
+ * (net.ipv6.bindv6only, usually off: "::" takes IPv4 clients too, as
+ * v4-mapped addresses). */
+enum { EM_V6ONLY_DEFAULT = 0, EM_V6ONLY_ON = 1, EM_V6ONLY_OFF = 2 };
+
+/* How em_start_server_opts and em_start_unix_server_opts listen.
+ * Zero-initialised means exactly what em_start_server and
+ * em_start_unix_server do; a field that does not apply to the kind of
+ * server must stay 0. */
+typedef struct em_server_opts {
+    /* listen(2)'s backlog; 0: 1024 (the kernel caps it at net.core.somaxconn) */
+    int backlog;
+    /* TCP: SO_REUSEPORT, so that listeners of one user share the port */
+    bool reuse_port;
+    /* TCP on an IPv6 address: IPV6_V6ONLY, EM_V6ONLY_ON or EM_V6ONLY_OFF */
+    int v6only;
+    /* unix: the socket file's permission bits (at most 0777); 0: as the
+     * umask leaves them */
+    unsigned unix_mode;
+} em_server_opts;
+
+/* em_start_server with options; opts NULL is em_start_server. With
+ * reuse_port set on every listener of a port, the kernel spreads the
+ * connections among them (by a hash of the client's address and port):
+ * one reactor per thread, each with its own listener, uses every core.
+ * Every listener of the port must set it, and belong to the same user:
+ * one without it, or one joining a listener without it, fails with
+ * EADDRINUSE. Errors as em_start_server, and EINVAL for a negative backlog, a v6only that is
+ * not one of EM_V6ONLY_*, v6only set for an IPv4 address (the IPv4
+ * addresses a name resolves to are skipped then) or a unix_mode. */
+EM_EXPORT em_server *em_start_server_opts(em_reactor *r, const char *host, int port,
+                                          const em_server_opts *opts, const em_handler *h,
+                                          void *arg);
+
+/* em_start_unix_server with options; opts NULL is em_start_unix_server.
+ * unix_mode is set on the socket file after it is made and before the
+ * listener accepts, so no client connects through wider permissions (a
+ * connect in between is refused); chmod(2) ignores the umask, so 0666
+ * opens the socket to every user. Errors as em_start_unix_server, the
+ * errno of chmod(2) (no file is left behind then), and EINVAL for a
+ * negative backlog, unix_mode bits outside 0777, reuse_port or v6only. */
+EM_EXPORT em_server *em_start_unix_server_opts(em_reactor *r, const char *path,
+                                               const em_server_opts *opts,
+                                               const em_handler *h, void *arg);
+
 /* Accepts on a listening descriptor you made; libem makes it non-blocking
  * and closes it when the server stops. NULL + errno: EINVAL (not a
  * listening socket), EBADF, EEXIST (a descriptor this reactor already

@@ -214,25 +214,82 @@ void em__server_on_event(em_server *s)
 
 /* ------------------------------------------------------------- creation */
 
-static int listen_on(const struct sockaddr *sa, socklen_t len)
+static int check_tcp_opts(const em_server_opts *o)
+{
+    bool v6only_known =
+        o->v6only == EM_V6ONLY_DEFAULT || o->v6only == EM_V6ONLY_ON || o->v6only == EM_V6ONLY_OFF;
+    return o->backlog < 0 || !v6only_known || o->unix_mode ? -EINVAL : 0;
+}
+
+static int check_unix_opts(const em_server_opts *o)
+{
+    return o->backlog < 0 || o->reuse_port || o->v6only || (o->unix_mode & ~0777u) ? -EINVAL
+                                                                                    : 0;
+}
+
+/* SO_REUSEADDR and TCP_NODELAY as ever (a failure there costs nothing that
+ * matters); what the caller asked for must hold, or the listener is not
+ * made. */
+static int set_tcp_opts(int fd, int family, const em_server_opts *o)
+{
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (o->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        return -errno;
+    if (o->v6only == EM_V6ONLY_DEFAULT)
+        return 0;
+    if (family != AF_INET6)
+        return -EINVAL;
+    int on = o->v6only == EM_V6ONLY_ON;
+    return setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+static int listen_backlog(const em_server_opts *o)
+{
+    return o->backlog ? o->backlog : LISTEN_BACKLOG;
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, const em_server_opts *o)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    int one = 1;
-    if (sa->sa_family != AF_UNIX) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (bind(fd, sa, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-        int err = -errno;
+    int err = set_tcp_opts(fd, sa->sa_family, o);
+    if (!err && (bind(fd, sa, len) < 0 || listen(fd, listen_backlog(o)) < 0))
+        err = -errno;
+    if (err) {
         close(fd);
         return err;
     }
     return fd;
 }
 
-static int resolve_listen(const char *host, int port)
+/* The mode is set between bind and listen: until listen a connect to the
+ * file is refused, so no client gets in through the umask's wider bits.
+ * A failure after bind removes the file it made. */
+static int listen_unix(const struct sockaddr *sa, socklen_t len, const char *path,
+                       const em_server_opts *o)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, sa, len) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    if ((o->unix_mode && chmod(path, (mode_t)o->unix_mode) < 0) ||
+        listen(fd, listen_backlog(o)) < 0) {
+        int err = -errno;
+        unlink(path);
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int resolve_listen(const char *host, int port, const em_server_opts *o)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -248,7 +305,7 @@ static int resolve_listen(const char *host, int port)
         return -EM_ERESOLVE;
     int fd = -EM_ERESOLVE;
     for (struct addrinfo *p = ai; p; p = p->ai_next) {
-        fd = listen_on(p->ai_addr, p->ai_addrlen);
+        fd = listen_on(p->ai_addr, p->ai_addrlen, o);
         if (fd >= 0)
             break;
     }
@@ -256,10 +313,13 @@ static int resolve_listen(const char *host, int port)
     return fd;
 }
 
-em_server *em_start_server(em_reactor *r, const char *host, int port, const em_handler *h,
-                           void *arg)
+static const em_server_opts default_opts;
+
+em_server *em_start_server_opts(em_reactor *r, const char *host, int port,
+                                const em_server_opts *opts, const em_handler *h, void *arg)
 {
-    if (!r || !host || !*host || !h || port < 0 || port > 65535) {
+    const em_server_opts *o = opts ? opts : &default_opts;
+    if (!r || !host || !*host || !h || port < 0 || port > 65535 || check_tcp_opts(o)) {
         errno = EINVAL;
         return NULL;
     }
@@ -268,8 +328,8 @@ em_server *em_start_server(em_reactor *r, const char *host, int port, const em_h
     int fd = em__may_add(r);
     if (!fd)
         fd = em__sockaddr_parse(host, port, &ss, &len) == 0
-                 ? listen_on((struct sockaddr *)&ss, len)
-                 : resolve_listen(host, port);
+                 ? listen_on((struct sockaddr *)&ss, len, o)
+                 : resolve_listen(host, port, o);
     if (fd < 0) {
         errno = -fd;
         return NULL;
@@ -278,6 +338,12 @@ em_server *em_start_server(em_reactor *r, const char *host, int port, const em_h
     if (!s)
         close(fd);
     return s;
+}
+
+em_server *em_start_server(em_reactor *r, const char *host, int port, const em_handler *h,
+                           void *arg)
+{
+    return em_start_server_opts(r, host, port, NULL, h, arg);
 }
 
 /* A socket file nobody listens on is stale and may be replaced; anything
@@ -304,17 +370,18 @@ static int clear_stale_socket(const struct sockaddr_storage *ss, socklen_t len,
     return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
-em_server *em_start_unix_server(em_reactor *r, const char *path, const em_handler *h,
-                                void *arg)
+em_server *em_start_unix_server_opts(em_reactor *r, const char *path,
+                                     const em_server_opts *opts, const em_handler *h, void *arg)
 {
+    const em_server_opts *o = opts ? opts : &default_opts;
     struct sockaddr_storage ss;
     socklen_t len;
-    int err = r && h ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
+    int err = r && h && !check_unix_opts(o) ? em__sockaddr_unix(path, &ss, &len) : -EINVAL;
     if (!err)
         err = em__may_add(r);
     if (!err)
         err = clear_stale_socket(&ss, len, path);
-    int fd = err ? err : listen_on((struct sockaddr *)&ss, len);
+    int fd = err ? err : listen_unix((struct sockaddr *)&ss, len, path, o);
     struct stat st;
     char *copy = fd >= 0 ? em__strdup(path) : NULL;
     if (fd >= 0 && (!copy || stat(path, &st) < 0)) {
@@ -339,6 +406,12 @@ em_server *em_start_unix_server(em_reactor *r, const char *path, const em_handle
     s->unix_dev = st.st_dev;
     s->unix_ino = st.st_ino;
     return s;
+}
+
+em_server *em_start_unix_server(em_reactor *r, const char *path, const em_handler *h,
+                                void *arg)
+{
+    return em_start_unix_server_opts(r, path, NULL, h, arg);
 }
 
 em_server *em_attach_server(em_reactor *r, int listen_fd, const em_handler *h, void *arg)
