@@ -1,6 +1,7 @@
 # Turns bench/run.sh's raw key=value lines into the Markdown tables of
 # bench/results/LATEST.md. POSIX awk (mawk and gawk).
 #   awk -v servers="epoll libem ..." [-v http_rounds=N -v downloads=N] \
+#       [-v mt_pin="how the libem-Nt servers ran" -v ncpu=N] \
 #       -f bench/report.awk raw.txt
 #
 # Every cell is the median over the repetitions with [min–max] after it; a
@@ -8,7 +9,8 @@
 # server measured in the same repetition ("x floor": to the OpenSSL + raw
 # epoll server, tls-openssl, for the TLS servers, named tls-*; to
 # http-floor for the file servers, http-*; to proxy-splice-floor for the
-# proxies, proxy-*; "x nginx", "x HAProxy" likewise to those peers).
+# proxies, proxy-*; "x nginx", "x HAProxy" likewise to those peers; "x 1
+# thread": to libem-1t for libem on N reactor threads, libem-Nt).
 
 function sortn(a, n,    i, j, t) {
     for (i = 2; i <= n; i++) {
@@ -72,8 +74,11 @@ function label(s) {
     if (s == "proxy-haproxy") return "HAProxy"
     if (s == "proxy-haproxy-splice") return "HAProxy, splice forced"
     if (s ~ /^tls-/) return substr(s, 5)
+    if (s ~ /^libem-[0-9]+t$/) return "libem, " nthreads(s) (nthreads(s) == 1 ? " reactor thread" : " reactor threads")
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
+
+function nthreads(s) { return substr(s, 7, length(s) - 7) + 0 }
 
 function yesno(b) { return b ? "**holds**" : "**misses**" }
 
@@ -121,11 +126,12 @@ function names(s, of,    bd) {
 
 END {
     nall = split(servers, ALL, " ")
-    ns = nt = nh = np = 0
+    ns = nt = nh = np = nm = 0
     for (i = 1; i <= nall; i++)
         if (ALL[i] ~ /^tls-/) T[++nt] = ALL[i]
         else if (ALL[i] ~ /^http-/) H[++nh] = ALL[i]
         else if (ALL[i] ~ /^proxy-/) P[++np] = ALL[i]
+        else if (ALL[i] ~ /^libem-[0-9]+t$/) M[++nm] = ALL[i]
         else S[++ns] = ALL[i]
     allmaxrep = maxrep
     if (ns) plain_tables()
@@ -140,6 +146,10 @@ END {
     if (np) {
         if (ns || nt || nh) print ""
         proxy_tables()
+    }
+    if (nm) {
+        if (ns || nt || nh || np) print ""
+        mt_tables()
     }
 }
 
@@ -528,5 +538,30 @@ function proxy_tables(    i, s) {
             lat(s, "proxy_pp100"), cell(s, "proxy_pp100", "server_cpu_us_per_op", "%.2f"),
             xcell(s, "proxy-splice-floor", "proxy_pp100", "server_cpu_us_per_op"),
             xcell(s, "proxy-haproxy", "proxy_pp100", "server_cpu_us_per_op")
+    }
+}
+
+function mt_tables(    i, s, x) {
+    print "## Multi-core: libem on N reactor threads"
+    print ""
+    print "The multi-core recipe: `echo_libem_mt PORT N` runs N reactors, one per"
+    print "thread, each with its own listener on the port (`em_start_server_opts`"
+    print "with `reuse_port`: the kernel spreads the connections over them), the"
+    print "echo handler of `echo_libem`. Ping-pong C=100, 64 B, the servers started"
+    print "together and loaded in turns as the echo servers are; server CPU summed"
+    print "over its threads. \"x 1 thread\": median of the per-repetition ratios to"
+    print "libem on 1 thread (`libem-1t`, the same program). Servers " (mt_pin == "" ? "not pinned" : mt_pin) ","
+    print "on a machine of " (ncpu == "" ? "?" : ncpu) " CPUs. The load generator is one thread: when it,"
+    print "not the server, sets the pace, more threads cannot show more round"
+    print "trips, and with fewer CPUs than threads + 1 the threads share them with it."
+    print ""
+    print "| server | ping-pong C=100 (rt/s) | x 1 thread | CPU µs/rt | x 1 thread | p50 / p99 (µs) |"
+    print "|---|---|---|---|---|---|"
+    for (i = 1; i <= nm; i++) {
+        s = M[i]
+        printf "| %s | %s | %s | %s | %s | %s |\n", label(s),
+            cell(s, "mt_pp100", "ops_per_s", "%.0f"), xcell(s, "libem-1t", "mt_pp100", "ops_per_s"),
+            cell(s, "mt_pp100", "server_cpu_us_per_op", "%.2f"),
+            xcell(s, "libem-1t", "mt_pp100", "server_cpu_us_per_op"), lat(s, "mt_pp100")
     }
 }

@@ -28,6 +28,10 @@
 # and a ping-pong C=100 run through them, interleaved by loadgen --targets
 # as the echo servers are. Their references are the raw epoll floors
 # (http-floor, proxy-splice-floor), with nginx and HAProxy beside them.
+# Multi-core (libem-Nt): libem's echo on N reactor threads sharing the port
+# through reuse_port (bench/servers/echo_libem_mt.c), libem-1t and libem-2t
+# by default, started together and loaded in turns with ping-pong C=100;
+# their reference is libem-1t.
 # Servers run on the last CPU and the load generator on the first when
 # taskset exists and there are 2 CPUs or more. Prints a table at the end and
 # writes it to bench/results/LATEST.md.
@@ -43,6 +47,7 @@
 #                        proxy-splice-floor proxy-copy-floor-64k
 #                        proxy-copy-floor-16k proxy-libem proxy-libem-copy
 #                        proxy-haproxy proxy-haproxy-splice
+#                        libem-1t libem-2t (any libem-Nt, N up to 64)
 #                        (epoll is required with any of the first six,
 #                        tls-openssl with any TLS one, http-floor with any
 #                        http-*, proxy-splice-floor with any proxy-*)
@@ -69,7 +74,8 @@ else
     tls_idle_n=5000
     downloads=3
 fi
-all_servers="epoll libem libuv libevent libev em tls-openssl tls-libem tls-libevent
+all_servers="epoll libem libuv libevent libev em libem-1t libem-2t
+    tls-openssl tls-libem tls-libevent
     http-floor http-libem http-nginx
     proxy-splice-floor proxy-copy-floor-64k proxy-copy-floor-16k proxy-libem proxy-libem-copy
     proxy-haproxy proxy-haproxy-splice"
@@ -218,6 +224,7 @@ servers=()  # the plain ones
 tservers=() # the TLS ones
 hservers=() # the HTTP file servers
 pservers=() # the TCP proxies
+mservers=() # libem on N reactor threads
 skipped=()
 tls_ok=""
 for s in $want_servers; do
@@ -232,6 +239,14 @@ for s in $want_servers; do
             hservers+=("$s")
         else
             pservers+=("$s")
+        fi
+    elif [[ "$s" =~ ^libem-([0-9]+)t$ ]]; then
+        if [[ ! -x "$bin/echo_libem_mt" ]]; then
+            skipped+=("$s (not built)")
+        elif ((BASH_REMATCH[1] < 1 || BASH_REMATCH[1] > 64)); then
+            skipped+=("$s (1 to 64 threads)")
+        else
+            mservers+=("$s")
         fi
     elif [[ "$s" == em ]]; then
         if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
@@ -272,7 +287,7 @@ fi
 if ((${#hservers[@]})) && [[ -z "$curl_bin" ]]; then
     skipped+=("the 1 GiB downloads (curl not installed)")
 fi
-if ((${#servers[@]} + ${#tservers[@]} + ${#hservers[@]} + ${#pservers[@]} == 0)); then
+if ((${#servers[@]} + ${#tservers[@]} + ${#hservers[@]} + ${#pservers[@]} + ${#mservers[@]} == 0)); then
     log "bench: no server to run (skipped: ${skipped[*]:-none})"
     exit 1
 fi
@@ -385,6 +400,10 @@ server_cmd() { # name port
     proxy-libem-copy) echo "env EM_SPLICE=0 $tcp_proxy $2 $sink_port" ;;
     proxy-haproxy) haproxy_cmd "$2" 0 ;;
     proxy-haproxy-splice) haproxy_cmd "$2" 1 ;;
+    libem-*t)
+        local n=${1#libem-}
+        echo "$bin/echo_libem_mt $2 ${n%t}"
+        ;;
     *) echo "$(server_bin "$1") $2" ;;
     esac
 }
@@ -416,6 +435,20 @@ if command -v taskset >/dev/null 2>&1; then
         pin_server=(taskset -c "$(tail -n 1 <<<"$cpus")")
     fi
 fi
+# The multi-reactor servers need more than the one server CPU: every CPU
+# but the load generator's when that leaves them two or more, else every
+# CPU, the load generator's included (then 2 threads compete with it, and
+# the report says so).
+pin_mt=()
+mt_pin_note="not pinned"
+if ((${#pin_server[@]})); then
+    if (($(wc -w <<<"$cpus") >= 3)); then
+        pin_mt=(taskset -c "$(tail -n +2 <<<"$cpus" | paste -sd, -)")
+        mt_pin_note="pinned with \`${pin_mt[*]}\`, the load generator with \`${pin_load[*]}\`"
+    else
+        mt_pin_note="not pinned: on any of the $(wc -w <<<"$cpus") CPUs, the load generator's (\`${pin_load[*]}\`) included"
+    fi
+fi
 
 # start_servers NAME...: starts them all at once (a Ruby interpreter takes a
 # second or so to boot), each on a port of its own, and waits up to 20 s for
@@ -423,7 +456,7 @@ fi
 # is empty for a server that did not start (the reason is logged).
 nstarts=0
 start_servers() {
-    local i j n=$# port out
+    local i j n=$# port out pin
     srv_name=("$@")
     srv_pid=()
     srv_port=()
@@ -436,8 +469,10 @@ start_servers() {
         done
         nstarts=$((nstarts + 1))
         out="$tmp/server.$nstarts"
+        pin=(${pin_server[@]+"${pin_server[@]}"})
+        [[ "${srv_name[i]}" == libem-*t ]] && pin=(${pin_mt[@]+"${pin_mt[@]}"})
         # shellcheck disable=SC2046
-        ${pin_server[@]+"${pin_server[@]}"} $(server_cmd "${srv_name[i]}" "$port") \
+        ${pin[@]+"${pin[@]}"} $(server_cmd "${srv_name[i]}" "$port") \
             >"$out.out" 2>"$out.err" &
         srv_pid[i]=$!
         srv_port[i]=$port
@@ -499,7 +534,7 @@ stop_servers() {
 loadgen_args() { # workload
     case $1 in
     pp1) echo "pingpong --conns 1 --size 64 --seconds $secs" ;;
-    pp100) echo "pingpong --conns 100 --size 64 --seconds $secs" ;;
+    pp100 | mt_pp100) echo "pingpong --conns 100 --size 64 --seconds $secs" ;;
     stream) echo "stream --conns 10 --size 16384 --seconds $secs" ;;
     connect) echo "connect --conns 50 --seconds $secs" ;;
     setup) echo "idle --conns $idle_n --chunk 1000" ;;
@@ -520,7 +555,7 @@ field() { # line key
 
 summary() { # workload line
     case $1 in
-    pp* | tls_pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
+    pp* | tls_pp* | mt_pp*) echo "$(field "$2" ops_per_s) rt/s, p50 $(field "$2" p50_us) us, p99 $(field "$2" p99_us) us, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
     stream | tls_stream) echo "$(field "$2" mb_per_s) MB/s, cpu $(field "$2" server_cpu_us_per_op) us/op" ;;
     connect) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn, errors $(field "$2" errors)" ;;
     setup) echo "$(field "$2" ops_per_s) conn/s, cpu $(field "$2" server_cpu_us_per_op) us/conn" ;;
@@ -777,12 +812,13 @@ nserv=${#servers[@]}
 ntserv=${#tservers[@]}
 nhserv=${#hservers[@]}
 npserv=${#pservers[@]}
+nmserv=${#mservers[@]}
 if ((nhserv)) && ! make_http_root; then
     log "bench: could not make the files to serve in $http_root"
     exit 1
 fi
 running=(${servers[@]+"${servers[@]}"} ${tservers[@]+"${tservers[@]}"}
-    ${hservers[@]+"${hservers[@]}"} ${pservers[@]+"${pservers[@]}"})
+    ${hservers[@]+"${hservers[@]}"} ${pservers[@]+"${pservers[@]}"} ${mservers[@]+"${mservers[@]}"})
 log "bench: servers: ${running[*]}${skipped[*]:+; skipped: ${skipped[*]}}"
 log "bench: $reps repetition(s), ${secs}s of load per server and workload, idle N=$idle_n, TLS idle N=$tls_idle_n"
 if ((${#pin_server[@]})); then
@@ -790,6 +826,7 @@ if ((${#pin_server[@]})); then
 else
     log "bench: nothing pinned (no taskset, or a single CPU)"
 fi
+((nmserv)) && log "bench: multi-reactor servers $mt_pin_note"
 for ((rep = 1; rep <= reps; rep++)); do
     order=()
     for ((k = 0; k < nserv; k++)); do
@@ -807,6 +844,10 @@ for ((rep = 1; rep <= reps; rep++)); do
     for ((k = 0; k < npserv; k++)); do
         porder+=("${pservers[$(((k + rep - 1) % npserv))]}")
     done
+    morder=()
+    for ((k = 0; k < nmserv; k++)); do
+        morder+=("${mservers[$(((k + rep - 1) % nmserv))]}")
+    done
     if ((nserv)); then
         for w in pp1 pp100 stream connect setup; do
             run_timed "$rep" "$w" "${order[@]}"
@@ -819,6 +860,7 @@ for ((rep = 1; rep <= reps; rep++)); do
     fi
     ((nhserv)) && run_http "$rep" "${horder[@]}"
     ((npserv)) && run_proxies "$rep" "${porder[@]}"
+    ((nmserv)) && run_timed "$rep" mt_pp100 "${morder[@]}"
     for s in ${order[@]+"${order[@]}"}; do
         run_idle "$rep" "$s"
     done
@@ -972,7 +1014,7 @@ cmdline="make bench"
         echo "- HAProxy $(pkgver haproxy)"
     fi
     echo
-    awk -v servers="${running[*]}" \
+    awk -v servers="${running[*]}" -v mt_pin="$mt_pin_note" -v ncpu="$(nproc)" \
         -v http_rounds="$http_rounds" -v downloads="$downloads" -f bench/report.awk "$raw"
 } >"$tmp/LATEST.md"
 cp "$tmp/LATEST.md" "$out_md"

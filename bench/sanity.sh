@@ -6,7 +6,8 @@
 # (loadgen check --tls), with a certificate made here by the openssl
 # command. A server whose library is not installed (not built, or no Ruby
 # EventMachine; for echo_tls_libem, no em_start_tls yet) is reported as
-# skipped, neither passed nor failed. The floors of the file-serving and
+# skipped, neither passed nor failed. echo_libem_mt runs with 2 reactor
+# threads. The floors of the file-serving and
 # proxy workloads are checked too: two pipelined GETs (64 bytes kept alive,
 # then 1 MiB with "Connection: close") through http_sendfile_epoll, whose
 # answer must be the two responses byte for byte, and the two echoes through
@@ -137,6 +138,16 @@ for name in epoll libem libuv libevent libev; do
         skip=$((skip + 1))
     fi
 done
+# libem on 2 reactor threads sharing the port (libem-2t in bench/run.sh):
+# each echo's connection lands on either thread.
+if [[ -x "$bin/echo_libem_mt" ]]; then
+    after_port=(2)
+    check libem_mt "$bin/echo_libem_mt"
+    after_port=()
+else
+    echo "FAIL echo_libem_mt: $bin/echo_libem_mt not built"
+    fail=$((fail + 1))
+fi
 if command -v ruby >/dev/null 2>&1 && ruby -e 'require "eventmachine"' >/dev/null 2>&1; then
     check em ruby bench/servers/echo_em.rb
 else
