@@ -466,10 +466,62 @@ EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *ar
  * em_detach hands the child over with its stdio: unbind follows without
  * waiting for it, and from then on libem neither signals nor reaps it (wait
  * for em_get_pid(c) yourself).
+ * Without pidfds (Linux before 5.3, valgrind, a seccomp filter: ENOSYS or
+ * EPERM), or with EM_PIDFD=0 in the environment when the reactor was made,
+ * each child is reaped by waitpid(its pid, WNOHANG), never waitpid(-1), so
+ * the host's own children keep their statuses. That is done when SIGCHLD
+ * arrives and every 0.5 s besides. The reactor catches SIGCHLD as
+ * em_add_signal_handler does, until it is freed, unless the process has a
+ * disposition of its own for it (a handler, or SIG_IGN): then the 0.5 s
+ * check alone finds the exits. While libem catches it, a child's exit may
+ * interrupt the host's calls that SA_RESTART does not restart (EINTR).
  * NULL + errno: EINVAL (NULL or empty argv), the exec errno (ENOENT, EACCES,
  * ...) when the program cannot be executed, EMFILE, ENOMEM. */
 EM_EXPORT em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h,
                             void *arg);
+
+/* Where a popen child's stderr goes (em_popen_opts.stderr_mode). */
+enum {
+    EM_STDERR_INHERIT = 0, /* this process's stderr, as em_popen does */
+    EM_STDERR_MERGE = 1,   /* into the connection, with stdout (2>&1) */
+    EM_STDERR_CONN = 2,    /* a connection of its own: stderr_handler */
+};
+
+typedef struct em_popen_opts {
+    /* The child's whole environment, "NAME=value" strings, NULL-terminated;
+     * NULL: this process's. argv[0] is still looked up in this process's
+     * PATH (as posix_spawnp and glibc's execvpe do), not in envp's. */
+    const char *const *envp;
+    const char *cwd; /* the directory the child starts in; NULL: ours */
+    int stderr_mode; /* EM_STDERR_*; 0 inherits */
+    /* EM_STDERR_CONN: the stderr connection's handler and arg */
+    const em_handler *stderr_handler;
+    void *stderr_arg;
+} em_popen_opts;
+
+/* em_popen with options; opts NULL is em_popen. Everything em_popen says
+ * holds. With EM_STDERR_CONN the child's stderr is a read-only connection
+ * of its own with stderr_handler and stderr_arg: its post_init runs first,
+ * then the main connection's (where em_popen_stderr already finds it). Its
+ * receive_data gets what the child writes to stderr; its unbind runs at
+ * EOF, once every holder of the child's stderr closed it, with reason 0.
+ * It is independent of the main connection: the child's exit status, the
+ * main unbind and its wait for the child are unaffected by it, closing the
+ * main connection leaves it open until that EOF, and em_detach on the main
+ * connection hands the child over but not it. Closing it first makes the
+ * child's later writes to stderr fail (EPIPE; SIGPIPE, by default fatal,
+ * unless the child ignores it). Data sent on it fails it (EPIPE).
+ * NULL + errno: as em_popen; EINVAL for a stderr_mode not listed above or
+ * EM_STDERR_CONN without stderr_handler; the errno of chdir (ENOENT,
+ * ENOTDIR, EACCES, ...) when cwd cannot be entered, reported as the exec
+ * errno is (nothing ran, no callback was made). */
+EM_EXPORT em_conn *em_popen_with(em_reactor *r, const char *const argv[],
+                                 const em_popen_opts *opts, const em_handler *h, void *arg);
+
+/* The stderr connection of a child started with EM_STDERR_CONN, given its
+ * main connection; NULL when there is none, or no more (its unbind has
+ * begun). */
+EM_EXPORT em_conn *em_popen_stderr(const em_conn *c);
 
 /* ---------------------------------------------------- connection methods */
 

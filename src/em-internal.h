@@ -465,6 +465,7 @@ void em__orphans_reap(em_reactor *r);
 typedef struct em_sighandler em_sighandler;
 void em__signals_run(em_reactor *r); /* callbacks of the signals that arrived */
 void em__signals_free(em_reactor *r);
+bool em__signal_is_libems(int signo); /* its disposition is libem's handler */
 /* Around a turn's sendfile and splice calls, which raise SIGPIPE. */
 void em__sigpipe_block(em_reactor *r);
 void em__sigpipe_restore(em_reactor *r);
@@ -590,6 +591,12 @@ struct em_reactor {
     unsigned borrower_count;
     em_event events[EM_MAX_EVENTS];
     struct em_orphan *orphans;    /* popen children left running at shutdown */
+    /* popen children watched without a pidfd ($EM_PIDFD=0, or no pidfd_open):
+     * waitpid(pid, WNOHANG) on SIGCHLD and on a timer */
+    em_child *polled_children;
+    em_timer_id child_poll_timer;
+    bool sigchld_joined; /* the SIGCHLD handler is in sighandlers */
+    bool pidfd_off;
     em_sighandler *sighandlers;
     /* set by the C signal handler, on any thread */
     atomic_bool sig_pending[NSIG];

@@ -1,9 +1,10 @@
 /* Child processes joined to a connection through a socketpair. The child
- * is started with posix_spawnp, which reports an exec failure as its return
- * value (glibc hands it back from the child, as libuv does through a
- * close-on-exec pipe), and
- * reaped through a pidfd in the poller: never waitpid(-1), never a SIGCHLD
- * handler of our own. */
+ * is started with posix_spawnp, which reports an exec (or chdir) failure as
+ * its return value (glibc hands it back from the child, as libuv does
+ * through a close-on-exec pipe), and reaped through a pidfd in the poller.
+ * Without pidfds each child is polled with waitpid(its pid, WNOHANG) on
+ * SIGCHLD and on a timer: never waitpid(-1), which would take the host's
+ * children's statuses. */
 #include "em-internal.h"
 
 #include <fcntl.h>
@@ -17,10 +18,14 @@
 extern char **environ;
 
 #define GRACE_S 2.0    /* after close: stdin closed, then SIGTERM, then SIGKILL */
+#define POLL_CHILDREN_S 0.5 /* without pidfds: when SIGCHLD does not come */
 
 struct em_child {
     em_io io; /* the pidfd; fd -1 once it exited or was handed over */
     em_conn *conn;
+    em_child *next_polled; /* in r->polled_children: no pidfd, not done */
+    bool polled;
+    em_sig stderr_sig; /* EM_STDERR_CONN: the stderr connection */
     pid_t pid;
     int status;
     bool exited;
@@ -39,7 +44,23 @@ typedef struct em_orphan {
     double term_sent;
 } em_orphan;
 
-static int spawn(const char *const argv[], int child_fd, pid_t *pid)
+/* The child's stdio: 0 and 1 on child_fd, 2 as stderr_mode says (err_fd
+ * for EM_STDERR_CONN). */
+static int plan_stdio(posix_spawn_file_actions_t *fa, int child_fd, int err_fd, int stderr_mode)
+{
+    int err = posix_spawn_file_actions_adddup2(fa, child_fd, 0);
+    if (!err)
+        err = posix_spawn_file_actions_adddup2(fa, child_fd, 1);
+    if (!err && stderr_mode != EM_STDERR_INHERIT)
+        err = posix_spawn_file_actions_adddup2(fa, stderr_mode == EM_STDERR_MERGE ? child_fd : err_fd,
+                                               2);
+    if (!err) /* nothing of ours, nor of the host's, beyond stdio */
+        err = posix_spawn_file_actions_addclosefrom_np(fa, 3);
+    return err;
+}
+
+static int spawn(const char *const argv[], int child_fd, int err_fd, const em_popen_opts *o,
+                 pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -54,22 +75,30 @@ static int spawn(const char *const argv[], int child_fd, pid_t *pid)
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
-    err = posix_spawn_file_actions_adddup2(&fa, child_fd, 0);
-    if (!err)
-        err = posix_spawn_file_actions_adddup2(&fa, child_fd, 1);
-    if (!err) /* nothing of ours, nor of the host's, beyond stdio */
-        err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    err = plan_stdio(&fa, child_fd, err_fd, o->stderr_mode);
+    if (!err && o->cwd)
+        err = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
     if (!err)
         err = posix_spawnattr_setsigmask(&attr, &none);
     if (!err)
         err = posix_spawnattr_setsigdefault(&attr, &all);
     if (!err)
         err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *const *envp = o->envp ? (char *const *)o->envp : environ;
     if (!err)
-        err = posix_spawnp(pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+        err = posix_spawnp(pid, argv[0], &fa, &attr, (char *const *)argv, envp);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     return err;
+}
+
+static void unpoll(em_reactor *r, em_child *ch);
+
+/* Its pidfd closed, or its polling ended. */
+static void stop_watching(em_reactor *r, em_child *ch)
+{
+    em__io_close(r, &ch->io);
+    unpoll(r, ch);
 }
 
 static void child_exited(em_child *ch, int status, bool known)
@@ -78,7 +107,7 @@ static void child_exited(em_child *ch, int status, bool known)
     ch->status = status;
     ch->status_known = known;
     em_reactor *r = ch->conn->r;
-    em__io_close(r, &ch->io);
+    stop_watching(r, ch);
     if (ch->timer)
         em__timer_cancel(r, ch->timer);
     ch->timer = 0;
@@ -113,14 +142,98 @@ em_io *em__child_io(em_conn *c)
     return (c->flags & EM_CF_POPEN) && c->cold->child ? &c->cold->child->io : NULL;
 }
 
-/* pidfds exist since Linux 5.3; without one em_popen fails (ENOSYS) rather
- * than reap by polling. */
+/* ------------------------------------------------- without pidfds */
+
+static void unpoll(em_reactor *r, em_child *ch)
+{
+    if (!ch->polled)
+        return;
+    for (em_child **link = &r->polled_children; *link; link = &(*link)->next_polled) {
+        if (*link == ch) {
+            *link = ch->next_polled;
+            break;
+        }
+    }
+    ch->polled = false;
+    ch->next_polled = NULL;
+    if (!r->polled_children && r->child_poll_timer) {
+        em__timer_cancel(r, r->child_poll_timer);
+        r->child_poll_timer = 0;
+    }
+}
+
+/* waitpid on each child of ours, and on none other. A child that exited
+ * leaves the list (try_reap unlinks it), the others stay. */
+static void poll_children(em_reactor *r, void *arg)
+{
+    (void)arg;
+    for (em_child *ch = r->polled_children, *next; ch; ch = next) {
+        next = ch->next_polled;
+        try_reap(ch);
+    }
+}
+
+static int arm_poll_timer(em_reactor *r);
+
+static void poll_timer_fired(em_reactor *r, void *arg)
+{
+    r->child_poll_timer = 0;
+    poll_children(r, arg);
+    if (r->polled_children && arm_poll_timer(r) < 0)
+        poll_children(r, arg); /* no memory: SIGCHLD, or the next child, re-arms */
+}
+
+static int arm_poll_timer(em_reactor *r)
+{
+    if (r->child_poll_timer)
+        return 0;
+    r->child_poll_timer =
+        em__timer_add(r, em__clock() + POLL_CHILDREN_S, 0, poll_timer_fired, NULL, true);
+    return r->child_poll_timer ? 0 : -ENOMEM;
+}
+
+/* A disposition of the host's own (a handler, or SIG_IGN: its children are
+ * reaped by the kernel) is left alone: the timer finds the exits then. */
+static void catch_sigchld(em_reactor *r)
+{
+    if (r->sigchld_joined)
+        return;
+    struct sigaction sa;
+    if (sigaction(SIGCHLD, NULL, &sa) < 0)
+        return;
+    bool free_to_take = !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+    if (!free_to_take && !em__signal_is_libems(SIGCHLD))
+        return;
+    r->sigchld_joined = em_add_signal_handler(r, SIGCHLD, poll_children, NULL) == 0;
+}
+
+/* The child may have exited before SIGCHLD was caught: it is looked at once
+ * now, then on each SIGCHLD and each timer tick. */
+static int poll_child(em_reactor *r, em_child *ch)
+{
+    int err = arm_poll_timer(r);
+    if (err)
+        return err;
+    catch_sigchld(r);
+    ch->polled = true;
+    ch->next_polled = r->polled_children;
+    r->polled_children = ch;
+    try_reap(ch);
+    return 0;
+}
+
+/* pidfds exist since Linux 5.3; valgrind and some seccomp filters refuse
+ * them (ENOSYS, EPERM): the child is polled then, as with $EM_PIDFD=0. */
 static int watch_child(em_reactor *r, em_child *ch)
 {
     ch->io = (em_io){.fd = -1, .type = EM_IO_CHILD};
-    int fd = (int)syscall(SYS_pidfd_open, ch->pid, 0);
-    if (fd < 0)
+    int fd = r->pidfd_off ? -1 : (int)syscall(SYS_pidfd_open, ch->pid, 0);
+    if (fd < 0 && !r->pidfd_off && errno != ENOSYS && errno != EPERM)
         return -errno;
+    if (fd < 0) {
+        r->pidfd_off = true; /* the next children need not try */
+        return poll_child(r, ch);
+    }
     ch->io.fd = fd;
     int err = em__io_open(r, &ch->io, EM_EV_READ);
     if (err) {
@@ -130,9 +243,114 @@ static int watch_child(em_reactor *r, em_child *ch)
     return err;
 }
 
-em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, void *arg)
+/* -------------------------------------------------------------- start */
+
+static bool opts_valid(const em_popen_opts *o)
 {
-    if (!r || !h || !argv || !argv[0] || !*argv[0]) {
+    switch (o->stderr_mode) {
+    case EM_STDERR_INHERIT:
+    case EM_STDERR_MERGE:
+        return true;
+    case EM_STDERR_CONN:
+        return o->stderr_handler != NULL;
+    default:
+        return false;
+    }
+}
+
+/* A socketpair whose end [0] (ours) is non-blocking; the child's end stays
+ * blocking, as a program expects its stdio. */
+static int make_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return errno;
+    if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+        int err = errno;
+        close(sv[0]);
+        close(sv[1]);
+        return err;
+    }
+    return 0;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* What em_popen_with puts together; on failure undone by abandon(). */
+struct launch {
+    int io[2], err[2]; /* err: EM_STDERR_CONN only, else -1 */
+    em_child *ch;
+    em_conn *c, *ec;
+};
+
+/* The stderr connection only reads: its write side is shut, so a child
+ * reading its stderr sees EOF and data sent on it fails. */
+static int open_stderr_conn(em_reactor *r, struct launch *l, const em_popen_opts *o)
+{
+    l->ec = em__conn_new(r, l->err[0], o->stderr_handler, o->stderr_arg);
+    if (!l->ec)
+        return errno;
+    l->err[0] = -1; /* the connection's now */
+    shutdown(l->ec->io.fd, SHUT_WR);
+    l->ch->stderr_sig = l->ec->sig;
+    return 0;
+}
+
+static int launch(em_reactor *r, struct launch *l, const char *const argv[],
+                  const em_popen_opts *o, const em_handler *h, void *arg)
+{
+    int err = make_pair(l->io);
+    if (!err && o->stderr_mode == EM_STDERR_CONN)
+        err = make_pair(l->err);
+    if (!err && !(l->ch = em__calloc(1, sizeof *l->ch)))
+        err = ENOMEM;
+    if (!err)
+        err = spawn(argv, l->io[1], l->err[1], o, &l->ch->pid);
+    close_fd(&l->io[1]);
+    close_fd(&l->err[1]);
+    if (!err && !(l->c = em__conn_new(r, l->io[0], h, arg)))
+        err = errno;
+    if (!err)
+        l->io[0] = -1; /* the connection's now */
+    if (!err && l->err[0] >= 0)
+        err = open_stderr_conn(r, l, o);
+    if (!err && !em__conn_cold(l->c))
+        err = ENOMEM;
+    if (!err) {
+        l->ch->conn = l->c;
+        err = -watch_child(r, l->ch);
+    }
+    return err;
+}
+
+static void abandon(em_reactor *r, struct launch *l)
+{
+    if (l->ch && l->ch->pid > 0 && !l->ch->exited) { /* started, but not looked after */
+        unpoll(r, l->ch);
+        kill(l->ch->pid, SIGKILL);
+        waitpid(l->ch->pid, NULL, 0);
+    }
+    if (l->ec)
+        em__conn_discard(l->ec);
+    if (l->c)
+        em__conn_discard(l->c); /* closes its fd */
+    for (int i = 0; i < 2; i++) {
+        close_fd(&l->io[i]);
+        close_fd(&l->err[i]);
+    }
+    em__free(l->ch);
+}
+
+em_conn *em_popen_with(em_reactor *r, const char *const argv[], const em_popen_opts *opts,
+                       const em_handler *h, void *arg)
+{
+    static const em_popen_opts inherit_all;
+    const em_popen_opts *o = opts ? opts : &inherit_all;
+    if (!r || !h || !argv || !argv[0] || !*argv[0] || !opts_valid(o)) {
         errno = EINVAL;
         return NULL;
     }
@@ -140,44 +358,32 @@ em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, 
         errno = ECANCELED;
         return NULL;
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return NULL;
-    /* the child's end stays blocking, as a program expects its stdio */
-    if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
-        int err = errno;
-        close(sv[0]);
-        close(sv[1]);
-        errno = err;
-        return NULL;
-    }
-    em_child *ch = em__calloc(1, sizeof *ch);
-    int err = ch ? spawn(argv, sv[1], &ch->pid) : ENOMEM;
-    close(sv[1]);
-    em_conn *c = err ? NULL : em__conn_new(r, sv[0], h, arg);
-    if (c) {
-        ch->conn = c;
-        err = em__conn_cold(c) ? -watch_child(r, ch) : ENOMEM;
-    } else if (!err) {
-        err = ENOMEM;
-    }
+    struct launch l = {.io = {-1, -1}, .err = {-1, -1}};
+    int err = launch(r, &l, argv, o, h, arg);
     if (err) {
-        if (ch && ch->pid > 0) { /* started, but we cannot look after it */
-            kill(ch->pid, SIGKILL);
-            waitpid(ch->pid, NULL, 0);
-        }
-        if (c)
-            em__conn_discard(c); /* closes sv[0] */
-        else
-            close(sv[0]);
-        em__free(ch);
+        abandon(r, &l);
         errno = err;
         return NULL;
     }
+    em_conn *c = l.c;
     c->flags |= EM_CF_POPEN;
-    c->cold->child = ch;
+    c->cold->child = l.ch;
+    if (l.ec)
+        em__conn_begin(l.ec);
     em__conn_begin(c);
     return c;
+}
+
+em_conn *em_popen(em_reactor *r, const char *const argv[], const em_handler *h, void *arg)
+{
+    return em_popen_with(r, argv, NULL, h, arg);
+}
+
+em_conn *em_popen_stderr(const em_conn *c)
+{
+    if (!c || !(c->flags & EM_CF_POPEN) || !c->cold->child || !c->cold->child->stderr_sig)
+        return NULL;
+    return em__sigmap_get(&c->r->sigmap, c->cold->child->stderr_sig);
 }
 
 /* --------------------------------------------------------- closing down */
@@ -215,6 +421,7 @@ static void orphan(em_reactor *r, em_child *ch)
         return;
     }
     em__io_unwatch(r, &ch->io);
+    unpoll(r, ch);
     *o = (em_orphan){.next = r->orphans, .pid = ch->pid, .pidfd = ch->io,
                      .term_sent = em__clock()};
     ch->io.fd = -1;
@@ -227,7 +434,7 @@ static void hand_over(em_reactor *r, em_child *ch)
 {
     if (ch->exited)
         return;
-    em__io_close(r, &ch->io);
+    stop_watching(r, ch);
     ch->handed_over = true;
 }
 
@@ -260,7 +467,7 @@ void em__child_free(em_conn *c)
     em_child *ch = c->cold->child;
     if (!ch)
         return;
-    em__io_close(c->r, &ch->io);
+    stop_watching(c->r, ch);
     if (ch->timer)
         em__timer_cancel(c->r, ch->timer);
     em__free(ch);

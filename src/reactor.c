@@ -72,6 +72,8 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
         r->owner_pid = getpid();
         const char *splice_env = getenv("EM_SPLICE");
         r->splice_off = splice_env && !strcmp(splice_env, "0");
+        const char *pidfd_env = getenv("EM_PIDFD");
+        r->pidfd_off = pidfd_env && !strcmp(pidfd_env, "0");
         pthread_once(&forks_counted, count_forks);
         r->forks_seen = atomic_load(&forks);
         r->now = em__clock();

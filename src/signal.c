@@ -203,6 +203,13 @@ void em__signals_run(em_reactor *r)
             h->cb(r, h->arg);
 }
 
+bool em__signal_is_libems(int signo)
+{
+    struct sigaction sa;
+    return sigaction(signo, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+           sa.sa_handler == on_signal;
+}
+
 /* In a forked child the table was reset at the fork: leaving it finds the
  * reactor nowhere and changes nothing (the hooks keep its lock usable). */
 void em__signals_free(em_reactor *r)
