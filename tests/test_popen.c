@@ -621,3 +621,34 @@ TEST(popen_socketpair_nonblocking_on_our_side_only)
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* ---------------------------------------------------------------- fork */
+
+/* A forked child freeing the reactor neither signals nor reaps the
+ * parent's popen children: the parent's child goes on and is reaped by the
+ * parent's reactor, with its status. */
+TEST(popen_reactor_freed_in_forked_child_leaves_children_alone)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct child_seen seen = {0};
+    rec x = {.tag = 1, .store = true, .on_unbind = record_status, .ctx = &seen};
+    const char *argv[] = {"cat", NULL};
+    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    ASSERT_NOT_NULL(c);
+    pid_t pid = em_get_pid(c);
+    free_in_forked_child(r);
+    ASSERT_EQ(kill(pid, 0), 0);
+    ASSERT_EQ(em_send_data(c, "still here\n", 11), 0);
+    ASSERT(run_until(r, &x.data_calls, 5));
+    ASSERT_EQ(em_close_write(c), 0);
+    ASSERT(run_until(r, &x.unbinds, 5));
+    ASSERT(contains(&x, "still here\n"));
+    ASSERT_EQ(seen.status_rc, 0);
+    ASSERT(WIFEXITED(seen.wstatus));
+    ASSERT_EQ(WEXITSTATUS(seen.wstatus), 0);
+    ASSERT(pid_reaped(pid));
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&x);
+    ASSERT_NO_FD_LEAK(fd0);
+}
