@@ -16,6 +16,12 @@
  * queued jobs and gets its running ones killed (SIGTERM), so nothing it
  * started outlives it. A child's stdin is closed at once: a job reads EOF.
  *
+ * Backpressure: a client that reads slowly must not make the server hold a
+ * child's output in memory. Once more than CLIENT_QUEUE_MAX bytes wait to be
+ * sent to a client, its children's connections are paused (em_pause: the
+ * child blocks on its full stdout), and resumed when the client's queue has
+ * drained (outbound_drained).
+ *
  * Usage: job_runner [port]   (default 8086; 0 picks a free port)
  * Prints "ready port=N" once it is listening. */
 #include <em.h>
@@ -29,6 +35,9 @@
 #define LINE_MAX 1024   /* longest command line, delimiter excluded */
 #define MAX_ARGS 64     /* words of a command */
 #define OUT_LINE 1024   /* a longer stdout line is passed on in pieces */
+/* Bytes queued to a client past which its children are paused; it may be
+ * passed by one read of a child's output (with the line prefixes). */
+#define CLIENT_QUEUE_MAX (1024 * 1024)
 
 typedef struct client client;
 
@@ -190,6 +199,8 @@ static void child_data(em_conn *c, const char *data, size_t len)
         }
         j->out[j->out_len++] = data[i];
     }
+    if (j->owner && em_get_outbound_data_size(j->owner->conn) > CLIENT_QUEUE_MAX)
+        em_pause(c); /* until client_drained */
 }
 
 /* The child has exited and its output is closed: em_get_status works here.
@@ -280,6 +291,18 @@ static void command(client *cl, const char *line, size_t len)
 
 static void on_line(void *arg, const char *line, size_t len) { command(arg, line, len); }
 
+/* The client has taken everything queued: its paused children go on. One
+ * turn's output (a read per child) is far below CLIENT_QUEUE_MAX, so a
+ * queue past it had a write wait for the kernel: this comes after every
+ * pause. */
+static void client_drained(em_conn *c)
+{
+    client *cl = em_conn_user(c);
+    for (job *j = cl ? cl->jobs : NULL; j; j = j->next)
+        if (j->child && em_is_paused(j->child))
+            em_resume(j->child);
+}
+
 static void client_init(em_conn *c)
 {
     client *cl = calloc(1, sizeof *cl);
@@ -338,8 +361,10 @@ static void client_unbind(em_conn *c, int reason)
 
 int main(int argc, char **argv)
 {
-    static const em_handler client_handler = {
-        .post_init = client_init, .receive_data = client_data, .unbind = client_unbind};
+    static const em_handler client_handler = {.post_init = client_init,
+                                              .receive_data = client_data,
+                                              .outbound_drained = client_drained,
+                                              .unbind = client_unbind};
     int port = argc > 1 ? atoi(argv[1]) : 8086;
     reactor = em_reactor_new(NULL);
     em_server *s = reactor ? em_start_server(reactor, "127.0.0.1", port, &client_handler, NULL)

@@ -2,7 +2,8 @@
  * line with its id, then its exit status; a program that cannot be run is
  * answered with an error; at most 4 jobs run at once, the rest wait their
  * turn; a client that disconnects leaves no child running and no queued
- * job behind. */
+ * job behind; a client that reads slowly holds its jobs back instead of
+ * filling the server's memory. */
 #include "example_prog.h"
 
 #include <errno.h>
@@ -184,5 +185,76 @@ TEST(a_disconnect_kills_running_jobs_and_drops_queued_ones)
     for (int i = 0; i < 4; i++)
         ASSERT(gone_within(mine[i], 3.0));
     close(b);
+    example_stop(&p);
+}
+
+/* The resident memory of a process, in KiB (VmRSS of /proc/PID/status). */
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    ASSERT_NOT_NULL(f);
+    long kib = -1;
+    while (kib < 0 && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) != 1)
+            kib = -1;
+    fclose(f);
+    ASSERT_GE(kib, 0);
+    return kib;
+}
+
+/* Reads the 64 MiB job's whole answer: pieces of "[1] " + 1024 NULs + "\n"
+ * (a line longer than the server's buffer), then "[1] exit 0\n". */
+static void read_zero_pieces(int fd, size_t pieces)
+{
+    static const char tail[] = "[1] exit 0\n";
+    const size_t piece = 4 + 1024 + 1, body = pieces * piece, total = body + strlen(tail);
+    static char buf[1 << 16];
+    size_t got = 0;
+    while (got < total) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 10000) != 1)
+            FAIL("stalled after %zu of %zu bytes", got, total);
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            FAIL("read %zd after %zu of %zu bytes", n, got, total);
+        for (ssize_t i = 0; i < n; i++, got++) {
+            size_t at = got % piece;
+            char want = got >= body ? tail[got - body]
+                        : at < 4    ? "[1] "[at]
+                        : at < piece - 1 ? '\0' : '\n';
+            if (got >= total || buf[i] != want)
+                FAIL("byte %zu: got 0x%02x, want 0x%02x", got, (unsigned char)buf[i],
+                     (unsigned char)want);
+        }
+    }
+}
+
+/* A job writes 64 MiB to a client that does not read for 2 s: the server
+ * pauses the job rather than queue its output, so its memory grows by far
+ * less than that; then the client reads every byte, and the exit line. */
+TEST_TIMEOUT(a_slow_reader_holds_the_job_back, 90);
+TEST(a_slow_reader_holds_the_job_back)
+{
+    example_prog p = start();
+    int fd = connect_to(p.port);
+    long before = rss_kib(p.pid);
+    const size_t mib = 64;
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "head -c %zu /dev/zero\n", mib << 20);
+    say(fd, cmd);
+    expect_pid(fd, 1);
+    long most = before;
+    for (int i = 0; i < 20; i++) {
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+        long now = rss_kib(p.pid);
+        if (now > most)
+            most = now;
+    }
+    if (most - before > 16 * 1024)
+        FAIL("the server grew by %ld KiB while the client did not read", most - before);
+    read_zero_pieces(fd, (mib << 20) / 1024);
+    close(fd);
     example_stop(&p);
 }
