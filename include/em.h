@@ -492,7 +492,9 @@ typedef struct em_popen_opts {
      * NULL: this process's. argv[0] is still looked up in this process's
      * PATH (as posix_spawnp and glibc's execvpe do), not in envp's. */
     const char *const *envp;
-    const char *cwd; /* the directory the child starts in; NULL: ours */
+    /* The directory the child starts in; NULL: ours. It is entered before
+     * the exec: an argv[0] such as "./prog" is found from there. */
+    const char *cwd;
     int stderr_mode; /* EM_STDERR_*; 0 inherits */
     /* EM_STDERR_CONN: the stderr connection's handler and arg */
     const em_handler *stderr_handler;
