@@ -463,3 +463,64 @@ TEST(popen_with_stderr_conn_reactor_free)
     ASSERT_EQ(errno, ECHILD);
     ASSERT_NO_FD_LEAK(fd0);
 }
+
+/* ------------------------------------------------------ out of memory */
+
+static long oom_calls, oom_fail_at; /* the allocation to fail; 0: none */
+
+static bool oom_now(void) { return ++oom_calls == oom_fail_at; }
+static void *oom_malloc(size_t n) { return oom_now() ? NULL : malloc(n); }
+static void *oom_realloc(void *p, size_t n) { return oom_now() ? NULL : realloc(p, n); }
+
+/* One em_popen_with with a stderr connection, its n-th allocation failed:
+ * NULL + ENOMEM with nothing left behind (no callback, descriptor or
+ * child), or a child that runs as usual. Returns whether the n-th
+ * allocation was reached. */
+static bool popen_with_allocation_failed(long n)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    struct opts_seen seen = {0};
+    rec x = {.tag = 1, .store = true, .on_unbind = opts_record_status, .ctx = &seen};
+    rec e = {.tag = 2, .store = true};
+    em_popen_opts o = {.stderr_mode = EM_STDERR_CONN, .stderr_handler = &rec_handler,
+                       .stderr_arg = &e};
+    const char *argv[] = {"sh", "-c", "echo out; echo err >&2", NULL};
+    oom_calls = 0;
+    oom_fail_at = n;
+    errno = 0;
+    em_conn *c = em_popen_with(r, argv, &o, &rec_handler, &x);
+    int err = errno;
+    bool reached = oom_calls >= n;
+    oom_fail_at = 0;
+    if (!c) {
+        ASSERT(reached);
+        ASSERT_EQ(err, ENOMEM);
+        ASSERT_EQ(x.post_inits + e.post_inits, 0);
+        errno = 0;
+        ASSERT_EQ(waitpid(-1, NULL, WNOHANG), -1);
+        ASSERT_EQ(errno, ECHILD);
+    } else {
+        ASSERT(run_until(r, &x.unbinds, 5));
+        ASSERT(run_until(r, &e.unbinds, 5));
+        opts_expect_exit(&seen, 0);
+        opts_expect_text(&x, "out\n");
+        opts_expect_text(&e, "err\n");
+    }
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&x);
+    rec_free(&e);
+    ASSERT_NO_FD_LEAK(fd0);
+    return reached;
+}
+
+TEST_TIMEOUT(popen_with_out_of_memory_leaves_nothing_behind, 60);
+TEST(popen_with_out_of_memory_leaves_nothing_behind)
+{
+    ASSERT_EQ(em_set_allocator(oom_malloc, oom_realloc, free), 0);
+    long n = 1;
+    while (popen_with_allocation_failed(n))
+        ASSERT_LT(++n, 100);
+    ASSERT_GT(n, 3); /* the child, its connections: several were failed */
+    ASSERT_EQ(em_set_allocator(NULL, NULL, NULL), 0);
+}
