@@ -179,8 +179,8 @@ static void poll_timer_fired(em_reactor *r, void *arg)
 {
     r->child_poll_timer = 0;
     poll_children(r, arg);
-    if (r->polled_children && arm_poll_timer(r) < 0)
-        poll_children(r, arg); /* no memory: SIGCHLD, or the next child, re-arms */
+    if (r->polled_children) /* short of memory: SIGCHLD alone, till a new child re-arms */
+        arm_poll_timer(r);
 }
 
 static int arm_poll_timer(em_reactor *r)
