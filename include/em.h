@@ -846,6 +846,95 @@ EM_EXPORT int em_tokenizer_extract(em_tokenizer *t, const char *data, size_t len
 /* Frees t and any incomplete token; NULL is a no-op. */
 EM_EXPORT void em_tokenizer_free(em_tokenizer *t);
 
+/* ------------------------------------------- framing (LineText2: lines and blocks) */
+
+/* EventMachine's LineText2: lines split on a delimiter, switchable to
+ * binary blocks and back, for protocols whose headers are lines and whose
+ * bodies are not (an HTTP body after Content-Length, a STOMP frame). The
+ * mode may be switched from inside a callback, and the switch applies to
+ * the very next byte: the rest of the data already fed is parsed in the
+ * new mode, nothing lost or seen twice. Binary bytes are never buffered:
+ * they are delivered in place as they are fed, so the memory held is
+ * bounded by max_line (plus the delimiter). Differences from EventMachine:
+ * an over-long line is an error, not a silent growth; a block is
+ * delivered in pieces (the last with end set), not whole; a block of 0
+ * bytes is an empty block, not line mode; raw mode (EventMachine's
+ * set_binary_mode without a size) has a function of its own. Not
+ * thread-safe; tied to no reactor. */
+typedef struct em_linetext em_linetext;
+
+typedef struct em_linetext_cbs {
+    /* A complete line, without its delimiter; line is valid only during
+     * the call. NULL discards lines. */
+    void (*line)(em_linetext *t, void *arg, const char *line, size_t len);
+    /* Bytes of a binary block (em_linetext_set_binary) or of raw mode
+     * (em_linetext_set_raw), in order, in pieces as they were fed; data is
+     * valid only during the call. end is true on the last piece of a
+     * block (len 0 for an empty block), and t is already back in text
+     * mode then, so the callback may chain another block; in raw mode end
+     * is always false. NULL discards them. */
+    void (*binary)(em_linetext *t, void *arg, const char *data, size_t len, bool end);
+    /* A line was dropped: err is -EMSGSIZE (longer than max_line) or
+     * -ENOMEM (it could not be stored). Called as soon as that is known,
+     * before any byte after it is parsed (the rest of the line is still
+     * discarded as it comes), so that a handler can stop there: free t,
+     * close the connection. Switching to binary or raw mode from it is
+     * refused (-EBUSY): the line may not be over. NULL: the feed's return
+     * value tells. */
+    void (*error)(em_linetext *t, void *arg, int err);
+} em_linetext_cbs;
+
+/* A parser in text mode splitting on delimiter (a non-empty string,
+ * copied) with lines of at most max_line bytes (without the delimiter;
+ * SIZE_MAX for no limit). cbs is copied; its functions get t and arg.
+ * NULL + errno EINVAL for a NULL or empty delimiter, max_line 0 or NULL
+ * cbs; ENOMEM. */
+EM_EXPORT em_linetext *em_linetext_new(const char *delimiter, size_t max_line,
+                                       const em_linetext_cbs *cbs, void *arg);
+
+/* Parses len bytes in the current mode, calling back for each line and
+ * each binary piece, in order; callbacks may switch the mode, and may free
+ * t. Bytes of an incomplete line are kept (at most max_line + the
+ * delimiter) until a later call completes it; nothing else is kept and,
+ * once the buffer has grown to the longest line, nothing is allocated.
+ * Returns 0, or after parsing all of data: -EMSGSIZE when a line longer
+ * than max_line was dropped (discarded up to and including its delimiter,
+ * across later calls too; the lines after it are delivered), -ENOMEM when
+ * a line could not be stored (dropped the same way); -ECANCELED when a
+ * callback freed t (the rest of data is dropped; t is gone). -EINVAL for
+ * NULL t or NULL data with len > 0; -EBUSY from inside a callback (feeding
+ * is not reentrant). */
+EM_EXPORT int em_linetext_feed(em_linetext *t, const char *data, size_t len);
+
+/* Binary mode for a block of the next n bytes: delivered to cbs.binary in
+ * pieces, the last with end set, after which t is back in text mode. From
+ * a callback it applies from the next byte not yet delivered (the rest of
+ * the data being fed included); a block already under way is replaced.
+ * n == 0 makes an empty block: its end (len 0) is delivered right after
+ * the current callback returns, or, called outside a callback, at once,
+ * inside this call (which then returns -ECANCELED if that callback freed
+ * t). Else 0; -EINVAL for NULL; -EBUSY when an incomplete line is
+ * buffered (or the rest of an over-long one being discarded, or called
+ * from the error callback): switch from the callback of the line before,
+ * which leaves nothing buffered. */
+EM_EXPORT int em_linetext_set_binary(em_linetext *t, size_t n);
+
+/* Raw mode: every byte from the next one not yet delivered goes to
+ * cbs.binary (end false), each fed chunk as one piece, until
+ * em_linetext_set_text or em_linetext_set_binary; a switch from that
+ * callback applies after its piece. 0, -EINVAL, -EBUSY as
+ * em_linetext_set_binary. */
+EM_EXPORT int em_linetext_set_raw(em_linetext *t);
+
+/* Back to text mode from the next byte not yet delivered; the rest of a
+ * block under way is parsed as lines. A no-op in text mode. 0, -EINVAL. */
+EM_EXPORT int em_linetext_set_text(em_linetext *t);
+
+/* Frees t and any incomplete line; NULL is a no-op. From inside a callback
+ * t is freed when the callback returns, and the feed (or set_binary) that
+ * called it returns -ECANCELED without parsing further. */
+EM_EXPORT void em_linetext_free(em_linetext *t);
+
 #ifdef __cplusplus
 }
 #endif
