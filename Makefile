@@ -11,7 +11,8 @@
 #   make fuzz            build the libFuzzer targets in build-fuzz/ (clang) and run
 #                        each FUZZ_SECONDS (60): fuzz_reactor on fuzz/corpus,
 #                        fuzz_tls on generated TLS seeds, fuzz_http on
-#                        fuzz/corpus-http (fuzz/run.sh)
+#                        fuzz/corpus-http, fuzz_linetext on
+#                        fuzz/corpus-linetext (fuzz/run.sh)
 #   make stress          15,000-connection scale run and 500 more integrity seeds
 #                        (scripts/stress.sh; STRESS_DURATION=60, INTEGRITY_SEEDS=500)
 #   make docs            man pages from include/em.h (scripts/gen-man.py) in

@@ -9,19 +9,23 @@
 #                 (captured TLS flights: random values, never committed)
 #   fuzz_http     fuzz/fuzz_http.c, the request parser of
 #                 examples/http_file_server (no libem), on fuzz/corpus-http
+#   fuzz_linetext fuzz/fuzz_linetext.c, em_linetext against a model of it
+#                 (fuzz/linetext_model.h), on fuzz/corpus-linetext
 #
 # New inputs go to build-fuzz/corpus (build-fuzz/corpus-tls,
-# build-fuzz/corpus-http). At the end, fuzz_reactor's inputs of at most
-# 1 KiB that reach code edges fuzz/corpus does not are merged into it
-# (commit them); the other targets' stay in build-fuzz.
+# build-fuzz/corpus-http, build-fuzz/corpus-linetext). At the end,
+# fuzz_reactor's inputs of at most 1 KiB that reach code edges fuzz/corpus
+# does not are merged into it (commit them); the other targets' stay in
+# build-fuzz.
 # A crash leaves its input in build-fuzz/artifacts/ and makes this script
 # fail; reproduce with
 #   build-fuzz/fuzz_reactor build-fuzz/artifacts/crash-...
 #   build-fuzz/fuzz_tls build-fuzz/artifacts/tls/crash-...
 #   build-fuzz/fuzz_http build-fuzz/artifacts/http/crash-...
+#   build-fuzz/fuzz_linetext build-fuzz/artifacts/linetext/crash-...
 #
 # Environment: FUZZ_SECONDS (per target), FUZZ_TARGETS (default
-# "reactor tls http"), FUZZ_JOBS (parallel workers, default 1),
+# "reactor tls http linetext"), FUZZ_JOBS (parallel workers, default 1),
 # FUZZ_MERGE (0: no merge into fuzz/corpus),
 # FUZZ_ARGS (more libFuzzer flags), CLANG (default clang).
 set -euo pipefail
@@ -30,10 +34,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-1}
 clang=${CLANG:-clang}
-targets=${FUZZ_TARGETS:-reactor tls http}
+targets=${FUZZ_TARGETS:-reactor tls http linetext}
 out=build-fuzz
 mkdir -p "$out/corpus" "$out/corpus-tls" "$out/corpus-http" "$out/artifacts/tls" \
-    "$out/artifacts/http" fuzz/corpus
+    "$out/artifacts/http" fuzz/corpus "$out/corpus-linetext" "$out/artifacts/linetext"
 
 flags=(-std=c11 -O1 -g -D_GNU_SOURCE -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
@@ -46,7 +50,7 @@ build() {
     # shellcheck disable=SC2206 # $with: a glob or a list of files
     local srcs=(${with:-src/*.c} "$main")
     if [[ ! -x $out/$name ]] || [[ -n $(find "${srcs[@]}" include/em.h src/*.h examples/http/*.h \
-            fuzz/run.sh -newer "$out/$name" 2>/dev/null) ]]; then
+            fuzz/*.h fuzz/run.sh -newer "$out/$name" 2>/dev/null) ]]; then
         echo "fuzz: building $out/$name"
         "$clang" "${flags[@]}" "$@" -Iinclude -Isrc "${srcs[@]}" -lpthread -o "$out/$name"
     fi
@@ -98,8 +102,13 @@ for target in $targets; do
         # a little over the head limit, to reach the 414 and 431 answers
         run fuzz_http "$out/artifacts/http" 9000 "$out/corpus-http" fuzz/corpus-http || failed=1
         ;;
+    linetext)
+        build fuzz_linetext fuzz/fuzz_linetext.c
+        run fuzz_linetext "$out/artifacts/linetext" 4096 "$out/corpus-linetext" \
+            fuzz/corpus-linetext || failed=1
+        ;;
     *)
-        echo "fuzz: unknown target '$target' (reactor, tls, http)"
+        echo "fuzz: unknown target '$target' (reactor, tls, http, linetext)"
         failed=1
         ;;
     esac

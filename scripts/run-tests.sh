@@ -193,8 +193,8 @@ fi
 
 # The short form of `make fuzz`: FUZZ_SHORT_SECONDS (20) of fuzz/run.sh for
 # each target (fuzz_reactor on fuzz/corpus, fuzz_tls on its generated seeds,
-# fuzz_http on fuzz/corpus-http), nothing merged into fuzz/corpus (needs
-# clang, which make deps installs).
+# fuzz_http on fuzz/corpus-http, fuzz_linetext on fuzz/corpus-linetext),
+# nothing merged into fuzz/corpus (needs clang, which make deps installs).
 if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >/dev/null; then
     runs=$((runs + 1))
     mkdir -p build/test-logs
