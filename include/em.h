@@ -79,7 +79,8 @@ typedef void (*em_cb)(em_reactor *r, void *arg);
 
 /* libem's own error codes: positive, outside the errno range. */
 enum {
-    EM_ERESOLVE = 1000,       /* a host name did not resolve */
+    EM_ERESOLVE = 1000,       /* a host name did not resolve (em_resolve_error,
+                                 em_last_resolve_error: why) */
     EM_ETLS = 1001,           /* TLS handshake or verification failed */
     EM_ETLS_TRUNCATED = 1002, /* TLS peer closed without close_notify */
 };
@@ -268,8 +269,8 @@ typedef struct em_handler {
      * what was queued is still written first (unless peer_closed is set),
      * then unbind(0). reason: 0 for a local close,
      * a clean EOF, em_detach and reactor shutdown; else ECONNREFUSED,
-     * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE, EM_ETLS, EM_ETLS_TRUNCATED,
-     * or the failed call's errno. */
+     * ETIMEDOUT, ECONNRESET, EPIPE, EM_ERESOLVE (em_resolve_error: why),
+     * EM_ETLS, EM_ETLS_TRUNCATED, or the failed call's errno. */
     void (*unbind)(em_conn *c, int reason);
     /* TLS (em_start_tls): the handshake completed and the peer was
      * accepted. Data sent before it was queued; it is written now. With
@@ -334,7 +335,8 @@ EM_EXPORT bool em_is_watch_only(const em_conn *c);
  * and arg; post_init runs before their first read. SO_REUSEADDR is set;
  * accepted TCP sockets get TCP_NODELAY (libem coalesces writes itself).
  * NULL + errno: EINVAL (NULL host or h, port outside 0..65535), EM_ERESOLVE
- * (the name did not resolve), EADDRINUSE, EACCES, ENOMEM, ... */
+ * (the name did not resolve: em_last_resolve_error says why), EADDRINUSE,
+ * EACCES, ENOMEM, ... */
 EM_EXPORT em_server *em_start_server(em_reactor *r, const char *host, int port,
                                      const em_handler *h, void *arg);
 
@@ -408,7 +410,8 @@ EM_EXPORT em_sig em_server_signature(const em_server *s);
 
 /* Connects to host:port. Never blocks: a name is resolved on the pool and
  * every resolved address is tried in turn. Every failure (refused,
- * unreachable, timeout, resolution, EAGAIN when no pool thread could start
+ * unreachable, timeout, resolution: EM_ERESOLVE, with em_resolve_error
+ * telling why; EAGAIN when no pool thread could start
  * to resolve it, ECANCELED when the pool is gone: a done callback run by
  * em_reactor_free) arrives later as unbind(reason). post_init runs before
  * this returns. NULL + EINVAL for NULL host or h or a port outside
@@ -418,10 +421,32 @@ EM_EXPORT em_conn *em_connect(em_reactor *r, const char *host, int port,
 
 /* em_connect from a given local address: bind_host is a literal or a name
  * (resolved on the pool like host; NULL: any), bind_port 0: any. A bind or
- * resolution failure arrives as unbind(errno / EM_ERESOLVE). */
+ * resolution failure arrives as unbind(errno / EM_ERESOLVE), the latter
+ * for either name (em_resolve_error says why). */
 EM_EXPORT em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bind_port,
                                    const char *host, int port, const em_handler *h,
                                    void *arg);
+
+/* Why a name of c's em_connect, em_bind_connect (target or bind host) or
+ * em_reconnect did not resolve: getaddrinfo's code, from <netdb.h>
+ * (gai_strerror gives its text): EAI_NONAME (no such name), EAI_AGAIN (a
+ * temporary failure: a retry may succeed), EAI_NODATA or EAI_ADDRFAMILY
+ * (the name has no address, or none of a family asked for), EAI_FAIL (a
+ * permanent failure of the name server), EAI_MEMORY, EAI_SYSTEM (the errno
+ * is then the unbind reason), ... Set when that unbind comes: with reason
+ * EM_ERESOLVE, or ENOMEM for EAI_MEMORY, or the errno for EAI_SYSTEM; valid
+ * until unbind returns, and cleared by em_reconnect. 0 when no resolution
+ * of c failed (a literal address, a failure of another kind), and for
+ * NULL. The codes are glibc's, negative, and not errnos: em_strerror does
+ * not know them (EAI_NODATA and EAI_ADDRFAMILY need _GNU_SOURCE). */
+EM_EXPORT int em_resolve_error(const em_conn *c);
+
+/* em_resolve_error for the calls that resolve a name on the calling
+ * thread, em_start_server and em_open_datagram_socket: each call sets it,
+ * to getaddrinfo's code when its name did not resolve (the call then fails
+ * with errno EM_ERESOLVE, ENOMEM for EAI_MEMORY, or EAI_SYSTEM's errno),
+ * else to 0. Per thread, like errno, and kept until the next such call. */
+EM_EXPORT int em_last_resolve_error(void);
 
 /* Connects to a unix socket. NULL + EINVAL / ENAMETOOLONG for a bad path;
  * a refused or missing socket arrives as unbind(ECONNREFUSED / ENOENT). */
@@ -431,7 +456,8 @@ EM_EXPORT em_conn *em_connect_unix(em_reactor *r, const char *path, const em_han
 /* Opens a UDP socket bound to host:port (a literal or a name resolved now;
  * port 0 picks one: em_get_sockname tells). receive_data gets one call per
  * datagram; during it em_get_peername gives the sender and em_send_data
- * replies to it. NULL + errno as em_start_server. */
+ * replies to it. NULL + errno as em_start_server (em_last_resolve_error
+ * too). */
 EM_EXPORT em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
                                            const em_handler *h, void *arg);
 

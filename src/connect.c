@@ -216,14 +216,21 @@ static em_conn *waiting(em_reactor *r, em_sig sig)
     return c && c->state == EM_CS_RESOLVING && c->cold && c->cold->connect ? c : NULL;
 }
 
-static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+/* A failed resolution: its code is kept for em_resolve_error. An empty
+ * answer (getaddrinfo gives none) counts as no such name. */
+static void resolve_failed(em_conn *c, int err, int gai)
+{
+    c->cold->resolve_error = gai ? gai : EAI_NONAME;
+    em__conn_fail(c, gai ? err : EM_ERESOLVE);
+}
+
+static void resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err, int gai)
 {
     em_conn *c = waiting(r, sig);
-    if (c) {
-        if (!err && !ai)
-            err = EM_ERESOLVE;
-        if (!err)
-            err = -take_addresses(c, ai);
+    if (c && !ai) {
+        resolve_failed(c, err, gai);
+    } else if (c) {
+        err = -take_addresses(c, ai);
         if (err)
             em__conn_fail(c, err);
         else
@@ -244,18 +251,18 @@ static int start_target(em_conn *c)
     return em__resolve(c->r, cs->target_name, cs->target_port, SOCK_STREAM, c->sig, resolved);
 }
 
-static void bind_resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err)
+static void bind_resolved(em_reactor *r, em_sig sig, struct addrinfo *ai, int err, int gai)
 {
     em_conn *c = waiting(r, sig);
-    if (c) {
-        if (!err && (!ai || ai->ai_addrlen > sizeof c->cold->connect->bind.ss))
-            err = EM_ERESOLVE;
-        if (!err) {
-            memcpy(&c->cold->connect->bind.ss, ai->ai_addr, ai->ai_addrlen);
-            c->cold->connect->bind.len = ai->ai_addrlen;
-            c->cold->connect->has_bind = true;
-            err = -start_target(c);
-        }
+    if (c && !ai) {
+        resolve_failed(c, err, gai);
+    } else if (c && ai->ai_addrlen > sizeof c->cold->connect->bind.ss) {
+        resolve_failed(c, EM_ERESOLVE, EAI_FAMILY);
+    } else if (c) {
+        memcpy(&c->cold->connect->bind.ss, ai->ai_addr, ai->ai_addrlen);
+        c->cold->connect->bind.len = ai->ai_addrlen;
+        c->cold->connect->has_bind = true;
+        err = -start_target(c);
         if (err)
             em__conn_fail(c, err);
     }
@@ -301,6 +308,7 @@ int em__connect_start(em_conn *c, const char *bind_host, int bind_port, const ch
     if (!cs)
         return -ENOMEM;
     c->cold->connect = cs;
+    c->cold->resolve_error = 0; /* an em_reconnect starts afresh */
     c->flags |= EM_CF_OUTBOUND;
     em__free(c->cold->host);
     c->cold->host = port >= 0 ? em__strdup(host) : NULL;

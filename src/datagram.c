@@ -34,8 +34,11 @@ static int bind_udp(const char *host, int port)
     snprintf(service, sizeof service, "%d", port);
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, service, &hints, &ai);
-    if (rc)
-        return rc == EAI_MEMORY ? -ENOMEM : rc == EAI_SYSTEM ? -errno : -EM_ERESOLVE;
+    if (rc) {
+        int err = em__resolve_reason(rc, errno);
+        em__set_last_resolve_error(rc);
+        return -err;
+    }
     int fd = -EM_ERESOLVE;
     for (struct addrinfo *p = ai; p; p = p->ai_next) {
         fd = socket(p->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -56,6 +59,7 @@ static int bind_udp(const char *host, int port)
 em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int port,
                                  const em_handler *h, void *arg)
 {
+    em__set_last_resolve_error(0);
     if (!r || !host || !*host || !h || port < 0 || port > 65535) {
         errno = EINVAL;
         return NULL;

@@ -306,6 +306,8 @@ typedef struct em_cold {
     struct em_proxy *proxy; /* as a proxy's source, kept for its count */
     struct em_conn *proxy_from; /* as a proxy's target */
     char *host;             /* outbound TCP: the host given (TLS checks it) */
+    int resolve_error;      /* getaddrinfo's EAI_ code of the last failed
+                               resolution (em_resolve_error); 0: none */
     em_layer *layer;        /* EM_CF_LAYER; or a refused em_start_tls's error */
     em_layer *retired;      /* dropped by em_reconnect in unbind: freed after it */
     struct em_file_stream *files; /* files sent, until their done is called */
@@ -480,7 +482,15 @@ int em__sockaddr_parse(const char *host, int port, struct sockaddr_storage *ss,
 int em__sockaddr_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len);
 
 /* resolve.c */
-typedef void (*em_resolved_fn)(em_reactor *r, em_sig sig, struct addrinfo *ai, int err);
+/* err: the unbind reason for a failure (em__resolve_reason), gai: its
+ * getaddrinfo code; ai NULL then. */
+typedef void (*em_resolved_fn)(em_reactor *r, em_sig sig, struct addrinfo *ai, int err,
+                               int gai);
+/* The reason a failed getaddrinfo gives, from its code and the errno it
+ * left: ENOMEM for EAI_MEMORY, the errno for EAI_SYSTEM, else EM_ERESOLVE. */
+int em__resolve_reason(int gai, int err);
+/* em_last_resolve_error's value on this thread. */
+void em__set_last_resolve_error(int gai);
 int em__resolve(em_reactor *r, const char *host, int port, int socktype, em_sig sig,
                 em_resolved_fn fn);
 

@@ -14,8 +14,27 @@ typedef struct resolve_job {
     em_sig sig;
     em_resolved_fn fn;
     struct addrinfo *result;
-    int err;
+    int err, gai;
 } resolve_job;
+
+/* Set by the calls that resolve on the calling thread: a thread's own
+ * answer, which no other thread's call can overwrite. */
+static _Thread_local int last_resolve_error;
+
+int em_last_resolve_error(void) { return last_resolve_error; }
+
+void em__set_last_resolve_error(int gai) { last_resolve_error = gai; }
+
+int em__resolve_reason(int gai, int err)
+{
+    if (gai == EAI_MEMORY)
+        return ENOMEM;
+    if (gai == EAI_SYSTEM && err)
+        return err;
+    return EM_ERESOLVE;
+}
+
+int em_resolve_error(const em_conn *c) { return c && c->cold ? c->cold->resolve_error : 0; }
 
 static void resolve_work(void *arg)
 {
@@ -26,20 +45,17 @@ static void resolve_work(void *arg)
         .ai_flags = AI_NUMERICSERV,
     };
     int rc = getaddrinfo(rj->host, rj->service, &hints, &rj->result);
-    if (rc == EAI_SYSTEM)
-        rj->err = errno ? errno : EM_ERESOLVE;
-    else if (rc == EAI_MEMORY)
-        rj->err = ENOMEM;
-    else if (rc != 0)
-        rj->err = EM_ERESOLVE;
-    if (rc != 0)
+    if (rc != 0) {
+        rj->err = em__resolve_reason(rc, errno);
+        rj->gai = rc;
         rj->result = NULL;
+    }
 }
 
 static void resolve_done(em_reactor *r, void *arg)
 {
     resolve_job *rj = arg;
-    rj->fn(r, rj->sig, rj->result, rj->err);
+    rj->fn(r, rj->sig, rj->result, rj->err, rj->gai);
     em__free(rj->host);
     em__free(rj);
 }

@@ -297,12 +297,11 @@ static int resolve_listen(const char *host, int port, const em_server_opts *o)
     snprintf(service, sizeof service, "%d", port);
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, service, &hints, &ai);
-    if (rc == EAI_MEMORY)
-        return -ENOMEM;
-    if (rc == EAI_SYSTEM)
-        return -errno;
-    if (rc)
-        return -EM_ERESOLVE;
+    if (rc) {
+        int err = em__resolve_reason(rc, errno);
+        em__set_last_resolve_error(rc);
+        return -err;
+    }
     int fd = -EM_ERESOLVE;
     for (struct addrinfo *p = ai; p; p = p->ai_next) {
         fd = listen_on(p->ai_addr, p->ai_addrlen, o);
@@ -318,6 +317,7 @@ static const em_server_opts default_opts;
 em_server *em_start_server_opts(em_reactor *r, const char *host, int port,
                                 const em_server_opts *opts, const em_handler *h, void *arg)
 {
+    em__set_last_resolve_error(0);
     const em_server_opts *o = opts ? opts : &default_opts;
     if (!r || !host || !*host || !h || port < 0 || port > 65535 || check_tcp_opts(o)) {
         errno = EINVAL;
