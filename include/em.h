@@ -912,7 +912,8 @@ typedef struct em_linetext_cbs {
 
 /* A parser in text mode splitting on delimiter (a non-empty string,
  * copied) with lines of at most max_line bytes (without the delimiter;
- * SIZE_MAX for no limit). cbs is copied; its functions get t and arg.
+ * SIZE_MAX for no limit, and then no bound on what a peer's endless line
+ * makes it hold). cbs is copied; its functions get t and arg.
  * NULL + errno EINVAL for a NULL or empty delimiter, max_line 0 or NULL
  * cbs; ENOMEM. */
 EM_EXPORT em_linetext *em_linetext_new(const char *delimiter, size_t max_line,

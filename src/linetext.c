@@ -43,8 +43,10 @@ em_linetext *em_linetext_new(const char *delimiter, size_t max_line,
         em__free(t);
         t = NULL;
     }
-    if (!t)
+    if (!t) {
+        errno = ENOMEM; /* whatever the allocator left */
         return NULL;
+    }
     memcpy(t->delim, delimiter, dlen);
     t->seam = t->delim + dlen;
     t->tail = t->seam + 2 * dlen;
@@ -268,6 +270,16 @@ static int leave(em_linetext *t, int ret)
     return -ECANCELED;
 }
 
+/* A switch from the error callback is refused: the line may go on. */
+static void report_dropped(em_linetext *t, int err)
+{
+    if (!t->cbs.error || t->freed)
+        return;
+    t->dropping = true;
+    t->cbs.error(t, t->arg, err);
+    t->dropping = false;
+}
+
 int em_linetext_feed(em_linetext *t, const char *data, size_t len)
 {
     if (!t || (!data && len))
@@ -284,11 +296,8 @@ int em_linetext_feed(em_linetext *t, const char *data, size_t len)
         pos += step(t, data + pos, len - pos, &err);
         if (err && ret != -ENOMEM)
             ret = err;
-        if (err && t->cbs.error) {
-            t->dropping = true;
-            t->cbs.error(t, t->arg, err);
-            t->dropping = false;
-        }
+        if (err)
+            report_dropped(t, err);
     }
     return leave(t, ret);
 }

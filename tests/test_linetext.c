@@ -459,8 +459,8 @@ TEST(linetext_seeds_match_the_model)
 static void on_error(em_linetext *t, void *arg, int err)
 {
     coll *k = arg;
-    ASSERT_EQ(err, -EMSGSIZE);
-    put(k, "X", 1);
+    ASSERT(err == -EMSGSIZE || err == -ENOMEM);
+    put(k, err == -EMSGSIZE ? "X" : "M", 1);
     k->error_switch_rc = em_linetext_set_binary(t, 1);
     if (k->free_on_error)
         em_linetext_free(t);
@@ -487,6 +487,43 @@ TEST(linetext_error_callback_where_a_line_is_dropped)
     ASSERT_NOT_NULL(t);
     ASSERT_EQ(feed_str(t, "a\ntoolong\nb\n"), -ECANCELED);
     ASSERT_STREQ(k.log, "[a]X");
+}
+
+static bool fail_allocs;
+
+static void *maybe_malloc(size_t n) { return fail_allocs ? NULL : malloc(n); }
+
+static void *maybe_realloc(void *p, size_t n) { return fail_allocs ? NULL : realloc(p, n); }
+
+TEST(linetext_out_of_memory_drops_the_line)
+{
+    ASSERT_EQ(em_set_allocator(maybe_malloc, maybe_realloc, free), 0);
+    static const em_linetext_cbs with_error = {
+        .line = on_line, .binary = on_binary, .error = on_error};
+    coll k = {0};
+    fail_allocs = true;
+    ASSERT_NULL_ERRNO(em_linetext_new("\n", 256, &with_error, &k), ENOMEM);
+    fail_allocs = false;
+    em_linetext *t = em_linetext_new("\n", 256, &with_error, &k);
+    ASSERT_NOT_NULL(t);
+    /* a line that must be stored cannot be: dropped like an over-long one */
+    fail_allocs = true;
+    ASSERT_EQ(feed_str(t, "a\nbro"), -ENOMEM);
+    ASSERT_EQ(feed_str(t, "ken\nc\n"), 0); /* lines in place need nothing */
+    ASSERT_STREQ(k.log, "[a]M[c]");
+    /* a buffered line whose rest outgrows the buffer */
+    fail_allocs = false;
+    ASSERT_EQ(feed_str(t, "ab"), 0);
+    fail_allocs = true;
+    char rest[102];
+    memset(rest, 'r', 100);
+    memcpy(rest + 100, "\n", 2);
+    ASSERT_EQ(feed_str(t, rest), -ENOMEM);
+    ASSERT_EQ(feed_str(t, "d\n"), 0);
+    fail_allocs = false;
+    ASSERT_EQ(feed_str(t, "ef\n"), 0); /* memory again: as before */
+    ASSERT_STREQ(k.log, "[a]M[c]M[d][ef]");
+    em_linetext_free(t);
 }
 
 /* ------------------------------------- an HTTP-like protocol on loopback
