@@ -442,7 +442,8 @@ EM_EXPORT em_conn *em_bind_connect(em_reactor *r, const char *bind_host, int bin
 EM_EXPORT int em_resolve_error(const em_conn *c);
 
 /* em_resolve_error for the calls that resolve a name on the calling
- * thread, em_start_server and em_open_datagram_socket: each call sets it,
+ * thread, em_start_server (em_start_server_opts) and
+ * em_open_datagram_socket: each call sets it,
  * to getaddrinfo's code when its name did not resolve (the call then fails
  * with errno EM_ERESOLVE, ENOMEM for EAI_MEMORY, or EAI_SYSTEM's errno),
  * else to 0. Per thread, like errno, and kept until the next such call. */

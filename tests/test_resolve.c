@@ -274,6 +274,10 @@ TEST(start_server_tells_why_a_name_failed)
     ASSERT_NULL(em_start_server(r, "noname.test", 0, &sink_h, NULL));
     ASSERT_NULL_ERRNO(em_start_server(r, NULL, 0, &sink_h, NULL), EINVAL);
     ASSERT_EQ(em_last_resolve_error(), 0);
+    /* with options too */
+    em_server_opts o = {.backlog = 8};
+    ASSERT_NULL_ERRNO(em_start_server_opts(r, "again.test", 0, &o, &sink_h, NULL), EM_ERESOLVE);
+    ASSERT_EQ(em_last_resolve_error(), EAI_AGAIN);
     em_stop_server(s);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
