@@ -211,7 +211,7 @@ int main(int argc, char **argv) {
     struct chat chat = {0};
     chat.reactor = em_reactor_new(NULL);
     if (!chat.reactor) {
-        perror("chat_server: em_reactor_new");
+        fprintf(stderr, "chat_server: %s\n", em_strerror(errno));
         return 1;
     }
     if (!em_start_server(chat.reactor, "127.0.0.1", port, &handler, &chat)) {

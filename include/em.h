@@ -83,6 +83,8 @@ enum {
                                  em_last_resolve_error: why) */
     EM_ETLS = 1001,           /* TLS handshake or verification failed */
     EM_ETLS_TRUNCATED = 1002, /* TLS peer closed without close_notify */
+    EM_EBACKEND = 1003,       /* no backend of that name (em_strerror lists
+                                 the known ones) */
 };
 
 /* Text for an errno or a libem code, either sign. Never NULL; the string is
@@ -104,9 +106,10 @@ typedef struct em_reactor_opts {
     size_t max_timers;        /* 0: no limit */
 } em_reactor_opts;
 
-/* Makes a reactor. opts may be NULL. NULL + errno: EINVAL (an unknown
- * backend, in opts or $EM_BACKEND: em_backend_names lists the known ones),
- * ENOMEM, or the errno of the poller's creation. Threads of the pool start
+/* Makes a reactor. opts may be NULL. NULL + errno: EM_EBACKEND (an
+ * unknown backend, in opts or $EM_BACKEND: em_strerror(EM_EBACKEND) and
+ * em_backend_names list the known ones), ENOMEM, or the errno of the
+ * poller's creation. Threads of the pool start
  * lazily, on the first em_defer() or name resolution. */
 EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);
 

@@ -58,6 +58,9 @@ typedef struct em_backend {
     bool wait_scans_all;
 } em_backend;
 
+/* What em_backend_names and em_strerror(EM_EBACKEND) list. */
+#define EM__BACKEND_NAMES "epoll poll"
+
 extern const em_backend em__backend_epoll;
 extern const em_backend em__backend_poll;
 

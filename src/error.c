@@ -18,6 +18,8 @@ const char *em_strerror(int err)
         return "TLS handshake or verification failed";
     case EM_ETLS_TRUNCATED:
         return "TLS peer closed without close_notify";
+    case EM_EBACKEND:
+        return "No such backend (known: " EM__BACKEND_NAMES ")";
     }
     const char *s = strerrordesc_np(err);
     return s ? s : "Unknown error";

@@ -29,7 +29,7 @@ static void count_fork(void) { atomic_fetch_add(&forks, 1); }
 
 static void count_forks(void) { pthread_atfork(NULL, count_fork, NULL); }
 
-const char *em_backend_names(void) { return "epoll poll"; }
+const char *em_backend_names(void) { return EM__BACKEND_NAMES; }
 
 static const em_backend *find_backend(const char *name)
 {
@@ -58,7 +58,7 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
 {
     const em_backend *be = find_backend(opts ? opts->backend : NULL);
     if (!be) {
-        errno = EINVAL;
+        errno = EM_EBACKEND;
         return NULL;
     }
     em_reactor *r = em__calloc(1, sizeof *r);

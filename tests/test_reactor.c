@@ -72,13 +72,15 @@ TEST(backend_explicit)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
-TEST(bad_backend_einval)
+TEST(bad_backend_names_the_known_ones)
 {
     int fd0 = open_fd_count();
     em_reactor_opts o = {.backend = "no-such-backend"};
-    ASSERT_NULL_ERRNO(em_reactor_new(&o), EINVAL);
+    ASSERT_NULL_ERRNO(em_reactor_new(&o), EM_EBACKEND);
     setenv("EM_BACKEND", "bogus", 1);
-    ASSERT_NULL_ERRNO(em_reactor_new(NULL), EINVAL);
+    ASSERT_NULL_ERRNO(em_reactor_new(NULL), EM_EBACKEND);
+    /* the message names what exists */
+    ASSERT_STREQ(em_strerror(EM_EBACKEND), "No such backend (known: epoll poll)");
     /* opts->backend wins over the environment */
     o.backend = "poll";
     em_reactor *r = em_reactor_new(&o);

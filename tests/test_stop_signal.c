@@ -59,5 +59,5 @@ TEST(backend_names_are_the_accepted_ones)
     ASSERT_GE(count, 2);
     errno = 0;
     ASSERT(!em_reactor_new(&(em_reactor_opts){.backend = "kqueue-on-linux"}));
-    ASSERT_EQ(errno, EINVAL);
+    ASSERT_EQ(errno, EM_EBACKEND);
 }
