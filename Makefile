@@ -7,6 +7,10 @@
 #   make test            install missing packages, build all three, run every
 #                        test, the TSan runs and the syscall fault injection
 #   make demo            build and run the chat server (PORT=8023)
+#   make ruby            build/ruby/rubyeventmachine.so: EventMachine's Ruby
+#                        extension on libem (ruby/README.md)
+#   make ruby-asan       the same against build-asan's libem, with ASan + UBSan
+#   make ruby-demo       run ruby/examples/echo.rb on it (PORT=8023)
 #   make bench           run the benchmark suite (bench/README.md; BENCH_QUICK=1: ~1 min)
 #   make fuzz            build the libFuzzer targets in build-fuzz/ (clang) and run
 #                        each FUZZ_SECONDS (60): fuzz_reactor on fuzz/corpus,
@@ -44,7 +48,7 @@ MAKEFLAGS += --no-print-directory
 # The compiler asked for explicitly (environment or command line), if any.
 CC_ASKED := $(if $(filter default,$(origin CC)),,$(CC))
 
-.PHONY: all asan tsan test demo bench fuzz install uninstall deps clean stress docs
+.PHONY: all asan tsan test demo bench fuzz install uninstall deps clean stress docs ruby ruby-asan ruby-demo
 
 all:
 	@$(call configure,$(BUILD),$(WERROR))
@@ -65,11 +69,22 @@ test: deps
 	@$(MAKE) all
 	@$(MAKE) asan
 	@$(MAKE) tsan
+	@$(MAKE) ruby
+	@$(MAKE) ruby-asan
 	bash scripts/run-tests.sh
 
 demo: deps
 	@$(MAKE) all
 	./$(BUILD)/examples/chat_server $(PORT)
+
+ruby: all
+	bash ruby/build.sh $(BUILD)
+
+ruby-asan: asan
+	bash ruby/build.sh $(ASAN) -fsanitize=address,undefined -fno-omit-frame-pointer
+
+ruby-demo: ruby
+	ruby -I $(BUILD)/ruby ruby/examples/echo.rb $(PORT)
 
 bench: deps
 	bash bench/run.sh

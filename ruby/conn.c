@@ -1,0 +1,393 @@
+/*
+ * What EventMachine::Connection asks of a connection by signature: data,
+ * closing, addresses, options, pause, timeouts, notify modes, proxies and
+ * files, plus the four native Connection methods.
+ *
+ * A signature whose connection is gone is not an error, as in stock: the
+ * Ruby layer may call these from unbind or after it.
+ */
+#include <string.h>
+
+#include "rbem.h"
+
+size_t rbem_close_scheduled;
+
+/* The user pointer holds one flag: close_connection was counted. */
+#define CLOSE_COUNTED ((void *)1)
+
+void rbem_note_close(em_conn *c)
+{
+    if (em_conn_user(c) != CLOSE_COUNTED) {
+        em_conn_set_user(c, CLOSE_COUNTED);
+        rbem_close_scheduled++;
+    }
+}
+
+void rbem_note_unbind(em_conn *c)
+{
+    if (em_conn_user(c) == CLOSE_COUNTED && rbem_close_scheduled > 0)
+        rbem_close_scheduled--;
+}
+
+em_conn *rbem_conn(VALUE sig)
+{
+    em_sig s = RBEM_NUM2SIG(sig);
+    return rbem.r ? em_conn_by_sig(rbem.r, s) : NULL;
+}
+
+void rbem_raise_errno(VALUE k, const char *what, int neg_err)
+{
+    rb_raise(k, "%s: %s", what, em_strerror(neg_err));
+}
+
+static VALUE t_send_data(VALUE self, VALUE sig, VALUE data, VALUE length)
+{
+    (void)self;
+    StringValue(data);
+    long len = NUM2LONG(length);
+    if (len < 0 || len > RSTRING_LEN(data))
+        len = RSTRING_LEN(data);
+    em_conn *c = rbem_conn(sig);
+    if (!c || em_send_data(c, RSTRING_PTR(data), (size_t)len) < 0)
+        return INT2FIX(-1);
+    return LONG2NUM(len);
+}
+
+static VALUE t_close_connection(VALUE self, VALUE sig, VALUE after_writing)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    if (c) {
+        rbem_note_close(c);
+        em_close_connection(c, RTEST(after_writing));
+    }
+    return Qnil;
+}
+
+/* libem's own codes as the errno stock would report (see handler.c). */
+static int errno_of(int err)
+{
+    switch (err) {
+    case EM_ERESOLVE: return EHOSTUNREACH;
+    case EM_ETLS: return EPROTO;
+    case EM_ETLS_TRUNCATED: return ECONNRESET;
+    default: return err;
+    }
+}
+
+static VALUE t_report_connection_error_status(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return INT2FIX(c ? errno_of(em_error(c)) : -1);
+}
+
+typedef int (*name_fn)(const em_conn *, struct sockaddr_storage *, socklen_t *);
+
+/* The packed sockaddr, as stock returns it (Socket.unpack_sockaddr_in). */
+static VALUE address(VALUE sig, name_fn fn)
+{
+    em_conn *c = rbem_conn(sig);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (!c || fn(c, &ss, &len) < 0)
+        return Qnil;
+    return rb_str_new((const char *)&ss, (long)len);
+}
+
+static VALUE t_get_peername(VALUE self, VALUE sig)
+{
+    (void)self;
+    return address(sig, em_get_peername);
+}
+
+static VALUE t_get_sockname(VALUE self, VALUE sig)
+{
+    (void)self;
+    return address(sig, em_get_sockname);
+}
+
+static VALUE t_get_file_descriptor(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return INT2FIX(c ? em_conn_fd(c) : -1);
+}
+
+static VALUE t_get_sock_opt(VALUE self, VALUE sig, VALUE level, VALUE opt)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    char buf[128];
+    socklen_t len = sizeof buf;
+    int rc = c ? em_get_sock_opt(c, NUM2INT(level), NUM2INT(opt), buf, &len) : -EBADF;
+    if (rc < 0)
+        rb_syserr_fail(-rc, "getsockopt");
+    return rb_str_new(buf, (long)len);
+}
+
+/* Integers and booleans go as an int, anything else as its bytes. */
+static VALUE t_set_sock_opt(VALUE self, VALUE sig, VALUE level, VALUE opt, VALUE val)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    int i = 0, rc;
+    const void *v = &i;
+    socklen_t len = sizeof i;
+    if (RB_INTEGER_TYPE_P(val))
+        i = NUM2INT(val);
+    else if (val == Qtrue || val == Qfalse)
+        i = val == Qtrue;
+    else {
+        StringValue(val);
+        v = RSTRING_PTR(val);
+        len = (socklen_t)RSTRING_LEN(val);
+    }
+    rc = c ? em_set_sock_opt(c, NUM2INT(level), NUM2INT(opt), v, len) : -EBADF;
+    if (rc < 0)
+        rb_syserr_fail(-rc, "setsockopt");
+    return INT2FIX(0);
+}
+
+/* Stock answers whether the call changed the state. */
+static VALUE t_pause_connection(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    if (!c || em_is_paused(c))
+        return Qfalse;
+    return em_pause(c) == 0 ? Qtrue : Qfalse;
+}
+
+static VALUE t_resume_connection(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    if (!c || !em_is_paused(c))
+        return Qfalse;
+    return em_resume(c) == 0 ? Qtrue : Qfalse;
+}
+
+static VALUE t_connection_paused(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_is_paused(c) ? Qtrue : Qfalse;
+}
+
+/* Both timeouts are in seconds (Float), as in stock. */
+static VALUE t_get_comm_inactivity_timeout(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return DBL2NUM(c ? em_get_comm_inactivity_timeout(c) : 0.0);
+}
+
+static VALUE t_set_comm_inactivity_timeout(VALUE self, VALUE sig, VALUE secs)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_set_comm_inactivity_timeout(c, NUM2DBL(secs)) == 0 ? Qtrue : Qfalse;
+}
+
+static VALUE t_get_pending_connect_timeout(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return DBL2NUM(c ? em_get_pending_connect_timeout(c) : 0.0);
+}
+
+static VALUE t_set_pending_connect_timeout(VALUE self, VALUE sig, VALUE secs)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_set_pending_connect_timeout(c, NUM2DBL(secs)) == 0 ? Qtrue : Qfalse;
+}
+
+static VALUE t_get_idle_time(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c ? DBL2NUM(em_get_idle_time(c)) : Qnil;
+}
+
+static VALUE t_set_notify_readable(VALUE self, VALUE sig, VALUE on)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    int rc = c ? em_set_notify_readable(c, RTEST(on)) : 0;
+    if (rc < 0)
+        rb_raise(rb_eRuntimeError, "notify_readable must be on 'watch only' connections");
+    return Qnil;
+}
+
+static VALUE t_set_notify_writable(VALUE self, VALUE sig, VALUE on)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    int rc = c ? em_set_notify_writable(c, RTEST(on)) : 0;
+    if (rc < 0)
+        rb_raise(rb_eRuntimeError, "notify_writable must be on 'watch only' connections");
+    return Qnil;
+}
+
+static VALUE t_is_notify_readable(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_is_notify_readable(c) ? Qtrue : Qfalse;
+}
+
+static VALUE t_is_notify_writable(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_is_notify_writable(c) ? Qtrue : Qfalse;
+}
+
+static VALUE t_watch_only(VALUE self, VALUE sig)
+{
+    (void)self;
+    em_conn *c = rbem_conn(sig);
+    return c && em_is_watch_only(c) ? Qtrue : Qfalse;
+}
+
+static VALUE t_start_proxy(VALUE self, VALUE from, VALUE to, VALUE bufsize, VALUE length)
+{
+    (void)self;
+    em_conn *f = rbem_conn(from), *t = rbem_conn(to);
+    if (!f || !t)
+        rb_raise(rbem_eConnectionError, "start_proxy: unknown connection");
+    int rc = em_proxy_incoming_to(f, t, NUM2SIZET(bufsize), NUM2SIZET(length));
+    if (rc < 0)
+        rbem_raise_errno(rbem_eConnectionError, "start_proxy", rc);
+    return Qnil;
+}
+
+static VALUE t_stop_proxy(VALUE self, VALUE from)
+{
+    (void)self;
+    em_conn *f = rbem_conn(from);
+    if (f)
+        em_stop_proxying(f);
+    return Qnil;
+}
+
+static VALUE t_get_proxied_bytes(VALUE self, VALUE from)
+{
+    (void)self;
+    em_conn *f = rbem_conn(from);
+    return SIZET2NUM(f ? em_get_proxied_bytes(f) : 0);
+}
+
+/* Any size: libem streams the file from disk as the peer reads. */
+static VALUE t_send_file_data(VALUE self, VALUE sig, VALUE filename)
+{
+    (void)self;
+    const char *path = StringValueCStr(filename);
+    em_conn *c = rbem_conn(sig);
+    int rc = c ? em_send_file_data(c, path) : -ENOTCONN;
+    if (rc < 0)
+        rb_raise(rb_eIOError, ": %s %s", path, em_strerror(rc));
+    return INT2FIX(0);
+}
+
+static VALUE t_send_datagram(VALUE self, VALUE sig, VALUE data, VALUE length, VALUE host,
+                             VALUE port)
+{
+    (void)self;
+    StringValue(data);
+    long len = NUM2LONG(length);
+    if (len < 0 || len > RSTRING_LEN(data))
+        len = RSTRING_LEN(data);
+    const char *h = StringValueCStr(host);
+    em_conn *c = rbem_conn(sig);
+    int rc = c ? em_send_datagram(c, RSTRING_PTR(data), (size_t)len, h, NUM2INT(port)) : -ENOTCONN;
+    if (rc < 0)
+        rb_raise(rbem_eConnectionError, "error in sending datagram: %s", em_strerror(rc));
+    return LONG2NUM(len);
+}
+
+static em_conn *self_conn(VALUE self)
+{
+    return rbem_conn(rb_ivar_get(self, rb_intern("@signature")));
+}
+
+static VALUE conn_get_outbound_data_size(VALUE self)
+{
+    em_conn *c = self_conn(self);
+    return SIZET2NUM(c ? em_get_outbound_data_size(c) : 0);
+}
+
+/* A no-op in stock too: the Ruby layer binds objects by signature. */
+static VALUE conn_associate_callback_target(VALUE self, VALUE sig)
+{
+    (void)self;
+    (void)sig;
+    return Qnil;
+}
+
+static VALUE conn_enable_keepalive(int argc, VALUE *argv, VALUE self)
+{
+    VALUE idle, intvl, cnt;
+    rb_scan_args(argc, argv, "03", &idle, &intvl, &cnt);
+    em_conn *c = self_conn(self);
+    int rc = c ? em_enable_keepalive(c, NIL_P(idle) ? 0 : NUM2INT(idle),
+                                     NIL_P(intvl) ? 0 : NUM2INT(intvl),
+                                     NIL_P(cnt) ? 0 : NUM2INT(cnt))
+               : -ENOTCONN;
+    if (rc < 0)
+        rbem_raise_errno(rb_eRuntimeError, "enable_keepalive", rc);
+    return INT2FIX(0);
+}
+
+static VALUE conn_disable_keepalive(VALUE self)
+{
+    em_conn *c = self_conn(self);
+    int rc = c ? em_disable_keepalive(c) : -ENOTCONN;
+    if (rc < 0)
+        rbem_raise_errno(rb_eRuntimeError, "disable_keepalive", rc);
+    return INT2FIX(0);
+}
+
+static void define_connection_methods(void)
+{
+    VALUE k = rbem_connection_class;
+    rb_define_method(k, "get_outbound_data_size", conn_get_outbound_data_size, 0);
+    rb_define_method(k, "associate_callback_target", conn_associate_callback_target, 1);
+    rb_define_method(k, "enable_keepalive", conn_enable_keepalive, -1);
+    rb_define_method(k, "disable_keepalive", conn_disable_keepalive, 0);
+}
+
+void rbem_init_conn(void)
+{
+    VALUE m = rbem_module;
+    rb_define_module_function(m, "send_data", t_send_data, 3);
+    rb_define_module_function(m, "close_connection", t_close_connection, 2);
+    rb_define_module_function(m, "report_connection_error_status",
+                              t_report_connection_error_status, 1);
+    rb_define_module_function(m, "get_peername", t_get_peername, 1);
+    rb_define_module_function(m, "get_sockname", t_get_sockname, 1);
+    rb_define_module_function(m, "get_file_descriptor", t_get_file_descriptor, 1);
+    rb_define_module_function(m, "get_sock_opt", t_get_sock_opt, 3);
+    rb_define_module_function(m, "set_sock_opt", t_set_sock_opt, 4);
+    rb_define_module_function(m, "pause_connection", t_pause_connection, 1);
+    rb_define_module_function(m, "resume_connection", t_resume_connection, 1);
+    rb_define_module_function(m, "connection_paused?", t_connection_paused, 1);
+    rb_define_module_function(m, "get_comm_inactivity_timeout", t_get_comm_inactivity_timeout, 1);
+    rb_define_module_function(m, "set_comm_inactivity_timeout", t_set_comm_inactivity_timeout, 2);
+    rb_define_module_function(m, "get_pending_connect_timeout", t_get_pending_connect_timeout, 1);
+    rb_define_module_function(m, "set_pending_connect_timeout", t_set_pending_connect_timeout, 2);
+    rb_define_module_function(m, "get_idle_time", t_get_idle_time, 1);
+    rb_define_module_function(m, "set_notify_readable", t_set_notify_readable, 2);
+    rb_define_module_function(m, "set_notify_writable", t_set_notify_writable, 2);
+    rb_define_module_function(m, "is_notify_readable", t_is_notify_readable, 1);
+    rb_define_module_function(m, "is_notify_writable", t_is_notify_writable, 1);
+    rb_define_module_function(m, "watch_only?", t_watch_only, 1);
+    rb_define_module_function(m, "start_proxy", t_start_proxy, 4);
+    rb_define_module_function(m, "stop_proxy", t_stop_proxy, 1);
+    rb_define_module_function(m, "get_proxied_bytes", t_get_proxied_bytes, 1);
+    rb_define_module_function(m, "send_file_data", t_send_file_data, 2);
+    rb_define_module_function(m, "send_datagram", t_send_datagram, 5);
+    define_connection_methods();
+}

@@ -1,0 +1,89 @@
+/*
+ * The em_handler every connection made for Ruby gets: each callback turns
+ * into the event the stock extension would have sent for it.
+ */
+#include <errno.h>
+
+#include "rbem.h"
+
+/* Outbound, attached, popen and datagram connections are announced by the
+ * Ruby layer itself (Connection.new after the native call returns); only
+ * accepted ones need ConnectionAccepted, with the server's signature. */
+static void on_post_init(em_conn *c)
+{
+    const struct rbem_server *srv = em_conn_arg(c);
+    if (srv)
+        rbem_event(srv->sig, RBEM_CONNECTION_ACCEPTED, em_signature(c));
+}
+
+static void on_receive_data(em_conn *c, const char *data, size_t len)
+{
+    rbem_event_data(em_signature(c), RBEM_CONNECTION_READ, data, len);
+}
+
+/* The Ruby layer maps the reason through EventMachine::ERRNOS, which only
+ * knows errno values: libem's own codes become the errno stock reports
+ * for the same failure. */
+static int stock_reason(int reason)
+{
+    switch (reason) {
+    case EM_ERESOLVE: return EHOSTUNREACH; /* stock raised at connect time instead */
+    case EM_ETLS: return EPROTO;           /* stock's code for a failed handshake */
+    case EM_ETLS_TRUNCATED: return ECONNRESET;
+    default: return reason;
+    }
+}
+
+static void on_unbind(em_conn *c, int reason)
+{
+    rbem_note_unbind(c);
+    rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)stock_reason(reason));
+}
+
+static void on_completed(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_CONNECTION_COMPLETED, 0);
+}
+
+static void on_notify_readable(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_CONNECTION_NOTIFY_READABLE, 0);
+}
+
+static void on_notify_writable(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_CONNECTION_NOTIFY_WRITABLE, 0);
+}
+
+static void on_proxy_target_unbound(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_PROXY_TARGET_UNBOUND, 0);
+}
+
+static void on_proxy_completed(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_PROXY_COMPLETED, 0);
+}
+
+static void on_handshake(em_conn *c)
+{
+    rbem_event(em_signature(c), RBEM_SSL_HANDSHAKE_COMPLETED, 0);
+}
+
+static bool on_verify_peer(em_conn *c, const char *pem)
+{
+    return RTEST(rbem_event_data(em_signature(c), RBEM_SSL_VERIFY, pem, strlen(pem)));
+}
+
+const em_handler rbem_handler = {
+    .post_init = on_post_init,
+    .connection_completed = on_completed,
+    .receive_data = on_receive_data,
+    .unbind = on_unbind,
+    .ssl_handshake_completed = on_handshake,
+    .ssl_verify_peer = on_verify_peer,
+    .proxy_target_unbound = on_proxy_target_unbound,
+    .proxy_completed = on_proxy_completed,
+    .notify_readable = on_notify_readable,
+    .notify_writable = on_notify_writable,
+};

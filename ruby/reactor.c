@@ -1,0 +1,330 @@
+/*
+ * The reactor's life: initialize_event_machine, run_machine, stop,
+ * release_machine, signal_loopbreak, and the settings of the machine.
+ *
+ * run_machine drives libem with em_run_once instead of em_run so that the
+ * wait happens without the GVL: other Ruby threads (EM.defer's pool, user
+ * threads) run while the reactor sleeps in poll(2) on em_backend_fd, and
+ * Ruby's interrupts (Thread#raise, Ctrl-C) wake it through wake_fd.
+ */
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ruby/thread.h>
+
+#include "rbem.h"
+
+struct rbem rbem = {.wake_fd = -1};
+static size_t max_timers = 100000; /* stock's default; settable before a run */
+
+em_reactor *rbem_reactor(const char *caller)
+{
+    if (!rbem.r)
+        rb_raise(rb_eRuntimeError, "eventmachine not initialized: %s", caller);
+    return rbem.r;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static VALUE t_initialize_event_machine(VALUE self)
+{
+    (void)self;
+    if (rbem.r)
+        rb_raise(rb_eRuntimeError, "eventmachine already initialized: initialize_event_machine");
+    /* epoll always: the poll backend has no descriptor to wait on without
+     * the GVL (em_backend_fd), whatever EM_BACKEND says. */
+    em_reactor_opts opts = {.backend = "epoll", .threadpool_size = 4, .max_timers = max_timers};
+    em_reactor *r = em_reactor_new(&opts);
+    if (!r)
+        rb_sys_fail("initialize_event_machine");
+    int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake < 0 || em_backend_fd(r) < 0) {
+        int err = wake < 0 ? errno : -em_backend_fd(r);
+        if (wake >= 0)
+            close(wake);
+        em_reactor_free(r);
+        rb_syserr_fail(err, "initialize_event_machine");
+    }
+    rbem.r = r;
+    rbem.owner = getpid();
+    rbem.wake_fd = wake;
+    rbem.stop_asked = false;
+    rbem.error = Qnil;
+    rbem.conns = rb_ivar_get(rbem_module, rb_intern("@conns"));
+    rbem.timers = rb_ivar_get(rbem_module, rb_intern("@timers"));
+    rbem.wall_offset = wall_now() - em_now(r);
+    return Qnil;
+}
+
+struct wait {
+    int backend_fd;
+    int timeout_ms;
+};
+
+static void *wait_for_io(void *arg)
+{
+    struct wait *w = arg;
+    struct pollfd fds[2] = {{.fd = w->backend_fd, .events = POLLIN},
+                            {.fd = rbem.wake_fd, .events = POLLIN}};
+    poll(fds, 2, w->timeout_ms);
+    return NULL;
+}
+
+/* Ruby calls this from another thread to interrupt the wait. */
+static void interrupt_wait(void *arg)
+{
+    (void)arg;
+    uint64_t one = 1;
+    ssize_t n = write(rbem.wake_fd, &one, sizeof one);
+    (void)n; /* a full counter means a wake-up is already pending */
+}
+
+static int wait_ms(em_reactor *r)
+{
+    double t = em_backend_timeout(r);
+    if (rbem.quantum_s > 0 && (t < 0 || t > rbem.quantum_s))
+        t = rbem.quantum_s;
+    if (t < 0)
+        return -1;
+    double ms = t * 1000.0 + 0.999; /* round up: waking early only spins */
+    return ms > 3600e3 ? 3600000 : (int)ms;
+}
+
+static void drain_wake_fd(void)
+{
+    uint64_t n;
+    ssize_t got = read(rbem.wake_fd, &n, sizeof n);
+    (void)got; /* EAGAIN: nobody woke us */
+}
+
+/* One turn: wait without the GVL if nothing is due, then run libem's turn
+ * with it. Ruby's pending interrupts are taken between the two, outside
+ * libem's stack, where raising is safe. */
+static void one_turn(em_reactor *r)
+{
+    struct wait w = {.backend_fd = em_backend_fd(r), .timeout_ms = wait_ms(r)};
+    if (w.timeout_ms != 0)
+        rb_thread_call_without_gvl(wait_for_io, &w, interrupt_wait, NULL);
+    drain_wake_fd();
+    rb_thread_check_ints();
+    int n = em_run_once(r, 0);
+    if (n < 0 && n != -EAGAIN && n != -ENOMEM)
+        rb_syserr_fail(-n, "run_machine");
+}
+
+static bool running_on(em_reactor *r)
+{
+    return rbem.r == r && !rbem.stop_asked && NIL_P(rbem.error);
+}
+
+static VALUE t_run_machine(VALUE self)
+{
+    (void)self;
+    em_reactor *r = rbem_reactor("run_machine");
+    while (running_on(r))
+        one_turn(r);
+    rbem_raise_pending();
+    return Qnil;
+}
+
+static VALUE t_run_machine_once(VALUE self)
+{
+    (void)self;
+    em_reactor *r = rbem_reactor("run_machine_once");
+    if (running_on(r))
+        one_turn(r);
+    rbem_raise_pending();
+    return running_on(r) ? Qtrue : Qfalse;
+}
+
+/* A forked child must neither stop nor drive the parent's reactor: its
+ * eventfd is shared with the parent. */
+static bool owned(void) { return rbem.r && rbem.owner == getpid(); }
+
+static VALUE t_stop(VALUE self)
+{
+    (void)self;
+    rbem.stop_asked = true;
+    if (owned())
+        em_stop(rbem.r);
+    return Qnil;
+}
+
+static VALUE t_stopping(VALUE self)
+{
+    (void)self;
+    return rbem.r && rbem.stop_asked ? Qtrue : Qfalse;
+}
+
+/* em_reactor_free unbinds what is open, and those unbinds reach Ruby, as
+ * stock's release_machine does; the reactor stays reachable meanwhile so
+ * that they may still call the extension. A reactor forked from inside one
+ * of its own turns cannot be freed (em_reactor_free refuses while a turn
+ * runs): the child then leaves it behind. */
+static VALUE t_release_machine(VALUE self)
+{
+    (void)self;
+    em_reactor *r = rbem.r;
+    if (!r)
+        return Qnil;
+    rbem.stop_asked = true;
+    rbem_servers_forget();
+    if (!em_reactor_running(r))
+        em_reactor_free(r);
+    rbem.r = NULL;
+    close(rbem.wake_fd);
+    rbem.wake_fd = -1;
+    rbem_close_scheduled = 0;
+    rbem_raise_pending();
+    return Qnil;
+}
+
+static void loopbreak(em_reactor *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    rbem_event(0, RBEM_LOOPBREAK_SIGNAL, 0);
+}
+
+/* Called from EM.defer's threads and EM.next_tick: em_schedule is the one
+ * libem call made for any thread. */
+static VALUE t_signal_loopbreak(VALUE self)
+{
+    (void)self;
+    if (owned())
+        em_schedule(rbem.r, loopbreak, NULL);
+    return Qnil;
+}
+
+static VALUE t_current_time(VALUE self)
+{
+    (void)self;
+    if (!rbem.r)
+        return Qnil;
+    double t = em_now(rbem.r) + rbem.wall_offset;
+    time_t sec = (time_t)t;
+    return rb_time_new(sec, (long)((t - (double)sec) * 1e6));
+}
+
+static VALUE t_get_connection_count(VALUE self)
+{
+    (void)self;
+    return SIZET2NUM(em_connection_count(rbem_reactor("get_connection_count")));
+}
+
+static VALUE t_num_close_scheduled(VALUE self)
+{
+    (void)self;
+    return SIZET2NUM(rbem_close_scheduled);
+}
+
+static VALUE t_get_max_timer_count(VALUE self)
+{
+    (void)self;
+    return SIZET2NUM(max_timers);
+}
+
+static VALUE t_set_max_timer_count(VALUE self, VALUE count)
+{
+    (void)self;
+    long n = NUM2LONG(count);
+    max_timers = n < 100 ? 100 : (size_t)n; /* stock's floor */
+    if (rbem.r)
+        em_set_max_timers(rbem.r, max_timers);
+    return Qnil;
+}
+
+/* Stock's quantum is its poller's longest wait, in milliseconds, 5 ms to
+ * 5 minutes. libem needs none (timers wake it exactly); kept as a cap. */
+static VALUE t_set_timer_quantum(VALUE self, VALUE ms)
+{
+    (void)self;
+    long n = NUM2LONG(ms);
+    if (n < 5 || n > 5 * 60 * 1000)
+        rb_raise(rb_eRuntimeError, "invalid timer-quantum");
+    rbem.quantum_s = (double)n / 1000.0;
+    return Qnil;
+}
+
+static VALUE t_set_rlimit_nofile(VALUE self, VALUE n)
+{
+    (void)self;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return INT2FIX(-1);
+    if (!NIL_P(n) && NUM2LONG(n) > 0) {
+        rl.rlim_cur = (rlim_t)NUM2LONG(n);
+        setrlimit(RLIMIT_NOFILE, &rl); /* stock ignores a refusal and reports */
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return LONG2NUM((long)rl.rlim_cur);
+}
+
+static VALUE t_library_type(VALUE self)
+{
+    (void)self;
+    return ID2SYM(rb_intern("extension"));
+}
+
+static VALUE t_true(VALUE self)
+{
+    (void)self;
+    return Qtrue;
+}
+
+static VALUE t_false(VALUE self)
+{
+    (void)self;
+    return Qfalse;
+}
+
+/* libem always uses epoll here (see initialize_event_machine); asking for
+ * select instead is accepted and changes nothing. */
+static VALUE t_set_epoll(VALUE self, VALUE val)
+{
+    (void)self;
+    return val;
+}
+
+static VALUE t_set_kqueue(VALUE self, VALUE val)
+{
+    (void)self;
+    if (RTEST(val))
+        rb_raise(rbem_eUnsupported, "kqueue is not supported on this platform");
+    return val;
+}
+
+void rbem_init_reactor(void)
+{
+    VALUE m = rbem_module;
+    rb_define_module_function(m, "initialize_event_machine", t_initialize_event_machine, 0);
+    rb_define_module_function(m, "run_machine", t_run_machine, 0);
+    rb_define_module_function(m, "run_machine_without_threads", t_run_machine, 0);
+    rb_define_module_function(m, "run_machine_once", t_run_machine_once, 0);
+    rb_define_module_function(m, "release_machine", t_release_machine, 0);
+    rb_define_module_function(m, "stop", t_stop, 0);
+    rb_define_module_function(m, "stopping?", t_stopping, 0);
+    rb_define_module_function(m, "signal_loopbreak", t_signal_loopbreak, 0);
+    rb_define_module_function(m, "current_time", t_current_time, 0);
+    rb_define_module_function(m, "get_connection_count", t_get_connection_count, 0);
+    rb_define_module_function(m, "num_close_scheduled", t_num_close_scheduled, 0);
+    rb_define_module_function(m, "get_max_timer_count", t_get_max_timer_count, 0);
+    rb_define_module_function(m, "set_max_timer_count", t_set_max_timer_count, 1);
+    rb_define_module_function(m, "set_timer_quantum", t_set_timer_quantum, 1);
+    rb_define_module_function(m, "set_rlimit_nofile", t_set_rlimit_nofile, 1);
+    rb_define_module_function(m, "library_type", t_library_type, 0);
+    rb_define_module_function(m, "epoll", t_true, 0);
+    rb_define_module_function(m, "epoll?", t_true, 0);
+    rb_define_module_function(m, "epoll=", t_set_epoll, 1);
+    rb_define_module_function(m, "kqueue", t_false, 0);
+    rb_define_module_function(m, "kqueue?", t_false, 0);
+    rb_define_module_function(m, "kqueue=", t_set_kqueue, 1);
+}
