@@ -32,7 +32,11 @@ void rbem_note_unbind(em_conn *c)
 em_conn *rbem_conn(VALUE sig)
 {
     em_sig s = RBEM_NUM2SIG(sig);
-    return rbem.r ? em_conn_by_sig(rbem.r, s) : NULL;
+    if (!rbem.r)
+        return NULL;
+    if (rbem_unbinding && em_signature(rbem_unbinding) == s)
+        return rbem_unbinding;
+    return em_conn_by_sig(rbem.r, s);
 }
 
 void rbem_raise_errno(VALUE k, const char *what, int neg_err)

@@ -34,10 +34,19 @@ static int stock_reason(int reason)
     }
 }
 
+em_conn *rbem_unbinding;
+
+/* em_conn_by_sig forgets a connection as its unbind begins, but Ruby's
+ * unbind methods still ask about it (get_subprocess_status in
+ * EM.system's, get_peername, get_proxied_bytes): rbem_conn finds it here
+ * while the pointer is valid, until unbind returns. */
 static void on_unbind(em_conn *c, int reason)
 {
+    em_conn *outer = rbem_unbinding;
+    rbem_unbinding = c;
     rbem_note_unbind(c);
     rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)stock_reason(reason));
+    rbem_unbinding = outer;
 }
 
 static void on_completed(em_conn *c)

@@ -63,6 +63,8 @@ em_reactor *rbem_reactor(const char *caller);
 /* The live connection with that signature, or NULL (stock ignores calls on
  * connections that are gone, and so do these). */
 em_conn *rbem_conn(VALUE sig);
+/* The connection whose unbind is running (handler.c), found by rbem_conn. */
+extern em_conn *rbem_unbinding;
 /* Raises a Ruby exception of class k for a negative errno from libem. */
 NORETURN(void rbem_raise_errno(VALUE k, const char *what, int neg_err));
 

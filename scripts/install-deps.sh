@@ -10,8 +10,11 @@ set -euo pipefail
 # decodes the chunked files of tests/test_file.c;
 # mandoc: make docs renders and lints the man pages with it (tests/docs.sh);
 # python3: scripts/gen-man.py writes them, fuzz/gen_seeds.py the TLS seeds.
+# ruby, ruby-dev, ruby-eventmachine, ruby-test-unit: make ruby builds
+# EventMachine's extension on libem and the ruby suite runs EventMachine's
+# Ruby layer on it (ruby/README.md).
 packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin
-          curl mandoc python3)
+          curl mandoc python3 ruby ruby-dev ruby-eventmachine ruby-test-unit)
 
 if [[ "${EM_SKIP_DEPS:-0}" == 1 ]]; then
     exit 0

@@ -21,7 +21,8 @@
 #                               scale_short the short stress run,
 #                               fuzz_short the short fuzz run; docs the
 #                               man pages (tests/docs.sh); tsan and
-#                               faults are the suites below)
+#                               faults are the suites below; ruby the
+#                               EventMachine extension's Ruby suite)
 #   TEST_TIMEOUT=300            seconds per executable
 # Output of each run is kept in BUILD/test-logs/BACKEND/NAME.{out,err}.
 set -uo pipefail
@@ -156,6 +157,37 @@ if selected consumer; then
         start=$SECONDS
         timeout --kill-after=10 "$limit" bash tests/consumer.sh "$build" </dev/null >"$out" 2>&1
         report "$build" - consumer $? $((SECONDS - start)) 1 "$out"
+    done
+fi
+
+# The Ruby extension (make ruby, make ruby-asan): EventMachine's Ruby layer
+# (Debian's ruby-eventmachine) on BUILD/ruby/rubyeventmachine.so, driven by
+# ruby/test/run.rb, once per build (the extension always uses epoll). Under
+# ASan, ruby itself is not instrumented: the sanitizer runtimes are
+# preloaded, leaks are not checked (the interpreter leaks at exit) and
+# Ruby's own alternate signal stacks are left to Ruby.
+if selected ruby; then
+    for build in $builds; do
+        [[ -f "$build/CMakeCache.txt" ]] || continue
+        grep -Eq '^EM_SANITIZE:[A-Z]*=thread$' "$build/CMakeCache.txt" && continue
+        runs=$((runs + 1))
+        mkdir -p "$build/test-logs"
+        out="$build/test-logs/ruby.out"
+        start=$SECONDS
+        if [[ ! -f "$build/ruby/rubyeventmachine.so" ]]; then
+            echo "no $build/ruby/rubyeventmachine.so (make ruby / make ruby-asan)" >"$out"
+            report "$build" - ruby 1 0 1 "$out"
+            continue
+        fi
+        preload=()
+        if grep -Eq '^EM_SANITIZE:[A-Z]*=ON$' "$build/CMakeCache.txt"; then
+            preload=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+                     ASAN_OPTIONS=detect_leaks=0:use_sigaltstack=0
+                     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+        fi
+        env ${preload[@]+"${preload[@]}"} timeout --kill-after=10 "$limit" \
+            ruby -I "$build/ruby" ruby/test/run.rb </dev/null >"$out" 2>&1
+        report "$build" - ruby $? $((SECONDS - start)) 1 "$out"
     done
 fi
 

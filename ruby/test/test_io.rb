@@ -1,0 +1,193 @@
+require_relative 'helper'
+
+# Processes, descriptors, datagrams, unix sockets and fork.
+class TestIo < Test::Unit::TestCase
+  include LibemTest
+
+  def test_popen_output_and_exit_status
+    out = nil
+    status = nil
+    em do
+      EM.system('sh', '-c', 'echo hello; exit 3') { |o, st| out = o; status = st; EM.stop }
+    end
+    assert_equal("hello\n", out)
+    assert_kind_of(Process::Status, status)
+    assert_equal(3, status.exitstatus)
+  end
+
+  def test_popen_string_command_and_pid
+    pid = nil
+    status = nil
+    handler = Module.new do
+      define_method(:post_init) { pid = get_pid }
+      define_method(:unbind) { status = get_status; EM.stop }
+    end
+    em { EM.popen('true', handler) }
+    assert_kind_of(Integer, pid)
+    assert_equal(pid, status.pid)
+    assert_true(status.success?)
+  end
+
+  def test_popen_writes_to_child
+    got = +''
+    status = nil
+    handler = Module.new do
+      define_method(:post_init) { send_data("abc\n") }
+      define_method(:receive_data) { |d| got << d; close_connection if got == "abc\n" }
+      define_method(:unbind) { status = get_status; EM.stop }
+    end
+    em { EM.popen('cat', handler) }
+    assert_equal("abc\n", got)
+    assert_true(status.exited?) # closing its stdin ended it
+  end
+
+  def test_deferrable_child_process
+    out = nil
+    em { EM::DeferrableChildProcess.open('echo deferred').callback { |o| out = o; EM.stop } }
+    assert_equal("deferred\n", out)
+  end
+
+  def test_attach_pipe
+    r, w = IO.pipe
+    got = +''
+    reader = Module.new do
+      define_method(:receive_data) { |d| got << d; EM.stop if got.size >= 5 }
+    end
+    em do
+      EM.attach(r, reader)
+      w.write('piped')
+    end
+    assert_equal('piped', got)
+  ensure
+    w&.close
+    r&.close unless r&.closed?
+  end
+
+  def test_watch_notify_readable_and_detach
+    r, w = IO.pipe
+    seen = 0
+    watcher = Module.new do
+      define_method(:notify_readable) do
+        seen += 1
+        @io.read_nonblock(100)
+        detach
+        EM.stop
+      end
+    end
+    em do
+      c = EM.watch(r, watcher)
+      assert_true(c.watch_only?)
+      assert_false(c.notify_readable?)
+      c.notify_readable = true
+      assert_true(c.notify_readable?)
+      w.write('x')
+    end
+    assert_equal(1, seen)
+    assert_false(r.closed?) # a watched IO stays the caller's
+  ensure
+    w&.close
+    r&.close
+  end
+
+  def test_watch_notify_writable
+    r, w = IO.pipe
+    fired = false
+    em do
+      c = EM.watch(w, Module.new { define_method(:notify_writable) { fired = true; detach; EM.stop } })
+      c.notify_writable = true
+    end
+    assert_true(fired)
+  ensure
+    w&.close
+    r&.close
+  end
+
+  def test_attach_refuses_notify_readable_on_data_connection
+    r, w = IO.pipe
+    em do
+      c = EM.attach(r)
+      assert_raise(RuntimeError) { c.notify_readable = true }
+      c.detach
+      EM.stop
+    end
+  ensure
+    w&.close
+    r&.close unless r&.closed?
+  end
+
+  def test_udp_datagrams_and_reply
+    port = free_port
+    got = []
+    replies = []
+    server = Module.new do
+      define_method(:receive_data) do |d|
+        got << d
+        port_, ip = Socket.unpack_sockaddr_in(get_peername)
+        send_datagram(d.upcase, ip, port_)
+      end
+    end
+    client = Module.new do
+      define_method(:receive_data) { |d| replies << d; EM.stop if replies.size == 2 }
+    end
+    em do
+      EM.open_datagram_socket('127.0.0.1', port, server)
+      c = EM.open_datagram_socket('127.0.0.1', 0, client)
+      c.send_datagram('one', '127.0.0.1', port)
+      c.send_datagram('two', '127.0.0.1', port)
+    end
+    assert_equal(%w[one two], got)
+    assert_equal(%w[ONE TWO], replies)
+  end
+
+  def test_unix_socket_echo
+    Dir.mktmpdir do |dir|
+      path = File.join(dir, 'sock')
+      got = +''
+      client = Module.new do
+        define_method(:connection_completed) { send_data('over unix') }
+        define_method(:receive_data) { |d| got << d; close_connection if got.size >= 9 }
+        define_method(:unbind) { EM.stop }
+      end
+      em do
+        EM.start_unix_domain_server(path, EchoServer)
+        EM.connect_unix_domain(path, client)
+      end
+      assert_equal('over unix', got)
+    end
+  end
+
+  def test_fork_reactor
+    Dir.mktmpdir do |dir|
+      mark = File.join(dir, 'child')
+      pid = nil
+      em do
+        pid = EM.fork_reactor { File.write(mark, 'ran'); EM.stop }
+        EM.stop
+      end
+      _, status = Process.wait2(pid)
+      assert_true(status.success?)
+      assert_equal('ran', File.read(mark))
+    end
+  end
+
+  def test_fork_inside_running_reactor_then_run_in_child
+    port = free_port
+    Dir.mktmpdir do |dir|
+      mark = File.join(dir, 'child')
+      status = nil
+      em do
+        EM.start_server('127.0.0.1', port, EchoServer)
+        EM.add_timer(0.01) do
+          pid = fork do
+            EM.run { EM.add_timer(0.01) { File.write(mark, 'child ran'); EM.stop } }
+            exit!(0)
+          end
+          _, status = Process.wait2(pid)
+          EM.stop
+        end
+      end
+      assert_true(status.success?)
+      assert_equal('child ran', File.read(mark))
+    end
+  end
+end
