@@ -12,20 +12,17 @@
 
 size_t rbem_close_scheduled;
 
-/* The user pointer holds one flag: close_connection was counted. */
-#define CLOSE_COUNTED ((void *)1)
-
 void rbem_note_close(em_conn *c)
 {
-    if (em_conn_user(c) != CLOSE_COUNTED) {
-        em_conn_set_user(c, CLOSE_COUNTED);
+    if (!(rbem_flags(c) & RBEM_CLOSE_COUNTED)) {
+        rbem_set_flags(c, RBEM_CLOSE_COUNTED);
         rbem_close_scheduled++;
     }
 }
 
 void rbem_note_unbind(em_conn *c)
 {
-    if (em_conn_user(c) == CLOSE_COUNTED && rbem_close_scheduled > 0)
+    if ((rbem_flags(c) & RBEM_CLOSE_COUNTED) && rbem_close_scheduled > 0)
         rbem_close_scheduled--;
 }
 

@@ -79,9 +79,18 @@ static void on_handshake(em_conn *c)
     rbem_event(em_signature(c), RBEM_SSL_HANDSHAKE_COMPLETED, 0);
 }
 
+/* libem asks for each certificate of every chain it verifies; only a
+ * start_tls with verify_peer asks Ruby, as stock does. A client that
+ * verifies nothing accepts all (stock's default); one under
+ * tls_verify_by_default keeps OpenSSL's verdict, host name included. */
 static bool on_verify_peer(em_conn *c, const char *pem)
 {
-    return RTEST(rbem_event_data(em_signature(c), RBEM_SSL_VERIFY, pem, strlen(pem)));
+    uintptr_t f = rbem_flags(c);
+    if (f & RBEM_TLS_ASK_RUBY)
+        return RTEST(rbem_event_data(em_signature(c), RBEM_SSL_VERIFY, pem, strlen(pem)));
+    if (f & RBEM_TLS_ACCEPT_ANY)
+        return true;
+    return em_tls_preverify_ok(c);
 }
 
 const em_handler rbem_handler = {

@@ -99,6 +99,19 @@ struct rbem_server {
 /* Forgets every server when the reactor goes (em_reactor_free closes them). */
 void rbem_servers_forget(void);
 
+/* Per-connection flags, kept in libem's user pointer: no allocation per
+ * connection. */
+enum {
+    RBEM_CLOSE_COUNTED = 1, /* counted in rbem_close_scheduled */
+    RBEM_TLS_ASK_RUBY = 2,  /* start_tls(verify_peer: true): Ruby's ssl_verify_peer decides */
+    RBEM_TLS_ACCEPT_ANY = 4 /* a client that verifies nothing, as stock's default */
+};
+static inline uintptr_t rbem_flags(const em_conn *c) { return (uintptr_t)em_conn_user(c); }
+static inline void rbem_set_flags(em_conn *c, uintptr_t f)
+{
+    em_conn_set_user(c, (void *)(rbem_flags(c) | f));
+}
+
 /* Connections on which close_connection was asked and that are not yet
  * unbound: stock's num_close_scheduled (conn.c). */
 extern size_t rbem_close_scheduled;
