@@ -45,6 +45,7 @@ static void on_unbind(em_conn *c, int reason)
     em_conn *outer = rbem_unbinding;
     rbem_unbinding = c;
     rbem_note_unbind(c);
+    rbem_watch_unbound(c);
     rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)stock_reason(reason));
     rbem_unbinding = outer;
 }
@@ -56,6 +57,10 @@ static void on_completed(em_conn *c)
 
 static void on_notify_readable(em_conn *c)
 {
+    if (rbem_flags(c) & (RBEM_FILE_WATCH | RBEM_PID_WATCH)) {
+        rbem_watch_readable(c);
+        return;
+    }
     rbem_event(em_signature(c), RBEM_CONNECTION_NOTIFY_READABLE, 0);
 }
 

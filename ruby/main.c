@@ -56,4 +56,5 @@ void Init_rubyeventmachine(void)
     rbem_init_conn();
     rbem_init_popen();
     rbem_init_tls();
+    rbem_init_watch();
 }

@@ -88,6 +88,7 @@ void rbem_init_connect(void);
 void rbem_init_conn(void);
 void rbem_init_popen(void);
 void rbem_init_tls(void);
+void rbem_init_watch(void);
 
 /* A listening socket made for Ruby; accepted connections get it as their
  * arg, which is how post_init tells them from the others (arg NULL). */
@@ -104,13 +105,24 @@ void rbem_servers_forget(void);
 enum {
     RBEM_CLOSE_COUNTED = 1, /* counted in rbem_close_scheduled */
     RBEM_TLS_ASK_RUBY = 2,  /* start_tls(verify_peer: true): Ruby's ssl_verify_peer decides */
-    RBEM_TLS_ACCEPT_ANY = 4 /* a client that verifies nothing, as stock's default */
+    RBEM_TLS_ACCEPT_ANY = 4, /* a client that verifies nothing, as stock's default */
+    RBEM_FILE_WATCH = 8,     /* an inotify descriptor of watch_filename (watch.c) */
+    RBEM_PID_WATCH = 16,     /* a pidfd of watch_pid (watch.c) */
+    RBEM_FLAG_BITS = 32      /* the file and pid watches keep their fd above these */
 };
 static inline uintptr_t rbem_flags(const em_conn *c) { return (uintptr_t)em_conn_user(c); }
 static inline void rbem_set_flags(em_conn *c, uintptr_t f)
 {
     em_conn_set_user(c, (void *)(rbem_flags(c) | f));
 }
+static inline void rbem_clear_flags(em_conn *c, uintptr_t f)
+{
+    em_conn_set_user(c, (void *)(rbem_flags(c) & ~f));
+}
+
+/* File and pid watches (watch.c): their readiness and their end. */
+void rbem_watch_readable(em_conn *c);
+void rbem_watch_unbound(em_conn *c);
 
 /* Connections on which close_connection was asked and that are not yet
  * unbound: stock's num_close_scheduled (conn.c). */

@@ -254,6 +254,28 @@ static VALUE t_set_timer_quantum(VALUE self, VALUE ms)
     return Qnil;
 }
 
+/* Stock looks for idle connections every heartbeat (2 s by default), so
+ * its inactivity timeouts fire up to one heartbeat late. libem times each
+ * connection exactly, which meets any heartbeat: the value is kept for
+ * the getter and validated as stock does, and needs no other effect. */
+static double heartbeat_s = 2.0;
+
+static VALUE t_get_heartbeat_interval(VALUE self)
+{
+    (void)self;
+    return DBL2NUM(heartbeat_s);
+}
+
+static VALUE t_set_heartbeat_interval(VALUE self, VALUE secs)
+{
+    (void)self;
+    double s = NUM2DBL(secs);
+    if (!(s > 0))
+        return Qfalse;
+    heartbeat_s = s;
+    return Qtrue;
+}
+
 static VALUE t_set_rlimit_nofile(VALUE self, VALUE n)
 {
     (void)self;
@@ -320,6 +342,8 @@ void rbem_init_reactor(void)
     rb_define_module_function(m, "set_max_timer_count", t_set_max_timer_count, 1);
     rb_define_module_function(m, "set_timer_quantum", t_set_timer_quantum, 1);
     rb_define_module_function(m, "set_rlimit_nofile", t_set_rlimit_nofile, 1);
+    rb_define_module_function(m, "get_heartbeat_interval", t_get_heartbeat_interval, 0);
+    rb_define_module_function(m, "set_heartbeat_interval", t_set_heartbeat_interval, 1);
     rb_define_module_function(m, "library_type", t_library_type, 0);
     rb_define_module_function(m, "epoll", t_true, 0);
     rb_define_module_function(m, "epoll?", t_true, 0);

@@ -190,4 +190,82 @@ class TestIo < Test::Unit::TestCase
       assert_equal('child ran', File.read(mark))
     end
   end
+
+  def test_watch_file_modified_moved_deleted
+    Dir.mktmpdir do |dir|
+      path = File.join(dir, 'watched')
+      File.write(path, 'a')
+      events = []
+      watcher = Module.new do
+        define_method(:file_modified) { events << :modified }
+        define_method(:file_moved) { events << :moved }
+        define_method(:file_deleted) { events << :deleted }
+        define_method(:unbind) { events << :unbind; EM.stop }
+      end
+      em do
+        EM.watch_file(path, watcher)
+        EM.add_timer(0.05) { File.write(path, 'b') }
+        EM.add_timer(0.1) { File.rename(path, path + '2') }
+        EM.add_timer(0.15) { File.unlink(path + '2') }
+      end
+      assert_equal(%i[modified moved deleted unbind], events.uniq)
+    end
+  end
+
+  def test_unwatch_file
+    Dir.mktmpdir do |dir|
+      path = File.join(dir, 'watched')
+      File.write(path, 'a')
+      events = []
+      em do
+        w = EM.watch_file(path, Module.new { define_method(:file_modified) { events << :modified } ; define_method(:unbind) { events << :unbind } })
+        w.stop_watching
+        EM.add_timer(0.05) { File.write(path, 'b') }
+        EM.add_timer(0.15) { EM.stop }
+      end
+      assert_equal([:unbind], events)
+    end
+    assert_raise(EM::Unsupported) { em { EM.watch_file('/nonexistent/libem-test') } }
+  end
+
+  def test_watch_process_exit
+    exited = false
+    pid = nil
+    em do
+      pid = Process.spawn('sleep', '0.1')
+      EM.watch_process(pid, Module.new { define_method(:process_exited) { exited = true }; define_method(:unbind) { EM.stop } })
+    end
+    Process.wait(pid)
+    assert_true(exited)
+  end
+
+  def test_heartbeat_interval
+    old = EM.heartbeat_interval
+    EM.heartbeat_interval = 0.5
+    assert_in_delta(0.5, EM.heartbeat_interval, 1e-9)
+  ensure
+    EM.heartbeat_interval = old
+  end
+
+  def test_set_descriptor_table_size
+    n = EM.set_descriptor_table_size
+    assert_kind_of(Integer, n)
+    assert_operator(n, :>, 0)
+  end
+
+  def test_read_keyboard_reads_stdin
+    r, w = IO.pipe
+    saved = $stdin.dup
+    $stdin.reopen(r)
+    got = +''
+    em do
+      EM.open_keyboard(Module.new { define_method(:receive_data) { |d| got << d; EM.stop } })
+      w.write("typed\n")
+    end
+    assert_equal("typed\n", got)
+  ensure
+    $stdin.reopen(saved) if saved
+    w&.close
+    r&.close
+  end
 end

@@ -496,4 +496,38 @@ class TestTcp < Test::Unit::TestCase
     end
     assert_equal([1000, 0], sizes)
   end
+
+  def test_attach_server
+    srv = TCPServer.new('127.0.0.1', 0)
+    srv.autoclose = false # libem closes the listening fd when the server goes
+    port = srv.addr[1]
+    got = +''
+    em do
+      EM.attach_server(srv, EchoServer)
+      EM.connect('127.0.0.1', port, Collector, got, proc { EM.stop }) do |c|
+        c.send_data('attached')
+        EM.add_timer(0.1) { c.close_connection }
+      end
+    end
+    assert_equal('attached', got)
+  end
+
+  def test_set_sock_opt_and_file_descriptor
+    port = free_port
+    vals = []
+    em do
+      EM.start_server('127.0.0.1', port, EchoServer)
+      EM.connect('127.0.0.1', port) do |c|
+        def c.connection_completed
+          set_sock_opt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, true)
+          @vals << get_sock_opt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY).unpack1('i')
+          @vals << EM.get_file_descriptor(signature)
+          EM.stop
+        end
+        c.instance_variable_set(:@vals, vals)
+      end
+    end
+    assert_equal(1, vals[0])
+    assert_operator(vals[1], :>, 2)
+  end
 end
