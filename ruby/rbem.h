@@ -42,7 +42,6 @@ struct rbem {
     VALUE timers;
     uint64_t timer_seq; /* signatures of one-shot timers */
     double quantum_s;   /* longest wait in the poller; 0: until the next event */
-    double wall_offset; /* wall clock minus em_now, for current_time */
 };
 
 extern struct rbem rbem;
@@ -99,6 +98,8 @@ struct rbem_server {
 };
 /* Forgets every server when the reactor goes (em_reactor_free closes them). */
 void rbem_servers_forget(void);
+/* Listening servers: stock counts them in get_connection_count. */
+size_t rbem_server_count(void);
 
 /* Per-connection flags, kept in libem's user pointer: no allocation per
  * connection. */

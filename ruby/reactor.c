@@ -27,13 +27,6 @@ em_reactor *rbem_reactor(const char *caller)
     return rbem.r;
 }
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static VALUE t_initialize_event_machine(VALUE self)
 {
     (void)self;
@@ -60,7 +53,6 @@ static VALUE t_initialize_event_machine(VALUE self)
     rbem.error = Qnil;
     rbem.conns = rb_ivar_get(rbem_module, rb_intern("@conns"));
     rbem.timers = rb_ivar_get(rbem_module, rb_intern("@timers"));
-    rbem.wall_offset = wall_now() - em_now(r);
     return Qnil;
 }
 
@@ -204,12 +196,14 @@ static VALUE t_signal_loopbreak(VALUE self)
     return Qnil;
 }
 
+/* Stock's loop time is its monotonic clock given as a Time (seconds since
+ * boot, not the date); programs use it for differences, and so it stays. */
 static VALUE t_current_time(VALUE self)
 {
     (void)self;
     if (!rbem.r)
         return Qnil;
-    double t = em_now(rbem.r) + rbem.wall_offset;
+    double t = em_now(rbem.r);
     time_t sec = (time_t)t;
     return rb_time_new(sec, (long)((t - (double)sec) * 1e6));
 }
@@ -217,7 +211,8 @@ static VALUE t_current_time(VALUE self)
 static VALUE t_get_connection_count(VALUE self)
 {
     (void)self;
-    return SIZET2NUM(em_connection_count(rbem_reactor("get_connection_count")));
+    return SIZET2NUM(em_connection_count(rbem_reactor("get_connection_count")) +
+                     rbem_server_count());
 }
 
 static VALUE t_num_close_scheduled(VALUE self)

@@ -96,6 +96,14 @@ static VALUE t_stop_tcp_server(VALUE self, VALUE sig)
     return Qnil;
 }
 
+size_t rbem_server_count(void)
+{
+    size_t n = 0;
+    for (const struct rbem_server *srv = servers; srv; srv = srv->next)
+        n++;
+    return n;
+}
+
 void rbem_servers_forget(void)
 {
     while (servers)
