@@ -44,9 +44,12 @@ static void on_unbind(em_conn *c, int reason)
 {
     em_conn *outer = rbem_unbinding;
     rbem_unbinding = c;
-    rbem_note_unbind(c);
     rbem_watch_unbound(c);
+    /* Stock counts a connection in num_close_scheduled until its unbind
+     * has returned, a close asked from unbind included. */
+    rbem_note_close(c);
     rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)stock_reason(reason));
+    rbem_note_unbind(c);
     rbem_unbinding = outer;
 }
 

@@ -8,6 +8,20 @@
 
 #include "rbem.h"
 
+/* libem reports a program that cannot be executed at once; stock's child
+ * fails its exec and exits with status 255, which is what programs see
+ * (EM.system('missing') yields a failed status, not an exception). Such a
+ * child is made here so that they still do. */
+static const char *const failed_exec_argv[] = {"/bin/sh", "-c", "exit 255", NULL};
+
+static bool cannot_exec(int err)
+{
+    switch (err) {
+    case EMFILE: case ENFILE: case ENOMEM: case EAGAIN: case EINVAL: return false;
+    default: return true;
+    }
+}
+
 /* EM.popen passes [program, argv0, args...] (it repeats the first word);
  * libem runs argv[0] found on PATH with argv, so the program is argv0. */
 static VALUE t_invoke_popen(VALUE self, VALUE cmd)
@@ -27,6 +41,8 @@ static VALUE t_invoke_popen(VALUE self, VALUE cmd)
     argv[n - 1] = NULL;
     em_conn *c = em_popen(r, argv, &rbem_handler, NULL);
     RB_GC_GUARD(words);
+    if (!c && cannot_exec(errno))
+        c = em_popen(r, failed_exec_argv, &rbem_handler, NULL);
     if (!c)
         rb_raise(rb_eRuntimeError, "no popen: %s", em_strerror(errno));
     return RBEM_SIG2NUM(em_signature(c));

@@ -179,11 +179,14 @@ static VALUE t_release_machine(VALUE self)
     return Qnil;
 }
 
+/* After EM.stop a loopbreak is dropped: stock would read it on a turn
+ * that never comes, and EM.run's cleanup empties the next-tick queue. */
 static void loopbreak(em_reactor *r, void *arg)
 {
     (void)r;
     (void)arg;
-    rbem_event(0, RBEM_LOOPBREAK_SIGNAL, 0);
+    if (!rbem.stop_asked)
+        rbem_event(0, RBEM_LOOPBREAK_SIGNAL, 0);
 }
 
 /* Called from EM.defer's threads and EM.next_tick: em_schedule is the one

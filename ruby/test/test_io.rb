@@ -15,6 +15,13 @@ class TestIo < Test::Unit::TestCase
     assert_equal(3, status.exitstatus)
   end
 
+  # Stock's child fails its exec and exits 255; so does this one.
+  def test_popen_missing_program_exits_255
+    status = nil
+    em { EM.system('libem-no-such-program-xyz') { |_o, st| status = st; EM.stop } }
+    assert_equal(255, status.exitstatus)
+  end
+
   def test_popen_string_command_and_pid
     pid = nil
     status = nil

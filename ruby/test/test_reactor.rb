@@ -89,6 +89,13 @@ class TestReactor < Test::Unit::TestCase
     assert_equal([1, 2, 3], order)
   end
 
+  def test_next_tick_after_stop_is_dropped
+    ran = false
+    em { EM.next_tick { EM.stop; EM.next_tick { ran = true } } }
+    em { EM.next_tick { EM.stop } }
+    assert_false(ran)
+  end
+
   def test_next_tick_before_run
     ran = false
     EM.next_tick { ran = true; EM.stop }

@@ -282,6 +282,19 @@ class TestTcp < Test::Unit::TestCase
     assert_equal([3, 1, 1, 0], counts) # the server counts, as in stock
   end
 
+  def test_close_in_unbind_counts_until_unbind_returns
+    counts = []
+    client = Module.new do
+      define_method(:unbind) do
+        close_connection
+        counts << EM.num_close_scheduled
+        EM.next_tick { counts << EM.num_close_scheduled; EM.stop }
+      end
+    end
+    em { EM.connect('127.0.0.1', free_port, client) }
+    assert_equal([1, 0], counts)
+  end
+
   def test_pause_and_resume
     port = free_port
     got = +''
