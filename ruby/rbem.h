@@ -35,7 +35,6 @@ enum {
 struct rbem {
     em_reactor *r;      /* NULL outside initialize_event_machine..release_machine */
     pid_t owner;        /* the process that made r: a forked child must not drive it */
-    int wake_fd;        /* eventfd the unblocking function writes to */
     bool stop_asked;    /* EM.stop, or a callback raised */
     VALUE error;        /* first exception a callback raised, re-raised by run_machine */
     VALUE conns;        /* EventMachine's @conns and @timers, cached per run */

@@ -3,21 +3,19 @@
  * release_machine, signal_loopbreak, and the settings of the machine.
  *
  * run_machine drives libem with em_run_once instead of em_run so that the
- * wait happens without the GVL: other Ruby threads (EM.defer's pool, user
- * threads) run while the reactor sleeps in poll(2) on em_backend_fd, and
- * Ruby's interrupts (Thread#raise, Ctrl-C) wake it through wake_fd.
+ * wait happens in Ruby's own wait on em_backend_fd, without the GVL: other
+ * Ruby threads (EM.defer's pool, user threads) run while the reactor
+ * sleeps, and Ruby's interrupts (Thread#raise, Ctrl-C) wake it.
  */
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <time.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#include <ruby/thread.h>
+#include <ruby/io.h>
 
 #include "rbem.h"
 
-struct rbem rbem = {.wake_fd = -1};
+struct rbem rbem;
 static size_t max_timers = 100000; /* stock's default; settable before a run */
 
 em_reactor *rbem_reactor(const char *caller)
@@ -38,17 +36,13 @@ static VALUE t_initialize_event_machine(VALUE self)
     em_reactor *r = em_reactor_new(&opts);
     if (!r)
         rb_sys_fail("initialize_event_machine");
-    int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake < 0 || em_backend_fd(r) < 0) {
-        int err = wake < 0 ? errno : -em_backend_fd(r);
-        if (wake >= 0)
-            close(wake);
+    int bfd = em_backend_fd(r);
+    if (bfd < 0) {
         em_reactor_free(r);
-        rb_syserr_fail(err, "initialize_event_machine");
+        rb_syserr_fail(-bfd, "initialize_event_machine");
     }
     rbem.r = r;
     rbem.owner = getpid();
-    rbem.wake_fd = wake;
     rbem.stop_asked = false;
     rbem.error = Qnil;
     rbem.conns = rb_ivar_get(rbem_module, rb_intern("@conns"));
@@ -56,65 +50,60 @@ static VALUE t_initialize_event_machine(VALUE self)
     return Qnil;
 }
 
-struct wait {
-    int backend_fd;
-    int timeout_ms;
-};
-
-static void *wait_for_io(void *arg)
+static bool running_on(em_reactor *r)
 {
-    struct wait *w = arg;
-    struct pollfd fds[2] = {{.fd = w->backend_fd, .events = POLLIN},
-                            {.fd = rbem.wake_fd, .events = POLLIN}};
-    poll(fds, 2, w->timeout_ms);
-    return NULL;
+    return rbem.r == r && !rbem.stop_asked && NIL_P(rbem.error);
 }
 
-/* Ruby calls this from another thread to interrupt the wait. */
-static void interrupt_wait(void *arg)
-{
-    (void)arg;
-    uint64_t one = 1;
-    ssize_t n = write(rbem.wake_fd, &one, sizeof one);
-    (void)n; /* a full counter means a wake-up is already pending */
-}
-
-static int wait_ms(em_reactor *r)
+/* Seconds to wait for I/O: until the next timer, capped by the quantum;
+ * negative: no limit; 0: work is pending. */
+static double wait_seconds(em_reactor *r)
 {
     double t = em_backend_timeout(r);
     if (rbem.quantum_s > 0 && (t < 0 || t > rbem.quantum_s))
         t = rbem.quantum_s;
-    if (t < 0)
-        return -1;
-    double ms = t * 1000.0 + 0.999; /* round up: waking early only spins */
-    return ms > 3600e3 ? 3600000 : (int)ms;
+    return t;
 }
 
-static void drain_wake_fd(void)
+/* Ruby's own wait for one descriptor releases the GVL and is woken by
+ * Ruby's interrupts (signals, Thread#raise, thread switches) without a
+ * helper thread; em_schedule and em_stop from other threads wake it
+ * through libem's eventfd, which the backend descriptor includes. */
+static void wait_for_io(em_reactor *r, double t)
 {
-    uint64_t n;
-    ssize_t got = read(rbem.wake_fd, &n, sizeof n);
-    (void)got; /* EAGAIN: nobody woke us */
+    struct timeval tv, *tvp = NULL;
+    if (t > 0) {
+        if (t > 3600)
+            t = 3600;
+        tv.tv_sec = (time_t)t;
+        /* round up: waking a little early only spins */
+        tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6) + 1;
+        if (tv.tv_usec >= 1000000) {
+            tv.tv_sec++;
+            tv.tv_usec -= 1000000;
+        }
+        tvp = &tv;
+    }
+    rb_wait_for_single_fd(em_backend_fd(r), RB_WAITFD_IN, tvp);
 }
 
 /* One turn: wait without the GVL if nothing is due, then run libem's turn
- * with it. Ruby's pending interrupts are taken between the two, outside
- * libem's stack, where raising is safe. */
+ * with it. Ruby's pending interrupts (a trap's EM.stop, an Interrupt) are
+ * taken before the turn, outside libem's stack, where raising is safe. */
 static void one_turn(em_reactor *r)
 {
-    struct wait w = {.backend_fd = em_backend_fd(r), .timeout_ms = wait_ms(r)};
-    if (w.timeout_ms != 0)
-        rb_thread_call_without_gvl(wait_for_io, &w, interrupt_wait, NULL);
-    drain_wake_fd();
-    rb_thread_check_ints();
+    double t = wait_seconds(r);
+    if (t != 0)
+        wait_for_io(r, t);
+    else
+        rb_thread_check_ints();
+    if (!running_on(r))
+        return;
     int n = em_run_once(r, 0);
-    if (n < 0 && n != -EAGAIN && n != -ENOMEM)
+    if (n == -EAGAIN || n == -ENOMEM) /* short of memory or descriptors for now */
+        rb_thread_wait_for((struct timeval){.tv_usec = 1000});
+    else if (n < 0)
         rb_syserr_fail(-n, "run_machine");
-}
-
-static bool running_on(em_reactor *r)
-{
-    return rbem.r == r && !rbem.stop_asked && NIL_P(rbem.error);
 }
 
 static VALUE t_run_machine(VALUE self)
@@ -172,8 +161,6 @@ static VALUE t_release_machine(VALUE self)
     if (!em_reactor_running(r))
         em_reactor_free(r);
     rbem.r = NULL;
-    close(rbem.wake_fd);
-    rbem.wake_fd = -1;
     rbem_close_scheduled = 0;
     rbem_raise_pending();
     return Qnil;
