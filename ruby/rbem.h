@@ -77,6 +77,10 @@ bool rbem_error_pending(void);
 /* Raises the recorded exception, if any, and forgets it. */
 void rbem_raise_pending(void);
 
+/* A self-signed certificate and key for a TLS server given none, as
+ * stock's built-in one (tls-default.c); false if OpenSSL could not make it. */
+bool rbem_default_cert(const char **cert_pem, const char **key_pem);
+
 /* Per-area registration of module functions. */
 void rbem_init_dispatch(void);
 void rbem_init_reactor(void);

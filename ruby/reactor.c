@@ -17,6 +17,9 @@
 
 struct rbem rbem;
 static size_t max_timers = 100000; /* stock's default; settable before a run */
+static uint64_t turn;               /* turns run, for loopbreak's once-a-turn rule */
+static uint64_t loopbreak_turn;     /* the turn of the last LoopbreakSignalled */
+static bool loopbreak_pending;      /* an em_schedule for it is queued */
 
 em_reactor *rbem_reactor(const char *caller)
 {
@@ -99,6 +102,7 @@ static void one_turn(em_reactor *r)
         rb_thread_check_ints();
     if (!running_on(r))
         return;
+    turn++;
     int n = em_run_once(r, 0);
     if (n == -EAGAIN || n == -ENOMEM) /* short of memory or descriptors for now */
         rb_thread_wait_for((struct timeval){.tv_usec = 1000});
@@ -162,18 +166,26 @@ static VALUE t_release_machine(VALUE self)
         em_reactor_free(r);
     rbem.r = NULL;
     rbem_close_scheduled = 0;
+    loopbreak_pending = false; /* its callback went with the reactor */
     rbem_raise_pending();
     return Qnil;
 }
 
-/* After EM.stop a loopbreak is dropped: stock would read it on a turn
- * that never comes, and EM.run's cleanup empties the next-tick queue. */
+/* Stock reads its loopbreak pipe once a turn: every signal_loopbreak made
+ * before that point gives one LoopbreakSignalled, one made after it waits
+ * for the next turn, which never comes after EM.stop (EM.run's cleanup
+ * then empties the next-tick queue). Both are kept: one em_schedule is
+ * pending at a time, and a second delivery in a turn waits for the next. */
 static void loopbreak(em_reactor *r, void *arg)
 {
-    (void)r;
     (void)arg;
-    if (!rbem.stop_asked)
-        rbem_event(0, RBEM_LOOPBREAK_SIGNAL, 0);
+    loopbreak_pending = false;
+    if (loopbreak_turn == turn) {
+        loopbreak_pending = em_next_tick(r, loopbreak, NULL) == 0;
+        return;
+    }
+    loopbreak_turn = turn;
+    rbem_event(0, RBEM_LOOPBREAK_SIGNAL, 0);
 }
 
 /* Called from EM.defer's threads and EM.next_tick: em_schedule is the one
@@ -181,8 +193,10 @@ static void loopbreak(em_reactor *r, void *arg)
 static VALUE t_signal_loopbreak(VALUE self)
 {
     (void)self;
-    if (owned())
-        em_schedule(rbem.r, loopbreak, NULL);
+    /* Ruby threads call this holding the GVL, as the reactor holds it
+     * when it runs loopbreak: the flag needs no lock. */
+    if (owned() && !loopbreak_pending)
+        loopbreak_pending = em_schedule(rbem.r, loopbreak, NULL) == 0;
     return Qnil;
 }
 

@@ -94,6 +94,10 @@ static void fill_opts(em_tls_opts *o, em_sig sig)
         set_versions(o, parms.protocols);
 }
 
+/* libem makes an accepted connection the server side; accepted ones are
+ * the connections with a server's arg (handler.c). */
+static bool is_server(const em_conn *c) { return em_conn_arg(c) != NULL; }
+
 static VALUE t_start_tls(VALUE self, VALUE sig)
 {
     (void)self;
@@ -102,6 +106,9 @@ static VALUE t_start_tls(VALUE self, VALUE sig)
         rb_raise(rbem_eConnectionError, "start_tls: unknown connection");
     em_tls_opts o = {0};
     fill_opts(&o, RBEM_NUM2SIG(sig));
+    if (is_server(c) && !o.cert_chain_file && !o.cert_chain_pem && !o.private_key_file &&
+        !o.private_key_pem && !rbem_default_cert(&o.cert_chain_pem, &o.private_key_pem))
+        rb_raise(rb_eRuntimeError, "start_tls: no certificate given and none could be made");
     bool ask_ruby = o.verify_peer;
     int rc = em_start_tls(c, &o);
     parms_clear();

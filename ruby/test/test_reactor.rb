@@ -96,6 +96,25 @@ class TestReactor < Test::Unit::TestCase
     assert_false(ran)
   end
 
+  # EM.run's own loopbreak for ticks queued before it still comes in the
+  # turn that stops (stock reads its loopbreak pipe once a turn).
+  def test_ticks_queued_before_run_run_in_stopping_turn
+    ran = false
+    EM.next_tick { ran = true }
+    em { EM.stop }
+    assert_true(ran)
+  end
+
+  def test_many_loopbreaks_from_threads
+    n = 0
+    em do
+      threads = 4.times.map { Thread.new { 250.times { EM.next_tick { n += 1 } } } }
+      EM.add_periodic_timer(0.01) { EM.stop if n == 1000 }
+      threads.each(&:join)
+    end
+    assert_equal(1000, n)
+  end
+
   def test_next_tick_before_run
     ran = false
     EM.next_tick { ran = true; EM.stop }

@@ -107,6 +107,17 @@ class TestTls < Test::Unit::TestCase
     assert_nil(seen[:client][:reason])
   end
 
+  # Stock's server falls back to a built-in certificate; libem's extension
+  # makes one for the process.
+  def test_server_without_certificate_uses_a_default_one
+    seen = tls_pair({}, { verify_peer: true })
+    assert_true(seen[:server][:handshake])
+    assert_equal('secret', seen[:client][:data])
+    cert = OpenSSL::X509::Certificate.new(seen[:client][:peer_cert])
+    assert_equal(cert.subject, cert.issuer) # self-signed
+    assert_true(cert.verify(cert.public_key))
+  end
+
   def test_verify_peer_asks_ssl_verify_peer
     seen = tls_pair(server_tls, { verify_peer: true })
     assert_true(seen[:client][:handshake])
