@@ -105,7 +105,8 @@ static VALUE t_get_peername(VALUE self, VALUE sig)
 static VALUE t_get_sockname(VALUE self, VALUE sig)
 {
     (void)self;
-    return address(sig, em_get_sockname);
+    VALUE a = address(sig, em_get_sockname);
+    return NIL_P(a) ? rbem_server_sockname(sig) : a;
 }
 
 static VALUE t_get_file_descriptor(VALUE self, VALUE sig)

@@ -97,12 +97,16 @@ void rbem_init_watch(void);
 struct rbem_server {
     em_sig sig;
     em_server *s;
+    struct sockaddr_storage addr; /* for get_sockname, which stock answers for servers */
+    socklen_t addrlen;            /* 0: unknown */
     struct rbem_server *next;
 };
 /* Forgets every server when the reactor goes (em_reactor_free closes them). */
 void rbem_servers_forget(void);
 /* Listening servers: stock counts them in get_connection_count. */
 size_t rbem_server_count(void);
+/* A server's packed local address, or nil when sig is not a server's. */
+VALUE rbem_server_sockname(VALUE sig);
 
 /* Per-connection flags, kept in libem's user pointer: no allocation per
  * connection. */

@@ -543,4 +543,22 @@ class TestTcp < Test::Unit::TestCase
     assert_equal(1, vals[0])
     assert_operator(vals[1], :>, 2)
   end
+
+  # Stock answers get_sockname for a server too: how a program finds the
+  # port it was given with port 0.
+  def test_server_sockname
+    tcp = unix = nil
+    Dir.mktmpdir do |dir|
+      path = File.join(dir, 's')
+      em do
+        tcp = EM.get_sockname(EM.start_server('127.0.0.1', 0, EchoServer))
+        unix = EM.get_sockname(EM.start_unix_domain_server(path, EchoServer))
+        EM.stop
+      end
+      assert_equal(path, Socket.unpack_sockaddr_un(unix))
+    end
+    port, ip = Socket.unpack_sockaddr_in(tcp)
+    assert_equal('127.0.0.1', ip)
+    assert_operator(port, :>, 0)
+  end
 end
