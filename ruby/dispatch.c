@@ -164,6 +164,8 @@ void rbem_init_dispatch(void)
     eConnectionNotBound =
         rb_define_class_under(rbem_module, "ConnectionNotBound", rb_eRuntimeError);
     eUnknownTimerFired = rb_define_class_under(rbem_module, "UnknownTimerFired", rb_eRuntimeError);
+    rb_gc_register_address(&eConnectionNotBound);
+    rb_gc_register_address(&eUnknownTimerFired);
     id_receive_data = rb_intern("receive_data");
     id_event_callback = rb_intern("event_callback");
     id_run_deferred_callbacks = rb_intern("run_deferred_callbacks");

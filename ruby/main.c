@@ -7,6 +7,10 @@
 VALUE rbem_module, rbem_connection_class;
 VALUE rbem_eConnectionError, rbem_eUnsupported, rbem_eInvalidSignature, rbem_eInvalidPrivateKey;
 
+/* Globals the extension keeps: registered so that a compacting GC
+ * neither frees nor moves them behind its back. */
+static void keep(VALUE *v) { rb_gc_register_address(v); }
+
 static void define_errors(void)
 {
     VALUE m = rbem_module;
@@ -15,6 +19,10 @@ static void define_errors(void)
     rbem_eUnsupported = rb_define_class_under(m, "Unsupported", rb_eRuntimeError);
     rbem_eInvalidSignature = rb_define_class_under(m, "InvalidSignature", rb_eRuntimeError);
     rbem_eInvalidPrivateKey = rb_define_class_under(m, "InvalidPrivateKey", rb_eRuntimeError);
+    keep(&rbem_eConnectionError);
+    keep(&rbem_eUnsupported);
+    keep(&rbem_eInvalidSignature);
+    keep(&rbem_eInvalidPrivateKey);
 }
 
 static void define_event_types(void)
@@ -44,6 +52,8 @@ void Init_rubyeventmachine(void)
 {
     rbem_module = rb_define_module("EventMachine");
     rbem_connection_class = rb_define_class_under(rbem_module, "Connection", rb_cObject);
+    keep(&rbem_module);
+    keep(&rbem_connection_class);
     /* How a program (and the tests) tell this extension from stock's. */
     rb_define_const(rbem_module, "LIBEM_VERSION", rb_str_new_cstr(em_version()));
     define_errors();

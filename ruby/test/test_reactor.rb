@@ -145,6 +145,18 @@ class TestReactor < Test::Unit::TestCase
     assert_operator(count, :>, 20)
   end
 
+  # What web applications do: the reactor on a thread of its own, the main
+  # thread handing it work.
+  def test_reactor_on_a_background_thread
+    q = Queue.new
+    t = Thread.new { em { q << :up } }
+    assert_equal(:up, q.pop)
+    EM.schedule { q << EM.reactor_thread? }
+    assert_true(q.pop)
+    EM.schedule { EM.stop }
+    assert_not_nil(t.join(5))
+  end
+
   def test_schedule_from_another_thread
     got = nil
     em do
