@@ -40,7 +40,7 @@ class TestTls < Test::Unit::TestCase
   SERVER = cert('localhost', SERVER_KEY, CA, CA_KEY)
   CLIENT_KEY = key
   CLIENT = cert('client', CLIENT_KEY, CA, CA_KEY)
-  { 'server.key' => SERVER_KEY.to_pem, 'server.crt' => SERVER.to_pem,
+  { 'ca.crt' => CA.to_pem, 'server.key' => SERVER_KEY.to_pem, 'server.crt' => SERVER.to_pem,
     'client.key' => CLIENT_KEY.to_pem, 'client.crt' => CLIENT.to_pem }.each do |f, pem|
     File.write(File.join(DIR, f), pem)
   end
@@ -139,6 +139,24 @@ class TestTls < Test::Unit::TestCase
     assert_equal(Errno::EPROTO, seen[:client][:reason])
   ensure
     EM.tls_verify_by_default = false
+  end
+
+  # With the test CA as the trust store (SSL_CERT_FILE, which libem's
+  # system store reads), verification by default accepts the server for
+  # the address it was reached at, and refuses it for another name.
+  def test_verify_by_default_checks_chain_and_name
+    EM.tls_verify_by_default = true
+    old = ENV['SSL_CERT_FILE']
+    ENV['SSL_CERT_FILE'] = File.join(DIR, 'ca.crt')
+    good = tls_pair(server_tls, {})
+    bad = tls_pair(server_tls, { sni_hostname: 'not-the-server.test' })
+    assert_true(good[:client][:handshake])
+    assert_equal('secret', good[:client][:data])
+    assert_nil(bad[:client][:handshake])
+    assert_equal(Errno::EPROTO, bad[:client][:reason])
+  ensure
+    EM.tls_verify_by_default = false
+    ENV['SSL_CERT_FILE'] = old
   end
 
   def test_server_verify_peer_sees_client_certificate
