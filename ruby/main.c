@@ -64,6 +64,7 @@ void Init_rubyeventmachine(void)
     rbem_init_servers();
     rbem_init_connect();
     rbem_init_conn();
+    rbem_init_conn_flow();
     rbem_init_popen();
     rbem_init_tls();
     rbem_init_watch();

@@ -88,6 +88,7 @@ void rbem_init_timers(void);
 void rbem_init_servers(void);
 void rbem_init_connect(void);
 void rbem_init_conn(void);
+void rbem_init_conn_flow(void);
 void rbem_init_popen(void);
 void rbem_init_tls(void);
 void rbem_init_watch(void);
