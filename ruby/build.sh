@@ -24,7 +24,7 @@ rbconf() { "$ruby" -rrbconfig -e "print RbConfig::CONFIG['$1']"; }
 hdr=$(rbconf rubyhdrdir)
 archhdr=$(rbconf rubyarchhdrdir)
 libdir=$(rbconf libdir)
-libruby=$(rbconf LIBRUBYARG_SHARED)
+read -ra libruby <<<"$(rbconf LIBRUBYARG_SHARED)" # may be several words
 
 mkdir -p "$out"
 cflags=(-std=c11 -D_GNU_SOURCE -O2 -g -fPIC -fvisibility=hidden -Wall -Wextra -Werror
@@ -39,5 +39,5 @@ done
 echo '{ global: Init_rubyeventmachine; local: *; };' > "$out/exports.map"
 "$cc" -shared ${extra[@]+"${extra[@]}"} -o "$out/rubyeventmachine.so" "${objs[@]}" \
     "$build/libem.a" -Wl,--version-script="$out/exports.map" -Wl,-z,defs \
-    -L "$libdir" $libruby -lssl -lcrypto -lpthread
+    -L "$libdir" ${libruby[@]+"${libruby[@]}"} -lssl -lcrypto -lpthread
 echo "built $out/rubyeventmachine.so"
