@@ -75,6 +75,7 @@ function label(s) {
     if (s == "proxy-haproxy-splice") return "HAProxy, splice forced"
     if (s ~ /^tls-/) return substr(s, 5)
     if (s ~ /^libem-[0-9]+t$/) return "libem, " nthreads(s) (nthreads(s) == 1 ? " reactor thread" : " reactor threads")
+    if (s == "em-libem") return "Ruby EventMachine on libem's extension"
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
 

@@ -41,14 +41,14 @@
 #   BENCH_REPS=N         repetitions (default 5; 1 when quick)
 #   BENCH_SECONDS=T      seconds of load per server in each ping-pong, stream
 #                        and connect run (default 2; 0.5 when quick)
-#   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em
+#   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em em-libem
 #                        tls-openssl tls-libem tls-libevent
 #                        http-floor http-libem http-nginx
 #                        proxy-splice-floor proxy-copy-floor-64k
 #                        proxy-copy-floor-16k proxy-libem proxy-libem-copy
 #                        proxy-haproxy proxy-haproxy-splice
 #                        libem-1t libem-2t (any libem-Nt, N up to 64)
-#                        (epoll is required with any of the first six,
+#                        (epoll is required with any of the first seven,
 #                        tls-openssl with any TLS one, http-floor with any
 #                        http-*, proxy-splice-floor with any proxy-*)
 #   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
@@ -74,7 +74,7 @@ else
     tls_idle_n=5000
     downloads=3
 fi
-all_servers="epoll libem libuv libevent libev em libem-1t libem-2t
+all_servers="epoll libem libuv libevent libev em em-libem libem-1t libem-2t
     tls-openssl tls-libem tls-libevent
     http-floor http-libem http-nginx
     proxy-splice-floor proxy-copy-floor-64k proxy-copy-floor-16k proxy-libem proxy-libem-copy
@@ -250,6 +250,15 @@ for s in $want_servers; do
         fi
     elif [[ "$s" == em ]]; then
         if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
+    elif [[ "$s" == em-libem ]]; then
+        # the same Ruby program on libem's extension (ruby/README.md)
+        if ! have_eventmachine; then
+            skipped+=("em-libem (ruby or eventmachine missing)")
+        elif ! bash ruby/build.sh "$build_dir" >>"$tmp/build.log" 2>&1; then
+            skipped+=("em-libem (ruby/build.sh failed: ruby-dev missing?)")
+        else
+            servers+=(em-libem)
+        fi
     elif [[ "$s" == tls-* && "$tls_ok" == 0 ]]; then
         skipped+=("$s (the openssl command could not make a certificate)")
     elif [[ ! -x "$(server_bin "$s")" ]]; then
@@ -389,6 +398,7 @@ EOF
 server_cmd() { # name port
     case $1 in
     em) echo "ruby bench/servers/echo_em.rb $2" ;;
+    em-libem) echo "ruby -I $build_dir/ruby bench/servers/echo_em.rb $2" ;;
     tls-*) echo "$(server_bin "$1") $2 $cert $key" ;;
     http-floor) echo "$bin/http_sendfile_epoll $2 $http_root" ;;
     http-libem) echo "$http_file_server --port $2 --root $http_root" ;;
