@@ -35,6 +35,7 @@ enum {
 struct rbem {
     em_reactor *r;      /* NULL outside initialize_event_machine..release_machine */
     pid_t owner;        /* the process that made r: a forked child must not drive it */
+    int wake_fd;        /* eventfd that interrupts the wait for Ruby (reactor.c) */
     bool stop_asked;    /* EM.stop, or a callback raised */
     VALUE error;        /* first exception a callback raised, re-raised by run_machine */
     VALUE conns;        /* EventMachine's @conns and @timers, cached per run */

@@ -7,15 +7,17 @@
  * Ruby threads (EM.defer's pool, user threads) run while the reactor
  * sleeps, and Ruby's interrupts (Thread#raise, Ctrl-C) wake it.
  */
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <ruby/io.h>
+#include <ruby/thread.h>
 
 #include "rbem.h"
 
-struct rbem rbem;
+struct rbem rbem = {.wake_fd = -1};
 static size_t max_timers = 100000; /* stock's default; settable before a run */
 static uint64_t turn;               /* turns run, for loopbreak's once-a-turn rule */
 static uint64_t loopbreak_turn;     /* the turn of the last LoopbreakSignalled */
@@ -40,10 +42,13 @@ static VALUE t_initialize_event_machine(VALUE self)
     if (!r)
         rb_sys_fail("initialize_event_machine");
     int bfd = em_backend_fd(r);
-    if (bfd < 0) {
+    int wake = bfd < 0 ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake < 0) {
+        int err = bfd < 0 ? -bfd : errno;
         em_reactor_free(r);
-        rb_syserr_fail(-bfd, "initialize_event_machine");
+        rb_syserr_fail(err, "initialize_event_machine");
     }
+    rbem.wake_fd = wake;
     rbem.r = r;
     rbem.owner = getpid();
     rbem.stop_asked = false;
@@ -68,26 +73,53 @@ static double wait_seconds(em_reactor *r)
     return t;
 }
 
-/* Ruby's own wait for one descriptor releases the GVL and is woken by
- * Ruby's interrupts (signals, Thread#raise, thread switches) without a
- * helper thread; em_schedule and em_stop from other threads wake it
- * through libem's eventfd, which the backend descriptor includes. */
+struct wait {
+    int backend_fd;
+    int timeout_ms;
+    bool interrupted; /* the wake descriptor was readable */
+};
+
+static void *poll_backend(void *arg)
+{
+    struct wait *w = arg;
+    struct pollfd fds[2] = {{.fd = w->backend_fd, .events = POLLIN},
+                            {.fd = rbem.wake_fd, .events = POLLIN}};
+    w->interrupted = poll(fds, 2, w->timeout_ms) > 0 && (fds[1].revents & POLLIN);
+    return NULL;
+}
+
+/* Ruby calls this to interrupt the wait (a signal, Thread#raise), from a
+ * signal handler too: a write to an eventfd is async-signal-safe. */
+static void interrupt_wait(void *arg)
+{
+    (void)arg;
+    uint64_t one = 1;
+    ssize_t n = write(rbem.wake_fd, &one, sizeof one);
+    (void)n; /* a full counter already wakes it */
+}
+
+static int to_ms(double t)
+{
+    if (t < 0)
+        return -1;
+    double ms = t * 1000.0 + 0.999; /* round up: waking early only spins */
+    return ms > 3600e3 ? 3600000 : (int)ms;
+}
+
+/* The wait releases the GVL. Its unblocking function is async-signal-safe,
+ * which spares Ruby the helper thread it would otherwise start to deliver
+ * interrupts. em_schedule and em_stop from other threads wake it through
+ * libem's eventfd, which the backend descriptor includes. */
 static void wait_for_io(em_reactor *r, double t)
 {
-    struct timeval tv, *tvp = NULL;
-    if (t > 0) {
-        if (t > 3600)
-            t = 3600;
-        tv.tv_sec = (time_t)t;
-        /* round up: waking a little early only spins */
-        tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6) + 1;
-        if (tv.tv_usec >= 1000000) {
-            tv.tv_sec++;
-            tv.tv_usec -= 1000000;
-        }
-        tvp = &tv;
+    struct wait w = {.backend_fd = em_backend_fd(r), .timeout_ms = to_ms(t)};
+    rb_nogvl(poll_backend, &w, interrupt_wait, NULL, RB_NOGVL_UBF_ASYNC_SAFE);
+    if (w.interrupted) { /* woken by Ruby: clear the wake-up, take its interrupts */
+        uint64_t n;
+        ssize_t got = read(rbem.wake_fd, &n, sizeof n);
+        (void)got;
     }
-    rb_wait_for_single_fd(em_backend_fd(r), RB_WAITFD_IN, tvp);
+    rb_thread_check_ints();
 }
 
 /* One turn: wait without the GVL if nothing is due, then run libem's turn
@@ -165,6 +197,8 @@ static VALUE t_release_machine(VALUE self)
     if (!em_reactor_running(r))
         em_reactor_free(r);
     rbem.r = NULL;
+    close(rbem.wake_fd);
+    rbem.wake_fd = -1;
     rbem_close_scheduled = 0;
     loopbreak_pending = false; /* its callback went with the reactor */
     rbem_raise_pending();
