@@ -3,8 +3,8 @@
  * release_machine, signal_loopbreak, and the settings of the machine.
  *
  * run_machine drives libem with em_run_once instead of em_run so that the
- * wait happens in Ruby's own wait on em_backend_fd, without the GVL: other
- * Ruby threads (EM.defer's pool, user threads) run while the reactor
+ * wait happens outside libem, in poll(2) on em_backend_fd without the GVL:
+ * other Ruby threads (EM.defer's pool, user threads) run while the reactor
  * sleeps, and Ruby's interrupts (Thread#raise, Ctrl-C) wake it.
  */
 #include <poll.h>
