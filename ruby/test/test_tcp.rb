@@ -125,6 +125,35 @@ class TestTcp < Test::Unit::TestCase
     assert_equal('answer', got)
   end
 
+  def test_close_at_once_from_receive_data_stops_delivery
+    port = free_port
+    calls = 0
+    reason = :none
+    server = Module.new do
+      define_method(:receive_data) { |_d| calls += 1; close_connection }
+      define_method(:unbind) { |r = nil| reason = r; EM.add_timer(0.1) { EM.stop } }
+    end
+    em do
+      EM.start_server('127.0.0.1', port, server)
+      EM.connect('127.0.0.1', port) { |c| c.send_data('a'); EM.add_timer(0.02) { c.send_data('b') } }
+    end
+    assert_equal(1, calls)
+    assert_nil(reason)
+  end
+
+  def test_close_after_writing_from_connection_completed
+    port = free_port
+    got = +''
+    client = Module.new do
+      define_method(:connection_completed) { send_data('last words'); close_connection_after_writing }
+    end
+    em do
+      EM.start_server('127.0.0.1', port, Collector, got, proc { EM.stop })
+      EM.connect('127.0.0.1', port, client)
+    end
+    assert_equal('last words', got)
+  end
+
   def test_close_from_connection_completed
     port = free_port
     unbound = 0
