@@ -255,6 +255,14 @@ class TestIo < Test::Unit::TestCase
     EM.heartbeat_interval = old
   end
 
+  def test_set_effective_user_unknown_raises
+    not_on_stock('aborts on an uncaught C++ exception')
+    em do
+      assert_raise(RuntimeError) { EM.set_effective_user('libem-no-such-user') }
+      EM.stop
+    end
+  end
+
   def test_set_descriptor_table_size
     n = EM.set_descriptor_table_size
     assert_kind_of(Integer, n)

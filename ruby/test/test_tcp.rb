@@ -485,6 +485,36 @@ class TestTcp < Test::Unit::TestCase
     assert_equal(11, proxied)
   end
 
+  # After disable_proxy the bytes come to receive_data again.
+  def test_stop_proxy
+    backend_port = free_port
+    front_port = free_port
+    backend_got = +''
+    front_got = +''
+    front = Module.new do
+      define_method(:post_init) do
+        @backend = EM.connect('127.0.0.1', backend_port)
+        proxy_incoming_to(@backend)
+      end
+      define_method(:receive_data) { |d| front_got << d }
+    end
+    em do
+      EM.start_server('127.0.0.1', backend_port, Collector, backend_got)
+      fronts = []
+      EM.start_server('127.0.0.1', front_port, front) { |c| fronts << c }
+      EM.connect('127.0.0.1', front_port) do |c|
+        c.send_data('to backend')
+        EM.add_timer(0.2) do
+          fronts.first.stop_proxying
+          c.send_data('to front')
+          EM.add_timer(0.2) { EM.stop }
+        end
+      end
+    end
+    assert_equal('to backend', backend_got)
+    assert_equal('to front', front_got)
+  end
+
   def test_exception_in_receive_data_propagates
     port = free_port
     bad = Module.new { define_method(:receive_data) { |_d| raise IOError, 'in receive_data' } }
@@ -518,12 +548,14 @@ class TestTcp < Test::Unit::TestCase
       EM.connect('127.0.0.1', port) do |c|
         def c.connection_completed
           enable_keepalive(30, 5, 3)
-          @got.call(get_sock_opt(Socket::SOL_SOCKET, Socket::SO_KEEPALIVE).unpack1('i'))
+          on = get_sock_opt(Socket::SOL_SOCKET, Socket::SO_KEEPALIVE).unpack1('i')
+          disable_keepalive
+          @got.call([on, get_sock_opt(Socket::SOL_SOCKET, Socket::SO_KEEPALIVE).unpack1('i')])
         end
         c.instance_variable_set(:@got, proc { |v| opt = v; EM.stop })
       end
     end
-    assert_equal(1, opt)
+    assert_equal([1, 0], opt)
   end
 
   def test_outbound_data_size
