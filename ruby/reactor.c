@@ -169,6 +169,7 @@ static bool owned(void) { return rbem.r && rbem.owner == getpid(); }
 static VALUE t_stop(VALUE self)
 {
     (void)self;
+    rbem_reactor("stop"); /* stock raises outside EM.run too */
     rbem.stop_asked = true;
     if (owned())
         em_stop(rbem.r);

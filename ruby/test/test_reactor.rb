@@ -27,6 +27,10 @@ class TestReactor < Test::Unit::TestCase
     em { EM.stop }
   end
 
+  def test_stop_outside_run_raises
+    assert_raise(RuntimeError) { EM.stop }
+  end
+
   def test_oneshot_timers_fire_in_order
     order = []
     em do
