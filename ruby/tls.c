@@ -89,7 +89,9 @@ static void fill_opts(em_tls_opts *o, em_sig sig)
     o->dhparam_file = parms.str[DHPARAM];
     o->verify_peer = parms.verify_peer;
     o->fail_if_no_peer_cert = parms.fail_if_no_peer_cert;
-    o->insecure = !parms.verify_peer && !verify_by_default;
+    /* With verify_peer Ruby's ssl_verify_peer has the last word on the
+     * chain, so libem needs no host name of its own (a unix socket). */
+    o->insecure = parms.verify_peer || !verify_by_default;
     if (parms.protocols)
         set_versions(o, parms.protocols);
 }
@@ -112,11 +114,11 @@ static VALUE t_start_tls(VALUE self, VALUE sig)
     bool ask_ruby = o.verify_peer;
     int rc = em_start_tls(c, &o);
     parms_clear();
+    const char *why = em_tls_error_string(c);
     if (rc == -EM_ETLS) /* a certificate or key that does not load */
-        rb_raise(rbem_eInvalidPrivateKey, "%s", em_tls_error_string(c) ? em_tls_error_string(c) : "bad certificate or key");
+        rb_raise(rbem_eInvalidPrivateKey, "%s", why ? why : "bad certificate or key");
     if (rc < 0)
-        rb_raise(rb_eRuntimeError, "start_tls: %s",
-                 em_tls_error_string(c) ? em_tls_error_string(c) : em_strerror(rc));
+        rb_raise(rb_eRuntimeError, "start_tls: %s", why ? why : em_strerror(rc));
     rbem_set_flags(c, ask_ruby ? RBEM_TLS_ASK_RUBY : o.insecure ? RBEM_TLS_ACCEPT_ANY : 0);
     return Qnil;
 }

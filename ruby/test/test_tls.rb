@@ -167,6 +167,29 @@ class TestTls < Test::Unit::TestCase
     assert_equal(CLIENT.to_pem, seen[:server][:peer_cert])
   end
 
+  # No host name on a unix socket: with verify_peer Ruby alone decides.
+  def test_verify_peer_over_unix_socket
+    verified = nil
+    handshake = false
+    Dir.mktmpdir do |dir|
+      path = File.join(dir, 's')
+      sopts = server_tls
+      server = Module.new { define_method(:post_init) { start_tls(sopts) } }
+      client = Module.new do
+        define_method(:connection_completed) { start_tls(verify_peer: true) }
+        define_method(:ssl_verify_peer) { |pem| verified = pem; true }
+        define_method(:ssl_handshake_completed) { handshake = true; close_connection }
+        define_method(:unbind) { EM.stop }
+      end
+      em do
+        EM.start_unix_domain_server(path, server)
+        EM.connect_unix_domain(path, client)
+      end
+    end
+    assert_true(handshake)
+    assert_equal(SERVER.to_pem, verified)
+  end
+
   def test_sni_hostname
     seen = tls_pair(server_tls, { sni_hostname: 'example.test' })
     assert_equal('example.test', seen[:server][:sni])
