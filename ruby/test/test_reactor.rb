@@ -180,6 +180,24 @@ class TestReactor < Test::Unit::TestCase
     assert_raise(ArgumentError) { em { EM.next_tick { raise ArgumentError, 'tick' } } }
   end
 
+  # Interrupts reach a reactor that is waiting: Thread#raise from another
+  # thread comes out of EM.run.
+  def test_thread_raise_wakes_waiting_reactor
+    t = Thread.current
+    Thread.new { sleep 0.1; t.raise(ArgumentError, 'from thread') }
+    err = assert_raise(ArgumentError) { em { EM.add_timer(3) { EM.stop } } }
+    assert_equal('from thread', err.message)
+    em { EM.stop } # released cleanly
+  end
+
+  def test_exit_in_callback_exits_with_status
+    ext = File.dirname($LOADED_FEATURES.grep(/rubyeventmachine\.so/).first)
+    pid = Process.spawn(RbConfig.ruby, '-I', ext, '-reventmachine', '-e',
+                        'EM.run { EM.add_timer(0.05) { exit 3 } }')
+    _, st = Process.wait2(pid)
+    assert_equal(3, st.exitstatus)
+  end
+
   def test_error_handler_gets_exceptions
     seen = []
     EM.error_handler { |e| seen << e.message }
