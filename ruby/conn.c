@@ -65,22 +65,11 @@ static VALUE t_close_connection(VALUE self, VALUE sig, VALUE after_writing)
     return Qnil;
 }
 
-/* libem's own codes as the errno stock would report (see handler.c). */
-static int errno_of(int err)
-{
-    switch (err) {
-    case EM_ERESOLVE: return EHOSTUNREACH;
-    case EM_ETLS: return EPROTO;
-    case EM_ETLS_TRUNCATED: return ECONNRESET;
-    default: return err;
-    }
-}
-
 static VALUE t_report_connection_error_status(VALUE self, VALUE sig)
 {
     (void)self;
     em_conn *c = rbem_conn(sig);
-    return INT2FIX(c ? errno_of(em_error(c)) : -1);
+    return INT2FIX(c ? rbem_stock_errno(em_error(c)) : -1);
 }
 
 typedef int (*name_fn)(const em_conn *, struct sockaddr_storage *, socklen_t *);

@@ -24,7 +24,7 @@ static void on_receive_data(em_conn *c, const char *data, size_t len)
 /* The Ruby layer maps the reason through EventMachine::ERRNOS, which only
  * knows errno values: libem's own codes become the errno stock reports
  * for the same failure. */
-static int stock_reason(int reason)
+int rbem_stock_errno(int reason)
 {
     switch (reason) {
     case EM_ERESOLVE: return EHOSTUNREACH; /* stock raised at connect time instead */
@@ -48,7 +48,7 @@ static void on_unbind(em_conn *c, int reason)
     /* Stock counts a connection in num_close_scheduled until its unbind
      * has returned, a close asked from unbind included. */
     rbem_note_close(c);
-    rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)stock_reason(reason));
+    rbem_event(em_signature(c), RBEM_CONNECTION_UNBOUND, (uint64_t)rbem_stock_errno(reason));
     rbem_note_unbind(c);
     rbem_unbinding = outer;
 }

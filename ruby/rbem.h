@@ -51,6 +51,9 @@ extern VALUE rbem_eConnectionError, rbem_eUnsupported, rbem_eInvalidSignature,
 
 /* The handler every connection made for Ruby gets. */
 extern const em_handler rbem_handler;
+/* An unbind reason or em_error as the errno stock reports for it: libem's
+ * own codes (EM_ERESOLVE, EM_ETLS...) become errnos (handler.c). */
+int rbem_stock_errno(int err);
 
 /* Signatures are Ruby Integers. */
 #define RBEM_SIG2NUM(s) ULL2NUM((unsigned long long)(s))
