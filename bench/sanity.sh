@@ -7,7 +7,8 @@
 # command. A server whose library is not installed (not built, or no Ruby
 # EventMachine; for echo_tls_libem, no em_start_tls yet) is reported as
 # skipped, neither passed nor failed. echo_libem_mt runs with 2 reactor
-# threads. The floors of the file-serving and
+# threads; echo_em also runs on libem's Ruby extension when BUILD_DIR/ruby
+# has it (echo_em_libem). The floors of the file-serving and
 # proxy workloads are checked too: two pipelined GETs (64 bytes kept alive,
 # then 1 MiB with "Connection: close") through http_sendfile_epoll, whose
 # answer must be the two responses byte for byte, and the two echoes through
@@ -150,6 +151,20 @@ else
 fi
 if command -v ruby >/dev/null 2>&1 && ruby -e 'require "eventmachine"' >/dev/null 2>&1; then
     check em ruby bench/servers/echo_em.rb
+    # the same program on libem's extension (em-libem in bench/run.sh),
+    # which make test builds (make ruby, make ruby-asan)
+    if [[ -f "$build/ruby/rubyeventmachine.so" ]]; then
+        # a sanitizer build's extension needs its runtimes loaded first
+        preload=()
+        if grep -Eq '^EM_SANITIZE:[A-Z]*=ON$' "$build/CMakeCache.txt" 2>/dev/null; then
+            preload=(env "LD_PRELOAD=$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+                     ASAN_OPTIONS=detect_leaks=0:use_sigaltstack=0)
+        fi
+        check em_libem ${preload[@]+"${preload[@]}"} ruby -I "$build/ruby" bench/servers/echo_em.rb
+    else
+        echo "SKIP echo_em_libem: no $build/ruby/rubyeventmachine.so (make ruby)"
+        skip=$((skip + 1))
+    fi
 else
     echo "SKIP echo_em: ruby or the eventmachine gem not installed"
     skip=$((skip + 1))
