@@ -121,7 +121,7 @@ enum {
     RBEM_TLS_ACCEPT_ANY = 4, /* a client that verifies nothing, as stock's default */
     RBEM_FILE_WATCH = 8,     /* an inotify descriptor of watch_filename (watch.c) */
     RBEM_PID_WATCH = 16,     /* a pidfd of watch_pid (watch.c) */
-    RBEM_FLAG_BITS = 32      /* the file and pid watches keep their fd above these */
+    RBEM_FLAG_BITS = 8       /* the file and pid watches keep their fd above these */
 };
 static inline uintptr_t rbem_flags(const em_conn *c) { return (uintptr_t)em_conn_user(c); }
 static inline void rbem_set_flags(em_conn *c, uintptr_t f)
