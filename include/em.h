@@ -187,6 +187,17 @@ EM_EXPORT double em_backend_timeout(const em_reactor *r);
  * the current count keeps the existing timers and refuses new ones. */
 EM_EXPORT int em_set_max_timers(em_reactor *r, size_t max);
 
+/* Accept at most n connections each time a listener is reported readable
+ * (EventMachine's set_simultaneous_accept_count), on every server of r.
+ * 0, the default, lets libem choose: one per report while the reactor is
+ * idle (what raw epoll servers do; the backlog is reported again next
+ * turn), up to 16 while it is busy, and the whole backlog on the poll
+ * backend. -EINVAL for NULL. */
+EM_EXPORT int em_set_accepts_per_event(em_reactor *r, unsigned n);
+
+/* What em_set_accepts_per_event set; 0: libem chooses. */
+EM_EXPORT unsigned em_accepts_per_event(const em_reactor *r);
+
 /* Replaces the allocator libem uses for its own memory (OpenSSL keeps its
  * own: see CRYPTO_set_mem_functions). Process-wide; only
  * before any reactor exists (-EBUSY otherwise). All three or none (NULL,

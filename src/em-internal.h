@@ -630,6 +630,7 @@ struct em_reactor {
     bool freeing;
     bool busy; /* the last wait returned EM_BUSY_EVENTS or more */
     unsigned accept_per_report; /* when not busy: em__accepts_per_report */
+    unsigned accepts_asked;     /* em_set_accepts_per_event; 0: ours */
 };
 
 static inline int em__fd_claim(em_reactor *r, int fd)

@@ -190,9 +190,21 @@ unsigned em__accepts_per_report(const em_backend *be)
 
 static unsigned accept_batch(const em_reactor *r)
 {
+    if (r->accepts_asked)
+        return r->accepts_asked;
     unsigned n = r->accept_per_report;
     return r->busy && n < ACCEPT_BATCH ? ACCEPT_BATCH : n;
 }
+
+int em_set_accepts_per_event(em_reactor *r, unsigned n)
+{
+    if (!r)
+        return -EINVAL;
+    r->accepts_asked = n;
+    return 0;
+}
+
+unsigned em_accepts_per_event(const em_reactor *r) { return r ? r->accepts_asked : 0; }
 
 void em__server_on_event(em_server *s)
 {

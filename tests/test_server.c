@@ -405,6 +405,52 @@ TEST(server_accepts_burst)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
+/* Connections accepted by one turn of r, with n connects waiting. */
+static int accepted_in_one_turn(em_reactor *r, rec *srv)
+{
+    int before = srv->pool_used;
+    ASSERT_GE(em_run_once(r, 1), 0);
+    return srv->pool_used - before;
+}
+
+/* EventMachine's simultaneous accept count: a fixed number per report,
+ * then libem's own choice again (one per report on an idle reactor). */
+TEST(accepts_per_event_is_honoured)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    enum { N = 10 };
+    rec srv = {.tag = 1};
+    rec_pool_new(&srv, N);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(em_accepts_per_event(r), 0u);
+    ASSERT_EQ(em_set_accepts_per_event(NULL, 3), -EINVAL);
+    ASSERT_EQ(em_set_accepts_per_event(r, 3), 0);
+    ASSERT_EQ(em_accepts_per_event(r), 3u);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
+    ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
+    ASSERT_EQ(em_set_accepts_per_event(r, 0), 0);
+    if (!strcmp(em_backend_name(r), "epoll"))
+        ASSERT_EQ(accepted_in_one_turn(r, &srv), 1);
+    else /* a poller that scans every descriptor empties the backlog */
+        ASSERT_EQ(accepted_in_one_turn(r, &srv), N - 6);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    double deadline = now_mono() + 5;
+    while ((rec_live > 0 || em_connection_count(r) > 0) && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(srv.pool_used, N);
+    ASSERT_EQ(rec_live, 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
 static void ignore_readable(em_conn *c) { (void)c; }
 
 /* A busy reactor (more descriptors ready than one wait returns) reports the
