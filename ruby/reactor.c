@@ -19,6 +19,9 @@
 
 struct rbem rbem = {.wake_fd = -1};
 static size_t max_timers = 100000; /* stock's default; settable before a run */
+/* Stock accepts 10 per readiness unless told otherwise; libem chooses for
+ * itself (em_set_accepts_per_event) until a program sets a count. */
+static unsigned accepts_per_event;
 static uint64_t turn;               /* turns run, for loopbreak's once-a-turn rule */
 static uint64_t loopbreak_turn;     /* the turn of the last LoopbreakSignalled */
 static bool loopbreak_pending;      /* an em_schedule for it is queued */
@@ -48,6 +51,7 @@ static VALUE t_initialize_event_machine(VALUE self)
         em_reactor_free(r);
         rb_syserr_fail(err, "initialize_event_machine");
     }
+    em_set_accepts_per_event(r, accepts_per_event);
     rbem.wake_fd = wake;
     rbem.r = r;
     rbem.owner = getpid();
@@ -276,6 +280,22 @@ static VALUE t_set_max_timer_count(VALUE self, VALUE count)
     return Qnil;
 }
 
+static VALUE t_get_simultaneous_accept_count(VALUE self)
+{
+    (void)self;
+    return UINT2NUM(accepts_per_event);
+}
+
+static VALUE t_set_simultaneous_accept_count(VALUE self, VALUE count)
+{
+    (void)self;
+    long n = NUM2LONG(count);
+    accepts_per_event = n < 1 ? 1 : n > 1000000 ? 1000000 : (unsigned)n; /* stock's floor */
+    if (rbem.r)
+        em_set_accepts_per_event(rbem.r, accepts_per_event);
+    return Qnil;
+}
+
 /* Stock's quantum is its poller's longest wait, in milliseconds, 5 ms to
  * 5 minutes. libem needs none (timers wake it exactly); kept as a cap. */
 static VALUE t_set_timer_quantum(VALUE self, VALUE ms)
@@ -374,6 +394,10 @@ void rbem_init_reactor(void)
     rb_define_module_function(m, "num_close_scheduled", t_num_close_scheduled, 0);
     rb_define_module_function(m, "get_max_timer_count", t_get_max_timer_count, 0);
     rb_define_module_function(m, "set_max_timer_count", t_set_max_timer_count, 1);
+    rb_define_module_function(m, "get_simultaneous_accept_count",
+                              t_get_simultaneous_accept_count, 0);
+    rb_define_module_function(m, "set_simultaneous_accept_count",
+                              t_set_simultaneous_accept_count, 1);
     rb_define_module_function(m, "set_timer_quantum", t_set_timer_quantum, 1);
     rb_define_module_function(m, "set_rlimit_nofile", t_set_rlimit_nofile, 1);
     rb_define_module_function(m, "get_heartbeat_interval", t_get_heartbeat_interval, 0);

@@ -247,6 +247,36 @@ class TestReactor < Test::Unit::TestCase
     EM.set_max_timers(old)
   end
 
+  # A count set is honoured exactly: 10 waiting connections take 4 turns
+  # at 3 a turn (next_tick runs once a turn).
+  def test_simultaneous_accept_count
+    not_on_stock('stock reads 10 before a count is set')
+    assert_equal(0, EM.get_simultaneous_accept_count)
+    EM.set_simultaneous_accept_count(-5)
+    assert_equal(1, EM.get_simultaneous_accept_count)
+    EM.set_simultaneous_accept_count(3)
+    assert_equal(3, EM.get_simultaneous_accept_count)
+    per_turn = []
+    accepted = 0
+    counter = Module.new { define_method(:post_init) { accepted += 1 } }
+    socks = []
+    em do
+      sig = EM.start_server('127.0.0.1', 0, counter)
+      port = Socket.unpack_sockaddr_in(EM.get_sockname(sig)).first
+      socks = Array.new(10) { TCPSocket.new('127.0.0.1', port) }
+      count_turn = lambda do
+        per_turn << accepted
+        accepted = 0
+        per_turn.sum >= 10 ? EM.stop : EM.next_tick(&count_turn)
+      end
+      EM.next_tick(&count_turn)
+    end
+    assert_equal([3, 3, 3, 1], per_turn.reject(&:zero?))
+  ensure
+    socks.each(&:close) if socks
+    EM.set_simultaneous_accept_count(1)
+  end
+
   def test_quantum
     not_on_stock('aborts on an uncaught C++ exception for a bad quantum')
     em do
