@@ -255,7 +255,8 @@ EM_EXPORT int em_defer(em_reactor *r, void (*work)(void *arg), em_cb done, void 
  * as the kernel merges them too; a storm of one signal never hides another.
  * Several handlers per reactor and several reactors per signal are allowed.
  * The handlers are removed, and the disposition found before the first one
- * restored, when the reactor is freed.
+ * restored, when the reactor is freed (unless the process has installed
+ * another since: that one stays).
  * Handlers belong to the process that added them: a child made by fork()
  * (a pre-fork server's worker) gets the dispositions libem found, so a
  * SIGTERM sent to it terminates it, and may add handlers of its own on a
@@ -514,7 +515,10 @@ EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *ar
  * arrives and every 0.5 s besides. The reactor catches SIGCHLD as
  * em_add_signal_handler does, until it is freed, unless the process has a
  * disposition of its own for it (a handler, or SIG_IGN): then the 0.5 s
- * check alone finds the exits. While libem catches it, a child's exit may
+ * check alone finds the exits, and so it does for reactors beyond the 8
+ * that may catch one signal (em_add_signal_handler's -EBUSY), and a
+ * reactor's own em_add_signal_handler(SIGCHLD) then fails with -EBUSY.
+ * While libem catches it, a child's exit may
  * interrupt the host's calls that SA_RESTART does not restart (EINTR).
  * NULL + errno: EINVAL (NULL or empty argv), the exec errno (ENOENT, EACCES,
  * ...) when the program cannot be executed, EMFILE, ENOMEM. */

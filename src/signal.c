@@ -130,6 +130,15 @@ static int table_join(int signo, em_reactor *r)
     return err;
 }
 
+/* The disposition found at the first join comes back only while libem's
+ * handler is still installed: one the host set since then stays. */
+static void restore_unless_replaced(int signo)
+{
+    struct sigaction now;
+    if (sigaction(signo, NULL, &now) == 0 && now.sa_handler == on_signal)
+        sigaction(signo, &table[signo].previous, NULL);
+}
+
 static void table_leave(int signo, em_reactor *r)
 {
     pthread_mutex_lock(&table_lock);
@@ -138,7 +147,7 @@ static void table_leave(int signo, em_reactor *r)
         if (atomic_load(&table[signo].readers[i]) == r) {
             atomic_store(&table[signo].readers[i], NULL);
             if (--table[signo].users == 0)
-                sigaction(signo, &table[signo].previous, NULL);
+                restore_unless_replaced(signo);
         }
     }
     pthread_mutex_unlock(&table_lock);

@@ -252,6 +252,24 @@ TEST(signal_previous_disposition_restored_on_free)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
+/* A handler the host installs after libem's stays when the reactor goes:
+ * what was found at the first join comes back only over libem's own. */
+TEST(signal_host_handler_set_later_survives_free)
+{
+    em_reactor *r = new_reactor();
+    struct sig_rec s1 = {0};
+    ASSERT_EQ(em_add_signal_handler(r, SIGUSR1, on_sig, &s1), 0);
+    struct sigaction mine = {.sa_handler = own_counting_handler};
+    sigemptyset(&mine.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &mine, NULL), 0);
+    int before = own_calls;
+    REACTOR_FREE_CHECKED(r);
+    ASSERT(current_handler(SIGUSR1) == own_counting_handler);
+    ASSERT_EQ(raise(SIGUSR1), 0);
+    ASSERT_EQ(own_calls, before + 1);
+    signal(SIGUSR1, SIG_DFL);
+}
+
 /* A new reactor after the first was freed installs its handler again. */
 TEST(signal_handler_again_after_free)
 {
