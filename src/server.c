@@ -291,7 +291,8 @@ static int listen_unix(const struct sockaddr *sa, socklen_t len, const char *pat
         close(fd);
         return err;
     }
-    if ((o->unix_mode && chmod(path, (mode_t)o->unix_mode) < 0) ||
+    /* Not through a symlink put in the socket's place since the bind. */
+    if ((o->unix_mode && fchmodat(AT_FDCWD, path, (mode_t)o->unix_mode, AT_SYMLINK_NOFOLLOW) < 0) ||
         listen(fd, listen_backlog(o)) < 0) {
         int err = -errno;
         unlink(path);
@@ -314,8 +315,13 @@ static int resolve_listen(const char *host, int port, const em_server_opts *o)
         em__set_last_resolve_error(rc);
         return -err;
     }
-    int fd = -EM_ERESOLVE;
+    /* v6only skips a name's IPv4 addresses: only an address tried decides
+     * the error, and a name with none but IPv4 ones is EINVAL. */
+    bool v6_only = o->v6only != EM_V6ONLY_DEFAULT;
+    int fd = v6_only ? -EINVAL : -EM_ERESOLVE;
     for (struct addrinfo *p = ai; p; p = p->ai_next) {
+        if (v6_only && p->ai_family != AF_INET6)
+            continue;
         fd = listen_on(p->ai_addr, p->ai_addrlen, o);
         if (fd >= 0)
             break;

@@ -43,6 +43,28 @@ static int real_getaddrinfo(const char *node, const char *service,
     return real(node, service, hints, res);
 }
 
+/* ::1, then 127.0.0.1: two answers of libc's chained (freeaddrinfo frees
+ * node by node). */
+static int dual_stack(const char *service, const struct addrinfo *hints,
+                      struct addrinfo **res)
+{
+    struct addrinfo *v6 = NULL, *v4 = NULL;
+    int rc = real_getaddrinfo("::1", service, hints, &v6);
+    if (rc)
+        return rc;
+    rc = real_getaddrinfo("127.0.0.1", service, hints, &v4);
+    if (rc) {
+        freeaddrinfo(v6);
+        return rc;
+    }
+    struct addrinfo *last = v6;
+    while (last->ai_next)
+        last = last->ai_next;
+    last->ai_next = v4;
+    *res = v6;
+    return 0;
+}
+
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
@@ -54,6 +76,8 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         return real_getaddrinfo(node, service, hints, res);
     if (!strcmp(node, "ok.test"))
         return real_getaddrinfo("127.0.0.1", service, hints, res);
+    if (!strcmp(node, "dual.test")) /* ::1 first, as "localhost" often is */
+        return dual_stack(service, hints, res);
     for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++) {
         if (!strcmp(node, fakes[i].name)) {
             if (fakes[i].code == EAI_SYSTEM)
@@ -279,6 +303,29 @@ TEST(start_server_tells_why_a_name_failed)
     ASSERT_NULL_ERRNO(em_start_server_opts(r, "again.test", 0, &o, &sink_h, NULL), EM_ERESOLVE);
     ASSERT_EQ(em_last_resolve_error(), EAI_AGAIN);
     em_stop_server(s);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* With v6only a name's IPv4 addresses are skipped: they do not decide the
+ * error, so a busy ::1 is EADDRINUSE even with 127.0.0.1 after it. */
+TEST(v6only_error_comes_from_the_ipv6_address_tried)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    require_interposed(r);
+    em_server *busy = em_start_server(r, "::1", 0, &sink_h, NULL);
+    ASSERT_NOT_NULL(busy);
+    em_server_opts o = {.v6only = EM_V6ONLY_ON};
+    ASSERT_NULL_ERRNO(em_start_server_opts(r, "dual.test", em_server_port(busy), &o, &sink_h, NULL),
+                      EADDRINUSE);
+    /* and with the port free, the IPv6 address is the one listening */
+    em_server *s = em_start_server_opts(r, "dual.test", 0, &o, &sink_h, NULL);
+    ASSERT_NOT_NULL(s);
+    /* a name with IPv4 addresses only has nothing v6only applies to */
+    ASSERT_NULL_ERRNO(em_start_server_opts(r, "ok.test", 0, &o, &sink_h, NULL), EINVAL);
+    em_stop_server(s);
+    em_stop_server(busy);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
