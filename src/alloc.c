@@ -49,6 +49,21 @@ void *em__calloc(size_t n, size_t size)
 
 void *em__realloc(void *p, size_t n) { return checked(realloc_fn(p, n ? n : 1)); }
 
+int em__bytes_reserve(char **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < n)
+        c = c > SIZE_MAX / 2 ? n : c * 2;
+    char *b = em__realloc(*buf, c);
+    if (!b)
+        return -ENOMEM;
+    *buf = b;
+    *cap = c;
+    return 0;
+}
+
 void em__free(void *p)
 {
     if (p)

@@ -18,6 +18,9 @@
 void *em__malloc(size_t n);
 void *em__calloc(size_t n, size_t size);
 void *em__realloc(void *p, size_t n);
+/* Grows a byte buffer of capacity *cap to hold n bytes, doubling from 64;
+ * -ENOMEM leaves it as it was. */
+int em__bytes_reserve(char **buf, size_t *cap, size_t n);
 void em__free(void *p);
 char *em__strdup(const char *s);
 void em__allocator_pin(int delta); /* counts live reactors */

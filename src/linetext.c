@@ -88,20 +88,7 @@ static bool text_pending(const em_linetext *t)
     return t->len || t->discarding || t->dropping;
 }
 
-static int reserve(em_linetext *t, size_t n)
-{
-    if (n <= t->cap)
-        return 0;
-    size_t cap = t->cap ? t->cap : 64;
-    while (cap < n)
-        cap = cap > SIZE_MAX / 2 ? n : cap * 2;
-    char *b = em__realloc(t->buf, cap);
-    if (!b)
-        return -ENOMEM;
-    t->buf = b;
-    t->cap = cap;
-    return 0;
-}
+static int reserve(em_linetext *t, size_t n) { return em__bytes_reserve(&t->buf, &t->cap, n); }
 
 static int append(em_linetext *t, const char *p, size_t n)
 {

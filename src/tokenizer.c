@@ -49,20 +49,7 @@ void em_tokenizer_free(em_tokenizer *t)
     em__free(t);
 }
 
-static int reserve(em_tokenizer *t, size_t n)
-{
-    if (n <= t->cap)
-        return 0;
-    size_t cap = t->cap ? t->cap : 64;
-    while (cap < n)
-        cap = cap > SIZE_MAX / 2 ? n : cap * 2;
-    char *b = em__realloc(t->buf, cap);
-    if (!b)
-        return -ENOMEM;
-    t->buf = b;
-    t->cap = cap;
-    return 0;
-}
+static int reserve(em_tokenizer *t, size_t n) { return em__bytes_reserve(&t->buf, &t->cap, n); }
 
 /* Adds n bytes of data to the pending bytes. */
 static int append(em_tokenizer *t, const char *data, size_t n)
