@@ -98,6 +98,18 @@ else
     result install "soname '$soname'; installed: $(cd "$prefix" && find . | tr '\n' ' ')"
 fi
 
+# What the user types after an install to a prefix: man finds the page.
+# (GNUInstallDirs caches an empty CMAKE_INSTALL_MANDIR for its default.)
+mandir=$(cached CMAKE_INSTALL_MANDIR)
+mandir=$prefix/${mandir:-share/man}
+page=$(MANPATH=$mandir man -w 3 em_send_data 2>&1)
+if [[ "$page" == "$mandir/man3/em_send_data.3"* ]] &&
+    MANPATH=$mandir MANPAGER=cat man 3 em_send_data 2>/dev/null | grep -q "em_send_data — "; then
+    result man ""
+else
+    result man "man -w 3 em_send_data with MANPATH=$mandir: '$page'"
+fi
+
 src=$tmp/src
 mkdir -p "$src"
 cp tests/consumer/consumer.c tests/consumer/CMakeLists.txt "$src/"
