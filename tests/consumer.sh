@@ -104,7 +104,7 @@ mandir=$(cached CMAKE_INSTALL_MANDIR)
 mandir=$prefix/${mandir:-share/man}
 page=$(MANPATH=$mandir man -w 3 em_send_data 2>&1)
 if [[ "$page" == "$mandir/man3/em_send_data.3"* ]] &&
-    MANPATH=$mandir MANPAGER=cat man 3 em_send_data 2>/dev/null | grep -q "em_send_data — "; then
+    MANPATH=$mandir MANPAGER=cat man 3 em_send_data 2>/dev/null | grep -q "em_send_data .* queues a copy"; then
     result man ""
 else
     result man "man -w 3 em_send_data with MANPATH=$mandir: '$page'"
