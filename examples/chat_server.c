@@ -1,7 +1,8 @@
 /* A small multi-user chat server.
  *
- * Usage: chat_server [port]     (default 8023, on 127.0.0.1)
+ * Usage: chat_server [port]     (default 8023, on 127.0.0.1; 0 picks a free one)
  * Join with: nc 127.0.0.1 8023
+ * Prints "ready port=N" once it is listening, then who joins and leaves.
  *
  * Every line a user sends goes to the others as "<name> line". Commands:
  * /nick NAME, /who, /quit. Ctrl-C (SIGINT) or SIGTERM stops the server.
@@ -194,7 +195,7 @@ int main(int argc, char **argv) {
     if (argc > 1) {
         char *end;
         long p = strtol(argv[1], &end, 10);
-        if (*argv[1] == '\0' || *end != '\0' || p < 1 || p > 65535) {
+        if (*argv[1] == '\0' || *end != '\0' || p < 0 || p > 65535) {
             fprintf(stderr, "usage: %s [port]\n", argv[0]);
             return 2;
         }
@@ -214,15 +215,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "chat_server: %s\n", em_strerror(errno));
         return 1;
     }
-    if (!em_start_server(chat.reactor, "127.0.0.1", port, &handler, &chat)) {
+    em_server *server = em_start_server(chat.reactor, "127.0.0.1", port, &handler, &chat);
+    if (!server) {
         fprintf(stderr, "chat_server: 127.0.0.1:%d: %s\n", port, em_strerror(errno));
         em_reactor_free(chat.reactor);
         return 1;
     }
     em_add_periodic_timer(chat.reactor, 0.2, check_stop, NULL);
 
-    printf("chat server listening on 127.0.0.1:%d (%s backend)\n", port,
-           em_backend_name(chat.reactor));
+    port = em_server_port(server);
+    printf("ready port=%d (%s backend)\n", port, em_backend_name(chat.reactor));
     printf("join with: nc 127.0.0.1 %d    (Ctrl-C stops the server)\n", port);
     em_run(chat.reactor); /* returns after em_stop, every user unbound */
     em_reactor_free(chat.reactor);

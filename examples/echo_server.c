@@ -1,4 +1,5 @@
-/* Echoes back every byte it receives. Usage: echo_server [port] (default 8081) */
+/* Echoes back every byte it receives. Usage: echo_server [port] (default
+ * 8081; port 0 picks a free one). Prints "ready port=N" once it is listening. */
 #include <em.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +13,11 @@ int main(int argc, char **argv) {
     em_server *s = r ? em_start_server(r, "127.0.0.1", port, &echo, NULL) : NULL;
     if (!s) {
         fprintf(stderr, "echo_server: %s\n", em_strerror(errno));
+        em_reactor_free(r);
         return 1;
     }
-    /* port 0 picks a free one: say which */
-    printf("echoing on 127.0.0.1:%d (%s backend)\n", em_server_port(s), em_backend_name(r));
-    fflush(stdout);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* each line out at once, even into a pipe */
+    printf("ready port=%d (%s backend)\n", em_server_port(s), em_backend_name(r));
     em_run(r);
     em_reactor_free(r);
     return 0;

@@ -1,5 +1,6 @@
 /* Echoes back every byte it receives, over TLS.
- * Usage: tls_echo_server CERT KEY [port] (default 8443)
+ * Usage: tls_echo_server CERT KEY [port] (default 8443; 0 picks a free one)
+ * Prints "ready port=N" once it is listening.
  * Try it with: openssl s_client -connect 127.0.0.1:8443 -CAfile CERT */
 #include <em.h>
 #include <stdio.h>
@@ -38,11 +39,14 @@ int main(int argc, char **argv)
     tls.private_key_file = argv[2];
     int port = argc > 3 ? atoi(argv[3]) : 8443;
     em_reactor *r = em_reactor_new(NULL);
-    if (!r || !em_start_server(r, "127.0.0.1", port, &echo, NULL)) {
+    em_server *s = r ? em_start_server(r, "127.0.0.1", port, &echo, NULL) : NULL;
+    if (!s) {
         fprintf(stderr, "tls_echo_server: %s\n", em_strerror(errno));
+        em_reactor_free(r);
         return 1;
     }
-    printf("echoing over TLS on 127.0.0.1:%d\n", port);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* each line out at once, even into a pipe */
+    printf("ready port=%d (%s backend)\n", em_server_port(s), em_backend_name(r));
     em_run(r);
     em_reactor_free(r);
     return 0;

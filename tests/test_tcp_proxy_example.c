@@ -37,8 +37,8 @@ static void example_path(char *out, size_t size, const char *name)
     ASSERT_EQ(access(out, X_OK), 0);
 }
 
-/* Starts an example and reads the port from its first line ("... on
- * 127.0.0.1:PORT ..." or "proxying 127.0.0.1:PORT ..."). */
+/* Starts an example and reads the port from its first line ("ready
+ * port=PORT ..." or "proxying 127.0.0.1:PORT ..."). */
 static program start(const char *name, const char *arg1, const char *arg2)
 {
     char path[PATH_MAX];
@@ -66,10 +66,11 @@ static program start(const char *name, const char *arg1, const char *arg2)
         len += (size_t)n;
     }
     close(out[0]);
-    const char *at = strstr(line, "127.0.0.1:");
-    if (!at)
+    const char *at = strstr(line, "ready port=");
+    const char *port = at ? at + strlen("ready port=") : strstr(line, "127.0.0.1:");
+    if (!port)
         FAIL("%s printed no port: '%s'", name, line);
-    return (program){.pid = pid, .port = atoi(at + strlen("127.0.0.1:"))};
+    return (program){.pid = pid, .port = atoi(at ? port : port + strlen("127.0.0.1:"))};
 }
 
 static void stop(program p)
