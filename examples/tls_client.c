@@ -1,12 +1,13 @@
 /* Connects over TLS, verifies the server (its chain against CAFILE, or
  * the system's trust store, and its name), says what was agreed, sends
  * a line and prints what comes back until the server closes.
- * Usage: tls_client HOST PORT [CAFILE] */
+ * Usage: tls_client HOST PORT [CAFILE]    (exit status 0 on a reply) */
 #include <em.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static em_tls_opts tls;
+static bool replied; /* only a verified server gets this far */
 
 static void post_init(em_conn *c)
 {
@@ -30,6 +31,7 @@ static void handshake_completed(em_conn *c)
 static void receive_data(em_conn *c, const char *data, size_t len)
 {
     fwrite(data, 1, len, stdout);
+    replied = true;
     em_close_connection_after_writing(c); /* sends close_notify */
 }
 
@@ -56,9 +58,10 @@ int main(int argc, char **argv)
     em_reactor *r = em_reactor_new(NULL);
     if (!r || !em_connect(r, argv[1], atoi(argv[2]), &h, NULL)) {
         fprintf(stderr, "tls_client: %s\n", em_strerror(errno));
+        em_reactor_free(r);
         return 1;
     }
     em_run(r);
     em_reactor_free(r);
-    return 0;
+    return replied ? 0 : 1;
 }
