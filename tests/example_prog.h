@@ -144,4 +144,66 @@ static inline void example_stop(example_prog *p)
     p->in = p->out = -1;
 }
 
+
+/* Reads what comes on fd into buf (NUL-terminated, the rest dropped);
+ * false at EOF. */
+static inline bool example_take(int fd, char *buf, size_t size, size_t *len)
+{
+    char chunk[4096];
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n <= 0)
+        return false;
+    size_t keep = (size_t)n < size - 1 - *len ? (size_t)n : size - 1 - *len;
+    memcpy(buf + *len, chunk, keep);
+    *len += keep;
+    buf[*len] = '\0';
+    return true;
+}
+
+/* Runs build/examples/NAME (a client) to its end with argv, stdin
+ * /dev/null: what it printed on stdout and stderr in out and err
+ * (NUL-terminated, cut to their size), its wait status returned. Fails the
+ * case when it is still running after timeout_s. */
+static inline int example_run(const char *name, char *const argv[], double timeout_s, char *out,
+                              size_t out_size, char *err, size_t err_size)
+{
+    char path[PATH_MAX];
+    example_path(path, sizeof path, name);
+    int o[2], e[2], no_stdin[2] = {-1, -1};
+    ASSERT_EQ(pipe2(o, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(e, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        dup2(e[1], STDERR_FILENO);
+        example_child(path, argv, no_stdin, o);
+    }
+    close(o[1]);
+    close(e[1]);
+    example_prog p = {.pid = pid, .port = -1, .in = -1, .out = o[0]};
+    struct pollfd pfd[2] = {{.fd = o[0], .events = POLLIN}, {.fd = e[0], .events = POLLIN}};
+    size_t out_len = 0, err_len = 0;
+    out[0] = err[0] = '\0';
+    double end = now_mono() + timeout_s;
+    while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
+        int left_ms = (int)((end - now_mono()) * 1000);
+        if (left_ms <= 0 || poll(pfd, 2, left_ms) <= 0)
+            break;
+        if (pfd[0].revents && !example_take(o[0], out, out_size, &out_len))
+            pfd[0].fd = -1;
+        if (pfd[1].revents && !example_take(e[0], err, err_size, &err_len))
+            pfd[1].fd = -1;
+    }
+    close(e[0]);
+    /* with its output closed it is on its way out: a moment more for that */
+    double left = end - now_mono();
+    int status = example_wait(&p, left > 2 ? left : 2);
+    if (status == -1) {
+        example_stop(&p);
+        FAIL("%s still running after %.0f s; stdout '%s', stderr '%s'", name, timeout_s, out, err);
+    }
+    close(o[0]);
+    return status;
+}
+
 #endif
