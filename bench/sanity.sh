@@ -2,7 +2,9 @@
 # Sanity test of the benchmark echo servers, run by scripts/run-tests.sh:
 # each server is started, one 64-byte echo and one 1 MiB echo (which goes
 # through the partial-write path) are checked byte for byte, and the server
-# is stopped. The TLS servers (echo_tls_*) get the same two echoes over TLS
+# is stopped; echo_uring (the io_uring floor) also gets 32 MiB written
+# before any is read, so that its sends complete short and data waits
+# behind them. The TLS servers (echo_tls_*) get the same two echoes over TLS
 # (loadgen check --tls), with a certificate made here by the openssl
 # command. A server whose library is not installed (not built, or no Ruby
 # EventMachine; for echo_tls_libem, no em_start_tls yet) is reported as
@@ -128,12 +130,38 @@ echo_unread() { # port
     cmp -s "$tmp/32m" "$tmp/32m.got"
 }
 
-for name in epoll libem libuv libevent libev; do
-    if [[ -x "$bin/echo_$name" ]]; then
+# A kernel without io_uring, or with it disabled (io_uring_disabled, a
+# seccomp filter), makes echo_uring exit at once saying so: a skip, as a
+# missing library is. Sets uring_why.
+uring_works() {
+    if launch uring_probe "$bin/echo_uring"; then
+        halt "$pid"
+        pid=""
+        return 0
+    fi
+    halt "$pid"
+    pid=""
+    grep -q 'io_uring set-up' "$tmp/uring_probe.err" || return 0 # check will say why
+    uring_why=$(tail -n 1 "$tmp/uring_probe.err")
+    return 1
+}
+
+for name in epoll uring libem libuv libevent libev; do
+    if [[ "$name" == uring && -x "$bin/echo_uring" ]] && ! uring_works; then
+        echo "SKIP echo_uring: this kernel refuses its io_uring set-up ($uring_why)"
+        skip=$((skip + 1))
+    elif [[ "$name" == uring && -x "$bin/echo_uring" ]]; then
+        slow_echo=1
+        check uring "$bin/echo_uring"
+        slow_echo=0
+    elif [[ -x "$bin/echo_$name" ]]; then
         check "$name" "$bin/echo_$name"
     elif [[ "$name" == epoll || "$name" == libem ]]; then
         echo "FAIL echo_$name: $bin/echo_$name not built"
         fail=$((fail + 1))
+    elif [[ "$name" == uring ]]; then
+        echo "SKIP echo_uring: not built (liburing not installed)"
+        skip=$((skip + 1))
     else
         echo "SKIP echo_$name: not built (library not installed)"
         skip=$((skip + 1))
