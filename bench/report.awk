@@ -76,6 +76,7 @@ function label(s) {
     if (s ~ /^tls-/) return substr(s, 5)
     if (s ~ /^libem-[0-9]+t$/) return "libem, " nthreads(s) (nthreads(s) == 1 ? " reactor thread" : " reactor threads")
     if (s == "em-libem") return "Ruby EventMachine on libem's extension"
+    if (s == "uring") return "raw io_uring"
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
 
@@ -264,7 +265,8 @@ function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr,
         worst = ""; who = ""
         for (i = 1; i <= ns; i++) {
             s = S[i]
-            if (s == "libem" || s == "epoll") continue
+            # the floors are not libraries one would pick instead
+            if (s == "libem" || s == "epoll" || s == "uring") continue
             x = ratio_to("libem", s, W[j], "server_cpu_us_per_op")
             if (x != "" && (worst == "" || x > worst)) { worst = x; who = s }
         }

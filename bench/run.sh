@@ -41,14 +41,14 @@
 #   BENCH_REPS=N         repetitions (default 5; 1 when quick)
 #   BENCH_SECONDS=T      seconds of load per server in each ping-pong, stream
 #                        and connect run (default 2; 0.5 when quick)
-#   BENCH_SERVERS="..."  subset of: epoll libem libuv libevent libev em em-libem
-#                        tls-openssl tls-libem tls-libevent
+#   BENCH_SERVERS="..."  subset of: epoll uring libem libuv libevent libev em
+#                        em-libem tls-openssl tls-libem tls-libevent
 #                        http-floor http-libem http-nginx
 #                        proxy-splice-floor proxy-copy-floor-64k
 #                        proxy-copy-floor-16k proxy-libem proxy-libem-copy
 #                        proxy-haproxy proxy-haproxy-splice
 #                        libem-1t libem-2t (any libem-Nt, N up to 64)
-#                        (epoll is required with any of the first seven,
+#                        (epoll is required with any of the first eight,
 #                        tls-openssl with any TLS one, http-floor with any
 #                        http-*, proxy-splice-floor with any proxy-*)
 #   BENCH_SKIP_DEPS=1    do not check or install packages (EM_SKIP_DEPS too)
@@ -74,7 +74,7 @@ else
     tls_idle_n=5000
     downloads=3
 fi
-all_servers="epoll libem libuv libevent libev em em-libem libem-1t libem-2t
+all_servers="epoll uring libem libuv libevent libev em em-libem libem-1t libem-2t
     tls-openssl tls-libem tls-libevent
     http-floor http-libem http-nginx
     proxy-splice-floor proxy-copy-floor-64k proxy-copy-floor-16k proxy-libem proxy-libem-copy
@@ -113,14 +113,15 @@ install_deps() {
     [[ "${BENCH_SKIP_DEPS:-${EM_SKIP_DEPS:-0}}" == 1 ]] && return 0
     bash scripts/install-deps.sh || return 1
     command -v dpkg >/dev/null 2>&1 || {
-        log "bench: no dpkg; install libuv, libevent, libev, ruby-eventmachine, nginx, haproxy, wrk, curl yourself"
+        log "bench: no dpkg; install libuv, liburing, libevent, libev, ruby-eventmachine, nginx, haproxy, wrk, curl yourself"
         return 0
     }
     local p missing=()
     # libevent-dev has libevent_openssl too (the TLS libevent server).
     # nginx's and HAProxy's packages may start their system services; the
     # suite runs its own instances on ports of its own and leaves those be.
-    for p in libuv1-dev libevent-dev libev-dev ruby-eventmachine strace \
+    # liburing-dev: the io_uring floor (echo_uring).
+    for p in libuv1-dev liburing-dev libevent-dev libev-dev ruby-eventmachine strace \
         nginx haproxy wrk curl; do
         dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
     done
@@ -265,6 +266,7 @@ for s in $want_servers; do
         case $s in
         tls-libem) skipped+=("$s (not built: no em_start_tls in include/em.h yet, or no OpenSSL)") ;;
         tls-*) skipped+=("$s (not built: OpenSSL or libevent_openssl missing)") ;;
+        uring) skipped+=("$s (not built: liburing missing)") ;;
         *) skipped+=("$s (not built: library missing)") ;;
         esac
     elif [[ "$s" == tls-* ]]; then
@@ -1010,7 +1012,7 @@ cmdline="make bench"
     echo "- Memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "- Kernel: $(uname -sr)"
     echo "- Compiler: $("${cc_path:-cc}" --version 2>/dev/null | head -n 1) (-O2 -g)"
-    echo "- libuv $(pkgver libuv1-dev), libevent $(pkgver libevent-dev), libev $(pkgver libev-dev)"
+    echo "- libuv $(pkgver libuv1-dev), libevent $(pkgver libevent-dev), libev $(pkgver libev-dev), liburing $(pkgver liburing-dev)"
     if ((ntserv)); then
         echo "- $(openssl version 2>/dev/null | cut -d' ' -f1-2) (TLS servers and load generator); certificate: self-signed, ECDSA P-256"
     fi
