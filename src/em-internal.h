@@ -80,6 +80,11 @@ void em__io_forget(em_reactor *r, em_io *io);
 /* Whether a connection with this signature may share its socket with a
  * process forked since it was made. */
 bool em__maybe_forked_with(em_reactor *r, em_sig sig);
+/* release.c: em_reactor_free in a forked child during an inherited turn:
+ * every descriptor is let go (its number kept by /dev/null), nothing more
+ * is called back, and the outermost em_run/em_run_once frees the memory. */
+void em__release_inherited(em_reactor *r);
+void em__reactor_free_now(em_reactor *r);
 /* Calls fn for every io registered with the poller (epoll rebuilds its set
  * with it when a registration outlived its connection). */
 void em__io_each_registered(em_reactor *r, void (*fn)(em_io *io, void *ctx), void *ctx);
@@ -436,6 +441,10 @@ ssize_t em__pipe_fill(em_pipe *p, int fd, size_t max);
  * (the owner must fail). */
 int em__pipe_queue(em_reactor *r, em_pipe *p, em_outq *q, size_t n);
 void em__pipes_free(em_reactor *r);
+/* release.c: /dev/null (null_fd) dup'ed onto the pool's pipes (c NULL) or
+ * onto c's pipe; onto the files c is sending. */
+void em__pipes_stand_in(em_reactor *r, em_conn *c, int null_fd);
+void em__files_stand_in(em_conn *c, int null_fd);
 
 /* tls.c */
 void em__tls_reactor_free(em_reactor *r);
@@ -581,6 +590,7 @@ struct em_reactor {
     unsigned starved_servers;
     bool shutting_down;
     bool forked; /* freed in a forked child: no callbacks, no unlink */
+    bool released; /* em__release_inherited: the turn on the stack ends */
     /* Connections older than the last fork() may share their socket with
      * the child: they leave the epoll set with a DEL, not just the close. */
     unsigned forks_seen;

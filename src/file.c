@@ -260,3 +260,10 @@ void em__files_free(em_conn *c)
         em__free(s);
     }
 }
+
+void em__files_stand_in(em_conn *c, int null_fd)
+{
+    for (stream *s = c->cold ? c->cold->files : NULL; s; s = s->next)
+        if (s->fd >= 0)
+            dup3(null_fd, s->fd, O_CLOEXEC);
+}

@@ -162,6 +162,22 @@ int em__pipe_queue(em_reactor *r, em_pipe *p, em_outq *q, size_t n)
     return err;
 }
 
+static void pipe_stand_in(em_pipe *p, int null_fd)
+{
+    dup3(null_fd, p->rd, O_CLOEXEC);
+    dup3(null_fd, p->wr, O_CLOEXEC);
+}
+
+void em__pipes_stand_in(em_reactor *r, em_conn *c, int null_fd)
+{
+    if (!c) {
+        for (em_pipe *p = r->pipes; p; p = p->next)
+            pipe_stand_in(p, null_fd);
+    } else if (c->cold && c->cold->pipe) {
+        pipe_stand_in(c->cold->pipe, null_fd);
+    }
+}
+
 void em__pipes_free(em_reactor *r)
 {
     while (r->pipes) {

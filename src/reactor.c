@@ -284,10 +284,19 @@ static em_job *take_done(em_reactor *r)
     return jobs;
 }
 
+/* Jobs left when a done callback released the reactor go back, for
+ * em_reactor_free to drop with the rest. */
 static void run_done_jobs(em_reactor *r)
 {
     for (em_job *j = take_done(r), *next; j; j = next) {
         next = j->next;
+        if (r->released) {
+            j->next = r->done_head;
+            r->done_head = j;
+            if (!r->done_tail)
+                r->done_tail = j;
+            continue;
+        }
         j->done(r, j->arg); /* frees j */
     }
 }
@@ -299,7 +308,8 @@ static void run_callbacks(em_reactor *r, em_callback *c)
         em_cb cb = c->cb;
         void *arg = c->arg;
         em__free(c);
-        cb(r, arg);
+        if (!r->released)
+            cb(r, arg);
         c = next;
     }
 }
@@ -454,19 +464,26 @@ static void dispatch(em_reactor *r, int n)
     }
 }
 
+/* A callback that released the reactor (em__release_inherited) ends the
+ * turn at the next phase; within dispatch every io is dead by then. */
 static int turn(em_reactor *r, double max_wait_s)
 {
     r->now = em__clock();
     em__timers_run(r);
-    run_queued(r);
-    flush_and_close(r);
+    if (!r->released)
+        run_queued(r);
+    if (!r->released)
+        flush_and_close(r);
     em__sigpipe_restore(r); /* a SIGPIPE from elsewhere is not held up */
+    if (r->released)
+        return 0;
     int n = r->backend->wait(r, wait_ms(r, max_wait_s), r->events, EM_MAX_EVENTS);
     r->now = em__clock();
     r->busy = n >= EM_BUSY_EVENTS;
     if (n > 0)
         dispatch(r, n);
-    flush_and_close(r);
+    if (!r->released)
+        flush_and_close(r);
     em__sigpipe_restore(r);
     return n;
 }
@@ -482,6 +499,10 @@ int em_run_once(em_reactor *r, double max_wait_s)
     r->in_turn = true;
     int n = turn(r, max_wait_s);
     r->in_turn = false;
+    if (r->released && !r->running) {
+        em__reactor_free_now(r);
+        return -ECANCELED;
+    }
     return n;
 }
 
@@ -520,6 +541,8 @@ int em_run(em_reactor *r)
     int err = 0;
     while (!atomic_load(&r->stop_requested)) {
         int n = em_run_once(r, -1);
+        if (r->released)
+            break;
         if (n == -EAGAIN || n == -ENOMEM || n == -EINTR) {
             /* the poller is short of memory for now: try again shortly */
             struct timespec pause = {0, 1000 * 1000};
@@ -530,10 +553,13 @@ int em_run(em_reactor *r)
         }
     }
     r->in_turn = true; /* em_run_once from unbind during shutdown is refused */
-    shut_down(r);
+    if (!r->released)
+        shut_down(r);
     r->in_turn = false;
     atomic_store(&r->stop_requested, false);
     r->running = false;
+    if (r->released)
+        em__reactor_free_now(r);
     return err;
 }
 
@@ -546,13 +572,24 @@ bool em_stopping(const em_reactor *r)
 
 void em_reactor_free(em_reactor *r)
 {
-    if (!r || r->running || r->in_turn || r->freeing)
+    if (!r || r->freeing)
         return;
+    if (r->running || r->in_turn) {
+        if (r->owner_pid != getpid())
+            em__release_inherited(r); /* freed as the turn unwinds */
+        return;
+    }
+    em__reactor_free_now(r);
+}
+
+void em__reactor_free_now(em_reactor *r)
+{
     r->freeing = true; /* em_run and em_run_once are refused from here on */
     /* In a forked child: release descriptors and memory, call nothing back,
      * remove no file, and take no lock a vanished thread may hold. */
-    r->forked = r->owner_pid != getpid();
-    if (r->forked)
+    if (!r->released)
+        r->forked = r->owner_pid != getpid();
+    if (r->forked && !r->released)
         pthread_mutex_init(&r->xlock, NULL);
     shut_down(r);
     em__pool_destroy(r, &r->pool);

@@ -207,7 +207,7 @@ void em__signals_run(em_reactor *r)
     size_t n = 0;
     for (em_sighandler *h = r->sighandlers; h; h = h->next)
         n++;
-    for (em_sighandler *h = r->sighandlers; h && n; h = h->next, n--)
+    for (em_sighandler *h = r->sighandlers; h && n && !r->released; h = h->next, n--)
         if (seen[h->signo])
             h->cb(r, h->arg);
 }

@@ -238,7 +238,8 @@ void em__timers_run(em_reactor *r)
 {
     em_timers *t = &r->timers;
     uint64_t seq_limit = t->seq; /* timers added while running wait a turn */
-    while (t->heap_len && t->heap[0].seq < seq_limit && t->heap[0].deadline <= r->now)
+    while (t->heap_len && t->heap[0].seq < seq_limit && t->heap[0].deadline <= r->now &&
+           !r->released)
         fire(r, t->heap[0]);
 }
 
