@@ -19,7 +19,7 @@ typedef struct report {
     int late_calls;     /* callbacks of the inherited reactor after the free */
     int kept_fds;       /* its descriptors still open right after the free */
     int own_ok;         /* the child's reactor echoed before the unwind */
-    int run_once_rc;    /* what the inherited em_run_once returned */
+    int run_once_rc;    /* what the inherited em_run(_once) returned */
     int own_ok_after;   /* and after it */
     int fds_left;       /* open descriptors once all is freed */
 } report;
@@ -31,6 +31,7 @@ static struct {
     int cli, cli2;
     int status[2], go[2];
     bool fork_in_receive;
+    bool via_run; /* em_run, not em_run_once, drives the inherited turn */
     bool in_child;
     bool freed;
     pid_t pid;
@@ -187,8 +188,11 @@ static void on_timer(em_reactor *r, void *arg)
     (void)r;
     (void)arg;
     late();
-    if (!t.fork_in_receive && !t.pid)
+    if (!t.fork_in_receive && !t.pid) {
         fork_here();
+        if (t.pid > 0 && t.via_run)
+            em_stop(r);
+    }
 }
 
 /* After the unwind: the child's reactor still works, then the report. */
@@ -223,7 +227,7 @@ static bool rebind(int port)
     return ok;
 }
 
-static void parent_checks(int fd0)
+static void parent_checks(int fd0, int port)
 {
     ASSERT(readable_within(t.status[0], 10000));
     report rep;
@@ -231,19 +235,22 @@ static void parent_checks(int fd0)
     ASSERT_EQ(rep.late_calls, 0);
     ASSERT_EQ(rep.kept_fds, 0);
     ASSERT_EQ(rep.own_ok, 1);
-    ASSERT_EQ(rep.run_once_rc, -ECANCELED);
+    ASSERT_EQ(rep.run_once_rc, t.via_run ? 0 : -ECANCELED);
     ASSERT_EQ(rep.own_ok_after, 1);
     /* what the test itself holds in the child: cli, cli2, two pipe ends */
     ASSERT_EQ(rep.fds_left, fd0 + 4);
     ASSERT_EQ(waitpid(t.pid, NULL, WNOHANG), 0); /* still alive */
 
-    int port = em_server_port(t.srv);
-    ASSERT_EQ(em_close_connection(t.acc, false), 0);
-    run_for(t.r, 0.05);
+    /* em_run's return closed them all */
+    if (!t.via_run) {
+        ASSERT_EQ(em_close_connection(t.acc, false), 0);
+        run_for(t.r, 0.05);
+    }
     ASSERT(readable_within(t.cli, 3000));
     char buf[16];
     ASSERT_EQ(recv(t.cli, buf, sizeof buf, MSG_DONTWAIT), 0); /* EOF */
-    ASSERT_EQ(em_stop_server(t.srv), 0);
+    if (!t.via_run)
+        ASSERT_EQ(em_stop_server(t.srv), 0);
     ASSERT(rebind(port));
     ASSERT_EQ(waitpid(t.pid, NULL, WNOHANG), 0);
 
@@ -253,19 +260,21 @@ static void parent_checks(int fd0)
     ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-static void run_case(bool in_receive)
+static void run_case(bool in_receive, bool via_run)
 {
     int fd0 = open_fd_count();
     baseline_n = list_fds(baseline);
     memset(&t, 0, sizeof t);
     t.fork_in_receive = in_receive;
+    t.via_run = via_run;
     t.r = new_reactor();
     ASSERT_EQ(pipe(t.status), 0);
     ASSERT_EQ(pipe(t.go), 0);
     t.srv = em_start_server(t.r, "127.0.0.1", 0, &server_h, NULL);
     ASSERT_NOT_NULL(t.srv);
-    t.cli = tcp_connect_raw("127.0.0.1", em_server_port(t.srv));
-    t.cli2 = tcp_connect_raw("127.0.0.1", em_server_port(t.srv));
+    int port = em_server_port(t.srv);
+    t.cli = tcp_connect_raw("127.0.0.1", port);
+    t.cli2 = tcp_connect_raw("127.0.0.1", port);
     double deadline = now_mono() + 3;
     while (!t.acc2 && now_mono() < deadline)
         em_run_once(t.r, 0.01);
@@ -279,7 +288,7 @@ static void run_case(bool in_receive)
         write_all(t.cli, "a", 1);
     }
     usleep(100 * 1000);
-    int rc = 0;
+    int rc = via_run ? em_run(t.r) : 0; /* in the child: 0 once unwound */
     deadline = now_mono() + 5;
     while (!t.pid && !t.in_child && now_mono() < deadline)
         rc = em_run_once(t.r, 0.1); /* in the child: the reactor is gone */
@@ -288,7 +297,7 @@ static void run_case(bool in_receive)
     ASSERT(t.pid > 0);
     close(t.status[1]);
     close(t.go[0]);
-    parent_checks(fd0);
+    parent_checks(fd0, port);
     close(t.status[0]);
     close(t.go[1]);
     close(t.cli);
@@ -299,10 +308,15 @@ static void run_case(bool in_receive)
 
 TEST(fork_in_timer_then_free)
 {
-    run_case(false);
+    run_case(false, false);
+}
+
+TEST(fork_in_timer_under_em_run_then_free)
+{
+    run_case(false, true);
 }
 
 TEST(fork_in_receive_data_then_free)
 {
-    run_case(true);
+    run_case(true, false);
 }
