@@ -123,14 +123,18 @@ EM_EXPORT const char *em_backend_names(void);
  * memory (EAGAIN, ENOMEM) is retried; a broken one ends the run the same way
  * with its negative errno. -EINVAL for NULL, -EBUSY when already running
  * (em_run called from a callback). Deferred work still in flight keeps its
- * done callback for a later turn, or for em_reactor_free. */
+ * done callback for a later turn, or for em_reactor_free. A forked child
+ * that freed r from a callback of this run gets 0 once the reactor is
+ * freed (see em_reactor_free); r is gone then. */
 EM_EXPORT int em_run(em_reactor *r);
 
 /* One turn (see the top of this file), waiting at most max_wait_s seconds
  * for I/O (negative: until the next timer or event). Returns the number of
  * events dispatched, or -EINVAL / -EBUSY, or the poller's negative errno:
  * -EAGAIN or -ENOMEM mean it is short of memory or descriptors for now, and
- * the call should be repeated after a pause (em_run pauses 1 ms). */
+ * the call should be repeated after a pause (em_run pauses 1 ms).
+ * -ECANCELED: the reactor was freed (em_reactor_free in a forked child
+ * during this turn); do not use it again. */
 EM_EXPORT int em_run_once(em_reactor *r, double max_wait_s);
 
 /* Asks em_run to return once the current turn is finished. Thread-safe,
@@ -156,8 +160,17 @@ EM_EXPORT bool em_reactor_running(const em_reactor *r);
  * frees the reactor. em_defer from those callbacks returns -ECANCELED. Not
  * while running; ignored then. Safe in a forked child, also while other
  * threads are busy in libem: nothing is called back, no file is removed,
- * no flag of a shared descriptor changed and no child reaped there. NULL is
- * a no-op. */
+ * no flag of a shared descriptor changed and no child reaped there. In a
+ * child forked from inside a callback (EventMachine's fork_reactor), where
+ * the parent's em_run or em_run_once is still on the stack, it is not
+ * ignored: every descriptor the reactor holds (sockets, listeners, poller,
+ * eventfd, pidfds, pipes, files being sent) is let go at once, its number
+ * kept open on /dev/null so that nothing the child opens meanwhile takes
+ * it; once the callback returns the rest of that turn runs no callback,
+ * and that em_run (returning 0) or em_run_once (returning -ECANCELED)
+ * frees the reactor as it returns, closing those numbers. Do not use r
+ * after the call in either case. Without /dev/null the descriptors are
+ * only closed then. NULL is a no-op. */
 EM_EXPORT void em_reactor_free(em_reactor *r);
 
 /* The loop's cached monotonic time, in seconds. */
