@@ -140,6 +140,8 @@ static void one_turn(em_reactor *r)
         return;
     turn++;
     int n = em_run_once(r, 0);
+    if (n == -ECANCELED) /* freed by release_machine in a forked child */
+        return;
     if (n == -EAGAIN || n == -ENOMEM) /* short of memory or descriptors for now */
         rb_thread_wait_for((struct timeval){.tv_usec = 1000});
     else if (n < 0)
@@ -188,9 +190,11 @@ static VALUE t_stopping(VALUE self)
 
 /* em_reactor_free unbinds what is open, and those unbinds reach Ruby, as
  * stock's release_machine does; the reactor stays reachable meanwhile so
- * that they may still call the extension. A reactor forked from inside one
- * of its own turns cannot be freed (em_reactor_free refuses while a turn
- * runs): the child then leaves it behind. */
+ * that they may still call the extension. In a child forked from inside one
+ * of the reactor's turns (EM.fork_reactor) it lets go of the parent's
+ * descriptors at once and calls nothing back; the turn on the child's stack
+ * frees the rest should it ever return (one_turn). In the parent a running
+ * reactor is left behind, as before. */
 static VALUE t_release_machine(VALUE self)
 {
     (void)self;
@@ -199,7 +203,7 @@ static VALUE t_release_machine(VALUE self)
         return Qnil;
     rbem.stop_asked = true;
     rbem_servers_forget();
-    if (!em_reactor_running(r))
+    if (!em_reactor_running(r) || rbem.owner != getpid())
         em_reactor_free(r);
     rbem.r = NULL;
     close(rbem.wake_fd);

@@ -178,6 +178,58 @@ class TestIo < Test::Unit::TestCase
     end
   end
 
+  # fork_reactor from a timer: the child lets go of the parent's descriptors
+  # at once, so a connection the parent closes reaches its peer's EOF and a
+  # server it stops frees the port while the child's reactor still runs.
+  def test_fork_reactor_in_timer_releases_parents_descriptors
+    peer = TCPServer.new('127.0.0.1', 0)
+    up_rd, up_wr = IO.pipe
+    go_rd, go_wr = IO.pipe
+    port = free_port
+    pid = status = nil
+    seen = {}
+    em(10) do
+      sig = EM.start_server('127.0.0.1', port, EchoServer)
+      conn = EM.connect('127.0.0.1', peer.addr[1])
+      EM.add_timer(0.05) do
+        accepted = peer.accept
+        pid = EM.fork_reactor do
+          up_rd.close
+          go_wr.close
+          EM.add_timer(0.01) { up_wr.write('u'); up_wr.close }
+          EM.add_periodic_timer(0.01) do
+            EM.stop unless go_rd.read_nonblock(1, exception: false) == :wait_readable
+          end
+        end
+        up_wr.close
+        go_rd.close
+        seen[:child_up] = up_rd.read(1)
+        conn.close_connection
+        EM.add_timer(0.05) do
+          seen[:eof] = !accepted.wait_readable(3).nil? &&
+                       accepted.read_nonblock(1, exception: false).nil?
+          EM.stop_server(sig)
+          seen[:rebound] = begin
+            TCPServer.new('127.0.0.1', port).close
+            true
+          rescue SystemCallError => e
+            e.class
+          end
+          seen[:child_alive] = Process.waitpid(pid, Process::WNOHANG).nil?
+          go_wr.write('g')
+          _, status = Process.wait2(pid)
+          accepted.close
+          EM.stop
+        end
+      end
+    end
+    assert_equal({child_up: 'u', eof: true, rebound: true, child_alive: true}, seen)
+    assert_true(status.success?)
+  ensure
+    peer&.close
+    [up_rd, up_wr, go_rd, go_wr].each { |io| io&.close unless io&.closed? }
+  end
+
   def test_fork_inside_running_reactor_then_run_in_child
     port = free_port
     Dir.mktmpdir do |dir|
