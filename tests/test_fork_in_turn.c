@@ -15,6 +15,8 @@
 
 #define MAX_LINKS 256
 
+typedef enum { AT_TIMER, AT_RECEIVE, AT_UNBIND } fork_point;
+
 typedef struct report {
     int late_calls;     /* callbacks of the inherited reactor after the free */
     int kept_fds;       /* its descriptors still open right after the free */
@@ -30,7 +32,7 @@ static struct {
     em_conn *acc, *acc2;
     int cli, cli2;
     int status[2], go[2];
-    bool fork_in_receive;
+    fork_point at;
     bool via_run; /* em_run, not em_run_once, drives the inherited turn */
     bool in_child;
     bool freed;
@@ -88,11 +90,15 @@ static void on_tick(em_reactor *r, void *arg)
 
 static void on_receive(em_conn *c, const char *data, size_t len);
 
+static void fork_here(void);
+
+/* AT_UNBIND: in em_run's shutdown, which goes on in the child quietly */
 static void on_unbind(em_conn *c, int reason)
 {
-    (void)c;
     (void)reason;
     late();
+    if (t.at == AT_UNBIND && c == t.acc && !t.pid && !t.in_child)
+        fork_here();
 }
 
 static void on_post_init(em_conn *c)
@@ -179,7 +185,7 @@ static void on_receive(em_conn *c, const char *data, size_t len)
     (void)data;
     (void)len;
     late();
-    if (t.fork_in_receive && c == t.acc && !t.pid)
+    if (t.at == AT_RECEIVE && c == t.acc && !t.pid)
         fork_here();
 }
 
@@ -188,9 +194,10 @@ static void on_timer(em_reactor *r, void *arg)
     (void)r;
     (void)arg;
     late();
-    if (!t.fork_in_receive && !t.pid) {
-        fork_here();
-        if (t.pid > 0 && t.via_run)
+    if (t.at != AT_RECEIVE && !t.pid && !t.in_child) {
+        if (t.at == AT_TIMER)
+            fork_here();
+        if (t.via_run && !t.in_child)
             em_stop(r);
     }
 }
@@ -260,12 +267,13 @@ static void parent_checks(int fd0, int port)
     ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-static void run_case(bool in_receive, bool via_run)
+static void run_case(fork_point at, bool via_run)
 {
+    bool in_receive = at == AT_RECEIVE;
     int fd0 = open_fd_count();
     baseline_n = list_fds(baseline);
     memset(&t, 0, sizeof t);
-    t.fork_in_receive = in_receive;
+    t.at = at;
     t.via_run = via_run;
     t.r = new_reactor();
     ASSERT_EQ(pipe(t.status), 0);
@@ -290,7 +298,7 @@ static void run_case(bool in_receive, bool via_run)
     usleep(100 * 1000);
     int rc = via_run ? em_run(t.r) : 0; /* in the child: 0 once unwound */
     deadline = now_mono() + 5;
-    while (!t.pid && !t.in_child && now_mono() < deadline)
+    while (!via_run && !t.pid && !t.in_child && now_mono() < deadline)
         rc = em_run_once(t.r, 0.1); /* in the child: the reactor is gone */
     if (t.in_child)
         child_finish(rc);
@@ -308,15 +316,20 @@ static void run_case(bool in_receive, bool via_run)
 
 TEST(fork_in_timer_then_free)
 {
-    run_case(false, false);
+    run_case(AT_TIMER, false);
 }
 
 TEST(fork_in_timer_under_em_run_then_free)
 {
-    run_case(false, true);
+    run_case(AT_TIMER, true);
 }
 
 TEST(fork_in_receive_data_then_free)
 {
-    run_case(true, false);
+    run_case(AT_RECEIVE, false);
+}
+
+TEST(fork_in_unbind_at_em_run_shutdown_then_free)
+{
+    run_case(AT_UNBIND, true);
 }
