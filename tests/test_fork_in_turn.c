@@ -20,6 +20,7 @@ typedef enum { AT_TIMER, AT_RECEIVE, AT_UNBIND } fork_point;
 typedef struct report {
     int late_calls;     /* callbacks of the inherited reactor after the free */
     int kept_fds;       /* its descriptors still open right after the free */
+    int attached_kept;  /* but the em_attach'ed one is left as it was */
     int own_ok;         /* the child's reactor echoed before the unwind */
     int run_once_rc;    /* what the inherited em_run(_once) returned */
     int own_ok_after;   /* and after it */
@@ -32,6 +33,7 @@ static struct {
     em_conn *acc, *acc2;
     int cli, cli2;
     int status[2], go[2];
+    int attached[2]; /* a pipe whose read end is em_attach'ed: the user's */
     fork_point at;
     bool via_run; /* em_run, not em_run_once, drives the inherited turn */
     bool in_child;
@@ -72,7 +74,7 @@ static bool test_owned(int fd)
     for (int i = 0; i < baseline_n; i++)
         if (baseline[i].fd == fd)
             return true;
-    return fd == t.cli || fd == t.cli2 || fd == t.status[1] || fd == t.go[0];
+    return fd == t.attached[0] || fd == t.attached[1] || fd == t.cli || fd == t.cli2 || fd == t.status[1] || fd == t.go[0];
 }
 
 static void late(void)
@@ -108,6 +110,8 @@ static void on_post_init(em_conn *c)
     else
         t.acc2 = c;
 }
+
+static const em_handler attached_h = {.unbind = on_unbind};
 
 static const em_handler server_h = {
     .post_init = on_post_init, .receive_data = on_receive, .unbind = on_unbind};
@@ -162,6 +166,9 @@ static void child_after_fork(void)
     t.freed = true;
     int na = list_fds(after);
     for (int i = 0; i < nb; i++) {
+        for (int j = 0; j < na; j++)
+            if (before[i].fd == t.attached[0] && after[j].fd == t.attached[0])
+                t.rep.attached_kept = !strcmp(after[j].target, before[i].target);
         if (test_owned(before[i].fd))
             continue;
         for (int j = 0; j < na; j++)
@@ -241,11 +248,12 @@ static void parent_checks(int fd0, int port)
     ASSERT_EQ(read(t.status[0], &rep, sizeof rep), (ssize_t)sizeof rep);
     ASSERT_EQ(rep.late_calls, 0);
     ASSERT_EQ(rep.kept_fds, 0);
+    ASSERT_EQ(rep.attached_kept, 1);
     ASSERT_EQ(rep.own_ok, 1);
     ASSERT_EQ(rep.run_once_rc, t.via_run ? 0 : -ECANCELED);
     ASSERT_EQ(rep.own_ok_after, 1);
-    /* what the test itself holds in the child: cli, cli2, two pipe ends */
-    ASSERT_EQ(rep.fds_left, fd0 + 4);
+    /* what the test itself holds in the child: cli, cli2, four pipe ends */
+    ASSERT_EQ(rep.fds_left, fd0 + 6);
     ASSERT_EQ(waitpid(t.pid, NULL, WNOHANG), 0); /* still alive */
 
     /* em_run's return closed them all */
@@ -278,6 +286,8 @@ static void run_case(fork_point at, bool via_run)
     t.r = new_reactor();
     ASSERT_EQ(pipe(t.status), 0);
     ASSERT_EQ(pipe(t.go), 0);
+    ASSERT_EQ(pipe(t.attached), 0);
+    ASSERT_NOT_NULL(em_attach(t.r, t.attached[0], &attached_h, NULL));
     t.srv = em_start_server(t.r, "127.0.0.1", 0, &server_h, NULL);
     ASSERT_NOT_NULL(t.srv);
     int port = em_server_port(t.srv);
@@ -311,6 +321,8 @@ static void run_case(fork_point at, bool via_run)
     close(t.cli);
     close(t.cli2);
     em_reactor_free(t.r);
+    close(t.attached[0]); /* em_attach leaves it to us */
+    close(t.attached[1]);
     ASSERT_NO_FD_LEAK(fd0);
 }
 
