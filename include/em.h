@@ -164,13 +164,14 @@ EM_EXPORT bool em_reactor_running(const em_reactor *r);
  * child forked from inside a callback (EventMachine's fork_reactor), where
  * the parent's em_run or em_run_once is still on the stack, it is not
  * ignored: every descriptor the reactor holds (sockets, listeners, poller,
- * eventfd, pidfds, pipes, files being sent) is let go at once, its number
- * kept open on /dev/null so that nothing the child opens meanwhile takes
- * it; once the callback returns the rest of that turn runs no callback,
- * and that em_run (returning 0) or em_run_once (returning -ECANCELED)
- * frees the reactor as it returns, closing those numbers. Do not use r
- * after the call in either case. Without /dev/null the descriptors are
- * only closed then. NULL is a no-op. */
+ * eventfd, pidfds, pipes, files being sent; not those of em_attach and
+ * em_watch, which stay the user's) is let go at once, its number kept open
+ * on /dev/null so that nothing the child opens meanwhile takes it; once
+ * the callback returns the rest of that turn runs no callback, and that
+ * em_run (returning 0) or em_run_once (returning -ECANCELED) frees the
+ * reactor as it returns, closing those numbers. Do not use r after the
+ * call in either case. Without /dev/null the descriptors are only closed
+ * then. NULL is a no-op. */
 EM_EXPORT void em_reactor_free(em_reactor *r);
 
 /* The loop's cached monotonic time, in seconds. */
