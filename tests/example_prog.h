@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -204,6 +205,46 @@ static inline int example_run(const char *name, char *const argv[], double timeo
     }
     close(o[0]);
     return status;
+}
+
+/* ---------------------------------------------- a client of an example */
+
+/* A blocking TCP connection to the example on 127.0.0.1:port. */
+static inline int example_connect(int port) { return tcp_connect_raw("127.0.0.1", port); }
+
+/* Exactly the bytes of text on fd, each within 5 s of the last. */
+static inline void example_expect(int fd, const char *text)
+{
+    char buf[4096];
+    size_t len = strlen(text);
+    ASSERT_LE(len, sizeof buf);
+    for (size_t got = 0; got < len;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 5000) != 1)
+            FAIL("waiting for '%s': only '%.*s' arrived", text, (int)got, buf);
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n <= 0)
+            FAIL("waiting for '%s': EOF after '%.*s'", text, (int)got, buf);
+        got += (size_t)n;
+    }
+    if (memcmp(buf, text, len) != 0)
+        FAIL("expected '%s', got '%.*s'", text, (int)len, buf);
+}
+
+/* The peer's EOF on fd within 5 s, nothing before it. */
+static inline void example_expect_eof(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+    char ch;
+    ASSERT_EQ(read(fd, &ch, 1), 0);
+}
+
+/* Nothing arrives on fd for ms milliseconds. */
+static inline void example_expect_quiet(int fd, int ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, ms), 0);
 }
 
 #endif

@@ -8,50 +8,6 @@
 
 #include <netinet/in.h>
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
-/* Exactly the bytes of text, each within 5 s of the last. */
-static void expect(int fd, const char *text)
-{
-    static char buf[4096];
-    size_t len = strlen(text);
-    ASSERT_LE(len, sizeof buf);
-    for (size_t got = 0; got < len;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, 5000) != 1)
-            FAIL("waiting for '%s': only '%.*s' arrived", text, (int)got, buf);
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n <= 0)
-            FAIL("waiting for '%s': EOF after '%.*s'", text, (int)got, buf);
-        got += (size_t)n;
-    }
-    if (memcmp(buf, text, len) != 0)
-        FAIL("expected '%s', got '%.*s'", text, (int)len, buf);
-}
-
-static void expect_eof(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
-    char ch;
-    ASSERT_EQ(read(fd, &ch, 1), 0);
-}
-
-/* Nothing (more) arrives for a while. */
-static void expect_quiet(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 150), 0);
-}
-
 static void say(int fd, const char *text) { write_all(fd, text, strlen(text)); }
 
 /* The server's next stdout line starts with prefix. */
@@ -78,13 +34,13 @@ static example_prog start(void)
  * told, and the server's stdout says so. */
 static int join(example_prog *p, int n_guest, const int *others, int n)
 {
-    int fd = connect_to(p->port);
+    int fd = example_connect(p->port);
     char text[128];
     snprintf(text, sizeof text, "Welcome, guest%d. Commands: /nick NAME, /who, /quit\n", n_guest);
-    expect(fd, text);
+    example_expect(fd, text);
     snprintf(text, sizeof text, "* guest%d joined\n", n_guest);
     for (int i = 0; i < n; i++)
-        expect(others[i], text);
+        example_expect(others[i], text);
     snprintf(text, sizeof text, "guest%d joined from 127.0.0.1:", n_guest);
     expect_log(p, text);
     return fd;
@@ -97,19 +53,19 @@ TEST(a_line_reaches_the_others_and_not_its_sender)
     int b = join(&p, 2, (int[]){a}, 1);
     int c = join(&p, 3, (int[]){a, b}, 2);
     say(a, "hello all\n");
-    expect(b, "<guest1> hello all\n");
-    expect(c, "<guest1> hello all\n");
+    example_expect(b, "<guest1> hello all\n");
+    example_expect(c, "<guest1> hello all\n");
     say(b, "from b\r\n"); /* CRLF, as telnet sends */
-    expect(a, "<guest2> from b\n");
-    expect(c, "<guest2> from b\n");
+    example_expect(a, "<guest2> from b\n");
+    example_expect(c, "<guest2> from b\n");
     say(c, "in ");
     nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
     say(c, "two writes\n\n"); /* and an empty line, which is not sent */
-    expect(a, "<guest3> in two writes\n");
-    expect(b, "<guest3> in two writes\n");
-    expect_quiet(a);
-    expect_quiet(b);
-    expect_quiet(c);
+    example_expect(a, "<guest3> in two writes\n");
+    example_expect(b, "<guest3> in two writes\n");
+    example_expect_quiet(a, 150);
+    example_expect_quiet(b, 150);
+    example_expect_quiet(c, 150);
     close(a);
     close(b);
     close(c);
@@ -122,23 +78,23 @@ TEST(nick_who_and_bad_commands)
     int a = join(&p, 1, NULL, 0);
     int b = join(&p, 2, (int[]){a}, 1);
     say(a, "/nick alice\n");
-    expect(a, "* guest1 is now known as alice\n"); /* to everyone, its sender too */
-    expect(b, "* guest1 is now known as alice\n");
+    example_expect(a, "* guest1 is now known as alice\n"); /* to everyone, its sender too */
+    example_expect(b, "* guest1 is now known as alice\n");
     expect_log(&p, "guest1 is now known as alice");
     say(a, "hi\n");
-    expect(b, "<alice> hi\n");
+    example_expect(b, "<alice> hi\n");
     say(b, "/nick alice\n");
-    expect(b, "* alice is taken\n");
+    example_expect(b, "* alice is taken\n");
     say(b, "/nick two words\n");
-    expect(b, "* names are 1 to 20 printable characters, no spaces\n");
+    example_expect(b, "* names are 1 to 20 printable characters, no spaces\n");
     say(b, "/nick \n");
-    expect(b, "* names are 1 to 20 printable characters, no spaces\n");
+    example_expect(b, "* names are 1 to 20 printable characters, no spaces\n");
     say(b, "/dance\n");
-    expect(b, "* unknown command; try /nick NAME, /who, /quit\n");
+    example_expect(b, "* unknown command; try /nick NAME, /who, /quit\n");
     say(b, "/who\n");
-    expect(b, "* guest2 (you)\n* alice\n"); /* newest first */
-    expect_quiet(a);
-    expect_quiet(b);
+    example_expect(b, "* guest2 (you)\n* alice\n"); /* newest first */
+    example_expect_quiet(a, 150);
+    example_expect_quiet(b, 150);
     close(a);
     close(b);
     example_stop(&p);
@@ -157,8 +113,8 @@ TEST(a_long_line_arrives_in_pieces)
     say(a, line);
     snprintf(want, sizeof want, "<guest1> %.1023s\n<guest1> %.1023s\n<guest1> %.953s\n", line,
              line, line);
-    expect(b, want);
-    expect_quiet(b);
+    example_expect(b, want);
+    example_expect_quiet(b, 150);
     close(a);
     close(b);
     example_stop(&p);
@@ -171,22 +127,22 @@ TEST(clients_leaving_are_announced_and_the_server_goes_on)
     int b = join(&p, 2, (int[]){a}, 1);
     int c = join(&p, 3, (int[]){a, b}, 2);
     say(c, "/quit\n");
-    expect(c, "* bye\n");
-    expect_eof(c);
+    example_expect(c, "* bye\n");
+    example_expect_eof(c);
     close(c);
-    expect(a, "* guest3 left\n");
-    expect(b, "* guest3 left\n");
+    example_expect(a, "* guest3 left\n");
+    example_expect(b, "* guest3 left\n");
     expect_log(&p, "guest3 left");
     close(b); /* no /quit: just gone */
-    expect(a, "* guest2 left\n");
+    example_expect(a, "* guest2 left\n");
     expect_log(&p, "guest2 left");
     int d = join(&p, 4, (int[]){a}, 1);
     say(d, "still here?\n");
-    expect(a, "<guest4> still here?\n");
+    example_expect(a, "<guest4> still here?\n");
     say(a, "yes\n");
-    expect(d, "<guest1> yes\n");
-    expect_quiet(a);
-    expect_quiet(d);
+    example_expect(d, "<guest1> yes\n");
+    example_expect_quiet(a, 150);
+    example_expect_quiet(d, 150);
     close(a);
     close(d);
     example_stop(&p);

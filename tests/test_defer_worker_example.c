@@ -15,16 +15,6 @@ static const known primes[] = {{1, 2},      {2, 3},         {10, 29},      {100,
                                {1000, 7919}, {10000, 104729}, {30000, 350377}, {50000, 611953}};
 #define NPRIMES (int)(sizeof primes / sizeof primes[0])
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 static void ask(int fd, long n)
 {
     char line[32];
@@ -77,11 +67,11 @@ TEST(concurrent_requests_are_all_answered_correctly)
     int fds[NPRIMES];
     /* one client per request, all asked before any answer is read */
     for (int i = 0; i < NPRIMES; i++) {
-        fds[i] = connect_to(p.port);
+        fds[i] = example_connect(p.port);
         ask(fds[i], primes[NPRIMES - 1 - i].n);
     }
     /* and one client with every request at once: answers in any order */
-    int many = connect_to(p.port);
+    int many = example_connect(p.port);
     for (int i = 0; i < NPRIMES; i++)
         ask(many, primes[i].n);
     for (int i = 0; i < NPRIMES; i++) {
@@ -116,14 +106,14 @@ TEST(clients_gone_before_their_answer_do_not_harm_the_server)
     example_prog p = example_start("defer_worker", argv, false);
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 10; i++) {
-            int fd = connect_to(p.port);
+            int fd = example_connect(p.port);
             ask(fd, 50000);
             if (i % 2) /* a reset rather than a FIN, for half of them */
                 setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0},
                            sizeof(struct linger));
             close(fd);
         }
-        int fd = connect_to(p.port);
+        int fd = example_connect(p.port);
         ask(fd, 10000);
         known k = read_answer(fd);
         ASSERT_EQ(k.n, 10000);
@@ -132,7 +122,7 @@ TEST(clients_gone_before_their_answer_do_not_harm_the_server)
     }
     /* and SIGTERM while jobs of gone clients are still running */
     for (int i = 0; i < 4; i++) {
-        int fd = connect_to(p.port);
+        int fd = example_connect(p.port);
         ask(fd, 50000);
         close(fd);
     }
@@ -146,7 +136,7 @@ TEST(a_half_closed_client_gets_its_answers)
 {
     char *argv[] = {"defer_worker", "0", NULL};
     example_prog p = example_start("defer_worker", argv, false);
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     write_all(fd, "30000\n10\n", 9);
     ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
     known a = read_answer(fd), b = read_answer(fd);
@@ -165,7 +155,7 @@ TEST(bad_requests_are_answered_with_an_error)
 {
     char *argv[] = {"defer_worker", "0", NULL};
     example_prog p = example_start("defer_worker", argv, false);
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     write_all(fd, "0\nabc\n", 6);
     char buf[73];
     size_t got = 0;

@@ -80,13 +80,6 @@ static void echo_one(int fd, size_t len, uint64_t seed)
     echo_all(&c, 1, len);
 }
 
-/* Nothing more arrives: no byte came back twice. */
-static void expect_quiet(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 100), 0);
-}
-
 TEST(startup_line_names_the_port_and_backend)
 {
     char *argv[] = {"echo_server", "0", NULL};
@@ -112,12 +105,12 @@ TEST(every_size_comes_back_byte_exact)
     int fd = connect_to(p.port);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         echo_one(fd, sizes[i], i * 7919u); /* one after another on one connection */
-    expect_quiet(fd);
+    example_expect_quiet(fd, 100);
     close(fd);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         fd = connect_to(p.port); /* and each on a connection of its own */
         echo_one(fd, sizes[i], 1000003u + i);
-        expect_quiet(fd);
+        example_expect_quiet(fd, 100);
         close(fd);
     }
     example_stop(&p);
@@ -132,7 +125,7 @@ TEST(several_clients_at_once_each_get_their_own_bytes)
         cl[i] = (client){.fd = connect_to(p.port), .seed = (uint64_t)i * 5000011u};
     echo_all(cl, 5, 1 << 20);
     for (int i = 0; i < 5; i++) {
-        expect_quiet(cl[i].fd);
+        example_expect_quiet(cl[i].fd, 100);
         close(cl[i].fd);
     }
     example_stop(&p);

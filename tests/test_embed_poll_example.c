@@ -7,16 +7,6 @@
 
 #include <netinet/in.h>
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 /* Writes len pattern bytes starting at byte `at` of the stream while
  * reading their echo (a large write would otherwise fill both ways). */
 static void echo_round(int fd, uint64_t at, size_t len)
@@ -65,7 +55,7 @@ TEST(stdin_lines_and_echo_traffic_are_served_together)
     int fds[CLIENTS];
     uint64_t at[CLIENTS] = {0};
     for (int i = 0; i < CLIENTS; i++)
-        fds[i] = connect_to(p.port);
+        fds[i] = example_connect(p.port);
     /* the count proves the acknowledgement was made inside the same loop
      * as the accepts; wait for all three to be accepted first */
     for (int i = 0; i < CLIENTS; i++) {
@@ -97,7 +87,7 @@ TEST(eof_on_stdin_exits_0_and_closes_the_connections)
 {
     char *argv[] = {"embed_poll", "0", NULL};
     example_prog p = example_start("embed_poll", argv, true);
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     echo_round(fd, 0, 1000);
     host_line(&p, 1, 1);
     double closed = now_mono();

@@ -44,14 +44,6 @@ static void expect(int fd, const char *text)
         FAIL("expected '%s', got '%.*s'", text, (int)len, buf);
 }
 
-static void expect_eof(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 5000), 1);
-    char ch;
-    ASSERT_EQ(read(fd, &ch, 1), 0);
-}
-
 /* The job's reply: "done ", len letters of the alphabet, "\n". */
 static void expect_result(int fd, size_t len)
 {
@@ -104,12 +96,12 @@ TEST(a_busy_connection_finishes_its_job_and_the_server_exits_0)
     double signalled = now_mono();
     ASSERT_EQ(kill(p.pid, SIGTERM), 0);
     wait_until_refused(p.port);
-    expect_eof(idle); /* idle: closed at once */
+    example_expect_eof(idle); /* idle: closed at once */
     /* a request sent while draining is refused, the job goes on */
     write_all(busy, "1\n", 2);
     expect(busy, "refused: shutting down\n");
     expect_result(busy, len);
-    expect_eof(busy);
+    example_expect_eof(busy);
     int status = example_wait(&p, 5.0);
     ASSERT(status != -1);
     ASSERT(WIFEXITED(status));
@@ -134,7 +126,7 @@ TEST(jobs_queued_before_the_signal_all_finish_in_order)
     expect_result(fd, 3);
     expect_result(fd, 5);
     expect_result(fd, 7);
-    expect_eof(fd);
+    example_expect_eof(fd);
     int status = example_wait(&p, 5.0);
     ASSERT(status != -1 && WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);
@@ -155,7 +147,7 @@ TEST(a_half_closed_client_gets_its_answers)
     expect(fd, "started\nstarted\n");
     expect_result(fd, 10);
     expect_result(fd, 2);
-    expect_eof(fd);
+    example_expect_eof(fd);
     close(fd);
     example_stop(&p);
 }
@@ -170,7 +162,7 @@ TEST(the_grace_period_bounds_the_wait)
     expect(fd, "started\n");
     double signalled = now_mono();
     ASSERT_EQ(kill(p.pid, SIGTERM), 0);
-    expect_eof(fd); /* cut off: no result */
+    example_expect_eof(fd); /* cut off: no result */
     int status = example_wait(&p, 5.0);
     ASSERT(status != -1 && WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 1);

@@ -9,16 +9,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 static void say(int fd, const char *text) { write_all(fd, text, strlen(text)); }
 
 /* One line from the socket, without its newline; fails when none comes
@@ -80,7 +70,7 @@ static bool gone_within(pid_t pid, double seconds)
 TEST(output_exit_status_and_errors)
 {
     example_prog p = start();
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     say(fd, "echo a b\n");
     expect_pid(fd, 1);
     expect_line(fd, "[1] a b");
@@ -115,7 +105,7 @@ TEST(output_exit_status_and_errors)
 TEST(at_most_four_jobs_run_at_once)
 {
     example_prog p = start();
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     double t0 = now_mono();
     for (int i = 0; i < 6; i++)
         say(fd, "sleep 0.3\n");
@@ -157,7 +147,7 @@ TEST(at_most_four_jobs_run_at_once)
 TEST(a_disconnect_kills_running_jobs_and_drops_queued_ones)
 {
     example_prog p = start();
-    int a = connect_to(p.port);
+    int a = example_connect(p.port);
     say(a, "sleep 5\nsleep 5\nsleep 5\nsleep 5\nsleep 5\n");
     pid_t pids[4];
     for (unsigned i = 0; i < 4; i++)
@@ -167,7 +157,7 @@ TEST(a_disconnect_kills_running_jobs_and_drops_queued_ones)
     for (int i = 0; i < 4; i++)
         ASSERT(gone_within(pids[i], 3.0));
     ASSERT_DBL_LE(now_mono() - t0, 3.0); /* killed, not left to finish their 5 s */
-    int b = connect_to(p.port);
+    int b = example_connect(p.port);
     say(b, "sleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n");
     pid_t mine[4];
     for (unsigned i = 0; i < 4; i++) /* four starts before any exit */
@@ -238,7 +228,7 @@ TEST_TIMEOUT(a_slow_reader_holds_the_job_back, 90);
 TEST(a_slow_reader_holds_the_job_back)
 {
     example_prog p = start();
-    int fd = connect_to(p.port);
+    int fd = example_connect(p.port);
     long before = rss_kib(p.pid);
     const size_t mib = 64;
     char cmd[64];
