@@ -240,6 +240,7 @@ static void hand_back(em_conn *c)
     c->flags &= ~(uint32_t)EM_CF_RESTORE_FL;
     em__fd_release(c->r, c->io.fd);
     c->io.fd = -1;
+    em__io_settle(c->r);
 }
 
 void em__conn_fail(em_conn *c, int reason)

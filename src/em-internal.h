@@ -53,6 +53,14 @@ typedef struct em_backend {
     /* Fills out[0..n) and returns n, or a negative errno. */
     int (*wait)(em_reactor *r, int timeout_ms, em_event *out, int max);
     int (*fd)(em_reactor *r);
+    /* Optional (io_uring): its requests hold a reference to the files they
+     * watch, so a descriptor removed from it is not let go of by close()
+     * until the removal reaches the kernel. settle: every removal queued
+     * reaches it now, before a port is bound again or a descriptor handed
+     * back to the user. flush: what the turn queued is handed to the kernel
+     * at its end, for a host that waits on em_backend_fd instead. */
+    void (*settle)(em_reactor *r);
+    void (*flush)(em_reactor *r);
     /* Closing a descriptor ends its registration (epoll, once no other
      * descriptor refers to the file): em__io_forget then needs no call. */
     bool close_unregisters;
@@ -62,10 +70,15 @@ typedef struct em_backend {
 } em_backend;
 
 /* What em_backend_names and em_strerror(EM_EBACKEND) list. */
+#ifdef EM_HAVE_URING
+#define EM__BACKEND_NAMES "epoll poll io_uring auto"
+#else
 #define EM__BACKEND_NAMES "epoll poll"
+#endif
 
 extern const em_backend em__backend_epoll;
 extern const em_backend em__backend_poll;
+extern const em_backend em__backend_uring;
 
 int em__io_watch(em_reactor *r, em_io *io, unsigned interest);
 void em__io_unwatch(em_reactor *r, em_io *io);
@@ -77,6 +90,8 @@ void em__io_close(em_reactor *r, em_io *io);
 /* io's descriptor is about to be closed by libem: unwatch it, with no system
  * call where the close itself does that. */
 void em__io_forget(em_reactor *r, em_io *io);
+/* Removals from the poller made so far are complete (see em_backend.settle). */
+void em__io_settle(em_reactor *r);
 /* Whether a connection with this signature may share its socket with a
  * process forked since it was made. */
 bool em__maybe_forked_with(em_reactor *r, em_sig sig);
@@ -574,6 +589,7 @@ struct em_reactor {
             int fd_cap;
             int start;       /* where the next scan begins: fairness */
         } poll;
+        struct em_uring *uring; /* backend-uring.c */
     } be;
     double now;
     em_timers timers;

@@ -31,6 +31,11 @@ static void count_forks(void) { pthread_atfork(NULL, count_fork, NULL); }
 
 const char *em_backend_names(void) { return EM__BACKEND_NAMES; }
 
+#ifdef EM_HAVE_URING
+/* "auto": io_uring where the kernel gives a ring, else epoll. */
+static const em_backend em__backend_auto = {.name = "auto"};
+#endif
+
 static const em_backend *find_backend(const char *name)
 {
     if (!name)
@@ -39,7 +44,27 @@ static const em_backend *find_backend(const char *name)
         return &em__backend_epoll;
     if (!strcmp(name, "poll"))
         return &em__backend_poll;
+#ifdef EM_HAVE_URING
+    if (!strcmp(name, "io_uring"))
+        return &em__backend_uring;
+    if (!strcmp(name, "auto"))
+        return &em__backend_auto;
+#endif
     return NULL;
+}
+
+static int backend_init(em_reactor *r, const em_backend *be)
+{
+#ifdef EM_HAVE_URING
+    if (be == &em__backend_auto) {
+        r->backend = &em__backend_uring;
+        if (!em__backend_uring.init(r))
+            return 0;
+        be = &em__backend_epoll;
+    }
+#endif
+    r->backend = be;
+    return be->init(r);
 }
 
 static int wake_open(em_reactor *r)
@@ -66,8 +91,6 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
     int err = r && buf ? 0 : -ENOMEM;
     if (!err) {
         r->read_buf = buf;
-        r->backend = be;
-        r->accept_per_report = em__accepts_per_report(be);
         r->next_sig = 1;
         r->owner_pid = getpid();
         const char *splice_env = getenv("EM_SPLICE");
@@ -87,12 +110,14 @@ em_reactor *em_reactor_new(const em_reactor_opts *opts)
         em__pool_destroy(r, &r->pool);
         err = -ENOMEM;
     }
-    if (!err && (err = be->init(r)) < 0) {
+    if (!err && (err = backend_init(r, be)) < 0) {
         pthread_mutex_destroy(&r->xlock);
         em__pool_destroy(r, &r->pool);
     }
+    if (!err)
+        r->accept_per_report = em__accepts_per_report(r->backend);
     if (!err && (err = wake_open(r)) < 0) {
-        be->destroy(r);
+        r->backend->destroy(r);
         pthread_mutex_destroy(&r->xlock);
         em__pool_destroy(r, &r->pool);
     }
@@ -149,6 +174,13 @@ void em__io_close(em_reactor *r, em_io *io)
     em__fd_release(r, io->fd);
     close(io->fd);
     io->fd = -1;
+    em__io_settle(r);
+}
+
+void em__io_settle(em_reactor *r)
+{
+    if (r->backend->settle && !r->forked)
+        r->backend->settle(r);
 }
 
 void em__io_forget(em_reactor *r, em_io *io)
@@ -485,6 +517,8 @@ static int turn(em_reactor *r, double max_wait_s)
     if (!r->released)
         flush_and_close(r);
     em__sigpipe_restore(r);
+    if (r->backend->flush && !r->released)
+        r->backend->flush(r);
     return n;
 }
 
@@ -528,6 +562,7 @@ static void shut_down(em_reactor *r)
     em__timers_clear(r);
     em__cbq_free_list(em__cbq_take_all(&r->ticks));
     em__sigpipe_restore(r);
+    em__io_settle(r); /* em_run returns with every socket really closed */
     r->shutting_down = false;
 }
 

@@ -89,7 +89,7 @@ TEST(startup_line_names_the_port_and_backend)
     ASSERT(example_read_line(&p, line, sizeof line, 5000));
     int port = 0;
     char backend[32] = "";
-    ASSERT_EQ(sscanf(line, "ready port=%d (%31[a-z] backend)", &port, backend), 2);
+    ASSERT_EQ(sscanf(line, "ready port=%d (%31[a-z_] backend)", &port, backend), 2);
     ASSERT_GT(port, 0);
     const char *want = getenv("EM_BACKEND");
     ASSERT_STREQ(backend, want && *want ? want : "epoll");

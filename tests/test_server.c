@@ -434,7 +434,7 @@ TEST(accepts_per_event_is_honoured)
     ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
     ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
     ASSERT_EQ(em_set_accepts_per_event(r, 0), 0);
-    if (!strcmp(em_backend_name(r), "epoll"))
+    if (strcmp(em_backend_name(r), "poll"))
         ASSERT_EQ(accepted_in_one_turn(r, &srv), 1);
     else /* a poller that scans every descriptor empties the backlog */
         ASSERT_EQ(accepted_in_one_turn(r, &srv), N - 6);

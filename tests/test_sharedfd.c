@@ -302,12 +302,20 @@ TEST(rebuild_drops_a_descriptor_closed_behind_its_back)
     make_stale_registration(&f, r, false);
     close(p[0]); /* the contract says not to; the reactor must survive it */
     run_for(r, 0.1);
+    /* io_uring: its request holds the pipe open, so libem learns of it at
+     * the next report, the writer's close, when the read finds no fd */
+    if (!strcmp(em_backend_name(r), "io_uring")) {
+        close(p[1]);
+        p[1] = -1;
+        run_for(r, 0.1);
+    }
     /* epoll: refused by the rebuild (EBADF, or EINVAL when the new set took
      * its number); poll: reported invalid (POLLNVAL), then EBADF */
     ASSERT(attached_reason == EBADF || attached_reason == EINVAL);
     expect_echo(r, em_server_port(f.echo));
     release_stale(&f);
-    close(p[1]);
+    if (p[1] >= 0)
+        close(p[1]);
     run_for(r, 0.05);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);

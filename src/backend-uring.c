@@ -1,0 +1,435 @@
+/* The io_uring poller: readiness through one-shot poll requests on a ring,
+ * all of a turn's requests submitted with the wait in one io_uring_enter.
+ *
+ * A poll request completes once; it is armed again as its completion is
+ * taken, and the kernel checks readiness when the request arrives, so what
+ * a handler leaves unread is reported on the next turn as epoll's level
+ * triggering would. Registrations are kept in a table indexed by
+ * descriptor, and a request is named by its descriptor and the slot's
+ * generation: a removal makes a new generation and cancels the old request,
+ * whose late completion then names nothing and is dropped without looking at
+ * memory that may be gone (the io of a freed server).
+ *
+ * The ring is made disabled and enabled by the first thread that enters it,
+ * which becomes its only submitter (IORING_SETUP_SINGLE_ISSUER): the thread
+ * that runs the reactor, not necessarily the one that made it. Completions
+ * are then run only when that thread waits (IORING_SETUP_DEFER_TASKRUN).
+ * Its memory is not inherited by fork(): a child never writes the parent's
+ * ring. */
+#include "em-internal.h"
+
+#ifdef EM_HAVE_URING
+
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_ENTRIES 1024
+/* user_data of requests whose completion says nothing (cancellations) */
+#define IGNORED UINT64_MAX
+
+typedef struct uring_slot {
+    em_io *io;      /* NULL: not registered */
+    uint32_t gen;
+    uint8_t armed;  /* a poll request is in the kernel */
+    uint8_t mask;   /* EM_EV_READ|EM_EV_WRITE wanted */
+} uring_slot;
+
+struct em_uring {
+    struct io_uring ring;
+    uring_slot *slots; /* indexed by descriptor */
+    int slot_cap;
+    int live;          /* slots registered */
+    int shrink_below;  /* live count under which the table may shrink */
+    unsigned pending;  /* requests queued since the last submission */
+    unsigned epoch;    /* forked_children when made: another is a child's */
+    uint32_t gen;      /* of the last request armed */
+    bool enabled;
+    bool embedded;     /* em_backend_fd was asked: submit at each turn's end */
+};
+
+#define U (r->be.uring)
+#define MIN_SLOTS 1024
+
+/* Counted in every forked child, so that a reactor inherited by one can
+ * tell, without a system call, that the ring's memory is not there. */
+static atomic_uint forked_children;
+static pthread_once_t children_counted = PTHREAD_ONCE_INIT;
+
+static void count_child(void) { atomic_fetch_add(&forked_children, 1); }
+
+static void count_children(void) { pthread_atfork(NULL, NULL, count_child); }
+
+static bool ours(const struct em_uring *u)
+{
+    return u->epoch == atomic_load_explicit(&forked_children, memory_order_relaxed);
+}
+
+/* deferred: completions run only when the submitting thread waits, which
+ * saves their work being done at every wake-up, but leaves the ring's
+ * descriptor unreadable for a host waiting on it (em_backend_fd). Without
+ * it the ring is enabled as made. */
+static int ring_new(em_reactor *r, struct io_uring *ring, bool deferred)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SUBMIT_ALL;
+    if (deferred)
+        p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_R_DISABLED;
+    int err = io_uring_queue_init_params(RING_ENTRIES, ring, &p);
+    if (err)
+        return err;
+    /* needed: completions never dropped, and a wait with a timeout */
+    if (!(p.features & IORING_FEAT_NODROP) || !(p.features & IORING_FEAT_EXT_ARG))
+        err = -EOPNOTSUPP;
+    if (!err)
+        err = io_uring_ring_dontfork(ring);
+    if (!err)
+        err = em__fd_claim(r, ring->ring_fd);
+    if (err)
+        io_uring_queue_exit(ring);
+    return err;
+}
+
+static int ur_init(em_reactor *r)
+{
+    struct em_uring *u = em__calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    const char *env = getenv("EM_URING_DEFER");
+    bool deferred = !env || strcmp(env, "0");
+    int err = ring_new(r, &u->ring, deferred);
+    if (err == -EINVAL && deferred) /* older than 6.1: no deferred task running */
+        err = ring_new(r, &u->ring, deferred = false);
+    if (err) {
+        em__free(u);
+        return err;
+    }
+    u->enabled = !deferred;
+    pthread_once(&children_counted, count_children);
+    u->epoch = atomic_load(&forked_children);
+    u->shrink_below = MIN_SLOTS / 8;
+    U = u;
+    return 0;
+}
+
+static void ur_settle(em_reactor *r);
+
+/* In a forked child the ring's memory is not mapped: only the descriptor
+ * is the child's to close. */
+static void ur_destroy(em_reactor *r)
+{
+    struct em_uring *u = U;
+    if (!u)
+        return;
+    em__fd_release(r, u->ring.ring_fd);
+    if (ours(u)) {
+        ur_settle(r);
+        io_uring_queue_exit(&u->ring);
+    } else {
+        close(u->ring.ring_fd);
+    }
+    em__free(u->slots);
+    em__free(u);
+    U = NULL;
+}
+
+static int enter(struct em_uring *u)
+{
+    if (!u->enabled) {
+        /* liburing 2.3 declares io_uring_enable_rings but does not export it */
+        if (syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL,
+                    0) < 0)
+            return -errno;
+        u->enabled = true;
+    }
+    return 0;
+}
+
+/* A full submission queue is submitted at once. None in a forked child. */
+static struct io_uring_sqe *sqe_get(struct em_uring *u)
+{
+    if (!ours(u))
+        return NULL;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (sqe)
+        return sqe;
+    if (enter(u) < 0 || io_uring_submit(&u->ring) < 0)
+        return NULL;
+    u->pending = 0;
+    return io_uring_get_sqe(&u->ring);
+}
+
+static uint64_t token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | (uint32_t)fd; }
+
+static unsigned to_poll(unsigned mask)
+{
+    return (mask & EM_EV_READ ? POLLIN : 0) | (mask & EM_EV_WRITE ? POLLOUT : 0);
+}
+
+static int arm(struct em_uring *u, int fd)
+{
+    uring_slot *s = &u->slots[fd];
+    struct io_uring_sqe *sqe = sqe_get(u);
+    if (!sqe)
+        return -ENOMEM;
+    s->gen = ++u->gen;
+    io_uring_prep_poll_add(sqe, fd, to_poll(s->mask));
+    io_uring_sqe_set_data64(sqe, token(fd, s->gen));
+    s->armed = 1;
+    u->pending++;
+    return 0;
+}
+
+/* The request in the kernel is cancelled; its completion, whatever it
+ * says, names a generation no slot has any more, and is dropped. */
+static void disarm(struct em_uring *u, int fd)
+{
+    uring_slot *s = &u->slots[fd];
+    if (s->armed) {
+        struct io_uring_sqe *sqe = sqe_get(u);
+        if (sqe) { /* else it completes in its time, and is dropped */
+            io_uring_prep_cancel64(sqe, token(fd, s->gen), 0);
+            io_uring_sqe_set_data64(sqe, IGNORED);
+            u->pending++;
+        }
+    }
+    s->armed = 0;
+    s->gen = 0;
+}
+
+static int resize(struct em_uring *u, int cap)
+{
+    uring_slot *t = em__realloc(u->slots, (size_t)cap * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    if (cap > u->slot_cap)
+        memset(t + u->slot_cap, 0, (size_t)(cap - u->slot_cap) * sizeof *t);
+    u->slots = t;
+    u->slot_cap = cap;
+    return 0;
+}
+
+static int grow(struct em_uring *u, int fd)
+{
+    if (fd < u->slot_cap)
+        return 0;
+    int cap = u->slot_cap ? u->slot_cap : MIN_SLOTS;
+    while (cap <= fd)
+        cap *= 2;
+    return resize(u, cap);
+}
+
+/* Once most registrations are gone the table shrinks to its highest one,
+ * not below MIN_SLOTS. The scan for it runs again only when the count has
+ * halved since, so a long-lived high descriptor costs little. Generations
+ * are the ring's, not the slot's: a late completion names no slot made
+ * again. */
+static void maybe_shrink(struct em_uring *u)
+{
+    if (u->live >= u->shrink_below || u->slot_cap <= MIN_SLOTS)
+        return;
+    int top = u->slot_cap - 1;
+    while (top >= MIN_SLOTS && !u->slots[top].io)
+        top--;
+    int cap = MIN_SLOTS;
+    while (cap <= top)
+        cap *= 2;
+    if (cap < u->slot_cap)
+        resize(u, cap); /* -ENOMEM: stays as it is */
+    u->shrink_below = u->live / 2;
+}
+
+static int ur_add(em_reactor *r, em_io *io, unsigned interest)
+{
+    struct em_uring *u = U;
+    int err = grow(u, io->fd);
+    if (err)
+        return err;
+    uring_slot *s = &u->slots[io->fd];
+    if (s->io)
+        return -EEXIST;
+    s->io = io;
+    s->mask = (uint8_t)interest;
+    err = arm(u, io->fd);
+    if (err) {
+        s->io = NULL;
+        return err;
+    }
+    if (++u->live > 2 * u->shrink_below)
+        u->shrink_below = u->live / 8;
+    return 0;
+}
+
+static int ur_modify(em_reactor *r, em_io *io, unsigned interest)
+{
+    struct em_uring *u = U;
+    if (io->fd >= u->slot_cap || u->slots[io->fd].io != io)
+        return -ENOENT;
+    uring_slot *s = &u->slots[io->fd];
+    if (s->mask == interest)
+        return 0;
+    s->mask = (uint8_t)interest;
+    disarm(u, io->fd);
+    return arm(u, io->fd);
+}
+
+static int ur_del(em_reactor *r, em_io *io)
+{
+    struct em_uring *u = U;
+    if (io->fd < 0 || io->fd >= u->slot_cap || u->slots[io->fd].io != io)
+        return -ENOENT;
+    disarm(u, io->fd);
+    u->slots[io->fd].io = NULL;
+    u->live--;
+    maybe_shrink(u);
+    return 0;
+}
+
+static unsigned from_poll(int res)
+{
+    if (res < 0) /* the descriptor went bad behind libem's back */
+        return EM_EV_ERROR;
+    return (res & POLLIN ? EM_EV_READ : 0) | (res & POLLOUT ? EM_EV_WRITE : 0) |
+           (res & POLLERR ? EM_EV_ERROR : 0) | (res & POLLHUP ? EM_EV_HUP : 0);
+}
+
+/* The registration the completion names, armed again at once: its next
+ * request goes in with the next submission, after this turn's handlers
+ * changed what they want or removed it. */
+static em_io *take(struct em_uring *u, uint64_t data, int res)
+{
+    if (data == IGNORED)
+        return NULL;
+    int fd = (int)(uint32_t)data;
+    if (fd >= u->slot_cap)
+        return NULL;
+    uring_slot *s = &u->slots[fd];
+    if (!s->io || s->gen != (uint32_t)(data >> 32) || res == -ECANCELED)
+        return NULL;
+    s->armed = 0;
+    if (arm(u, fd) < 0)
+        return NULL; /* the next removal or change of interest arms it */
+    return s->io;
+}
+
+static int submit_and_wait(struct em_uring *u, int timeout_ms)
+{
+    int err = enter(u);
+    if (err)
+        return err;
+    u->pending = 0;
+    if (timeout_ms == 0 || io_uring_cq_ready(&u->ring))
+        return io_uring_submit_and_get_events(&u->ring);
+    struct io_uring_cqe *cqe;
+    if (timeout_ms < 0)
+        return io_uring_submit_and_wait(&u->ring, 1);
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                   .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+    return io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+}
+
+static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
+{
+    struct em_uring *u = U;
+    if (!ours(u))
+        return -ECHILD; /* a forked child has no ring to wait on */
+    int err = submit_and_wait(u, timeout_ms);
+    if (err < 0 && err != -ETIME && err != -EINTR && err != -EBUSY)
+        return err;
+    int n = 0;
+    unsigned head, seen = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        if (n == max)
+            break;
+        seen++;
+        em_io *io = take(u, cqe->user_data, cqe->res);
+        if (io) {
+            out[n].io = io;
+            out[n++].events = from_poll(cqe->res);
+        }
+    }
+    io_uring_cq_advance(&u->ring, seen);
+    return n;
+}
+
+/* A ring without deferred completions takes the place of the first, every
+ * registration armed again on it. The old ring's requests go with it. */
+static int remake_plain(em_reactor *r)
+{
+    struct em_uring *u = U;
+    struct io_uring fresh;
+    int err = ring_new(r, &fresh, false);
+    if (err)
+        return err;
+    ur_settle(r);
+    struct io_uring old = u->ring;
+    u->ring = fresh;
+    u->enabled = true;
+    u->pending = 0;
+    for (int fd = 0; fd < u->slot_cap; fd++) {
+        uring_slot *s = &u->slots[fd];
+        s->armed = 0;
+        s->gen = 0;
+        if (s->io && arm(u, fd) < 0)
+            err = -ENOMEM;
+    }
+    em__fd_release(r, old.ring_fd);
+    io_uring_queue_exit(&old);
+    return err;
+}
+
+/* The ring's descriptor, readable when completions wait. A ring that
+ * defers them is made again without: a host polling it would never see
+ * them. What each turn queued is submitted at its end from now on, so that
+ * the host's wait is not kept from it. */
+static int ur_fd(em_reactor *r)
+{
+    struct em_uring *u = U;
+    if (!u->embedded && (u->ring.flags & IORING_SETUP_DEFER_TASKRUN)) {
+        int err = remake_plain(r);
+        if (err)
+            return err;
+    }
+    u->embedded = true;
+    ur_settle(r);
+    return u->ring.ring_fd;
+}
+
+/* Cancellations and completions are run now: a file no request holds is
+ * closed by its close(). */
+static void ur_settle(em_reactor *r)
+{
+    struct em_uring *u = U;
+    if (!ours(u) || enter(u) < 0)
+        return;
+    u->pending = 0;
+    io_uring_submit_and_get_events(&u->ring);
+}
+
+static void ur_flush(em_reactor *r)
+{
+    struct em_uring *u = U;
+    if (u->embedded && u->pending)
+        ur_settle(r);
+}
+
+const em_backend em__backend_uring = {
+    .name = "io_uring",
+    .init = ur_init,
+    .destroy = ur_destroy,
+    .add = ur_add,
+    .modify = ur_modify,
+    .del = ur_del,
+    .wait = ur_wait,
+    .fd = ur_fd,
+    .settle = ur_settle,
+    .flush = ur_flush,
+};
+
+#endif /* EM_HAVE_URING */
