@@ -39,5 +39,5 @@ done
 echo '{ global: Init_rubyeventmachine; local: *; };' > "$out/exports.map"
 "$cc" -shared ${extra[@]+"${extra[@]}"} -o "$out/rubyeventmachine.so" "${objs[@]}" \
     "$build/libem.a" -Wl,--version-script="$out/exports.map" -Wl,-z,defs \
-    -L "$libdir" ${libruby[@]+"${libruby[@]}"} -lssl -lcrypto -lpthread
+    -L "$libdir" ${libruby[@]+"${libruby[@]}"} $(cat "$build/static-libs")
 echo "built $out/rubyeventmachine.so"

@@ -3,17 +3,18 @@
 # under strace, which makes some of libem's system calls fail with EINTR,
 # EAGAIN or EMFILE; they must still pass.
 #
-#   read                   EINTR, EAGAIN   (every 2nd read from the 4th on)
+#   read                   EINTR, EAGAIN   (every 2nd read from the 5th on)
 #   sendmsg, sendto, writev EINTR, EAGAIN  (every 2nd call; sockets, pipes)
 #   sendfile               EINTR, EAGAIN   (with those: files sent)
 #   accept4                EINTR, EAGAIN   (every 2nd call), EMFILE (every 25th)
-#   epoll_wait / poll      EINTR, EAGAIN   (every 2nd call; per backend)
+#   epoll_wait, poll,      EINTR, EAGAIN   (every 2nd call; per backend)
+#   io_uring_enter
 #   splice                 EINTR, EAGAIN   (every 2nd call; a proxy's pipe)
 #
 # Counters are per process and per thread (strace counts per tracee): each
-# forked test case starts again at 1. read starts at the 4th call because
-# the dynamic loader's reads of the first process (3 in the plain build) do
-# not survive an error. write is left alone: stdio (the harness's "ok" lines)
+# forked test case starts again at 1. read starts at the 5th call because
+# the dynamic loader's reads of the first process (4 in the plain build:
+# libc, libcrypto, libssl, liburing) do not survive an error. write is left alone: stdio (the harness's "ok" lines)
 # does not retry it; libem writes only its wake-up eventfd with write.
 #
 # TLS cases (test_tls_stream), and test_file (which makes certificates too):
@@ -35,7 +36,7 @@
 # Environment:
 #   FAULT_BUILD=build     build directory (the plain build: the ASan runtime
 #                         reads too much at start-up for these counters)
-#   BACKENDS="epoll poll" values of EM_BACKEND
+#   BACKENDS="epoll poll io_uring" values of EM_BACKEND
 #   FAULT_TIMEOUT=120     seconds per run
 #   FAULT_CASES=pattern   only the cases whose "executable filter" contains it
 #                         (e.g. FAULT_CASES=test_tls_stream)
@@ -46,7 +47,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 build=${FAULT_BUILD:-build}
-backends=${BACKENDS:-epoll poll}
+backends=${BACKENDS:-epoll poll io_uring}
 limit=${FAULT_TIMEOUT:-120}
 logdir="$build/test-logs/faults"
 
@@ -146,23 +147,27 @@ run_cases=(
 # (no spinning while out of descriptors), so every other call would make the
 # thousand-connection case take minutes. An EAGAIN from the poller is
 # returned by em_run_once, as documented, which the harness's run loops treat
-# as fatal: it is injected only where em_run drives the loop.
+# as fatal: it is injected only where em_run drives the loop. On io_uring
+# the reads, writes and accepts are the same system calls as on epoll: the
+# EAGAIN injections of each run there too, and the ring's wait has its own.
 injections=(
-    "read=EINTR|epoll poll|read|read:error=EINTR:when=4+2|read_cases proxy_read_cases"
-    "read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=4+2|read_cases proxy_read_cases"
+    "read=EINTR|epoll poll|read|read:error=EINTR:when=5+2|read_cases proxy_read_cases"
+    "read=EAGAIN|epoll poll io_uring|read|read:error=EAGAIN:when=5+2|read_cases proxy_read_cases"
     "tls-read=EINTR|epoll poll|read|read:error=EINTR:when=200+2|tls_read_cases"
-    "tls-read=EAGAIN|epoll poll|read|read:error=EAGAIN:when=200+2|tls_read_cases"
+    "tls-read=EAGAIN|epoll poll io_uring|read|read:error=EAGAIN:when=200+2|tls_read_cases"
     "send=EINTR|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EINTR:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
-    "send=EAGAIN|epoll poll|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
+    "send=EAGAIN|epoll poll io_uring|sendmsg,sendto,writev,sendfile|sendmsg,sendto,writev,sendfile:error=EAGAIN:when=1+2|echo_cases write_cases pipe_write_cases proxy_cases tls_send_cases file_cases"
     "splice=EINTR|epoll poll|splice|splice:error=EINTR:when=1+2|splice_cases"
-    "splice=EAGAIN|epoll poll|splice|splice:error=EAGAIN:when=1+2|splice_cases"
+    "splice=EAGAIN|epoll poll io_uring|splice|splice:error=EAGAIN:when=1+2|splice_cases"
     "accept4=EINTR|epoll poll|accept4|accept4:error=EINTR:when=1+2|echo_cases recv_cases"
     "accept4=EAGAIN|epoll poll|accept4|accept4:error=EAGAIN:when=1+2|echo_cases recv_cases"
-    "accept4=EMFILE|epoll poll|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
+    "accept4=EMFILE|epoll poll io_uring|accept4|accept4:error=EMFILE:when=1+25|echo_cases recv_cases"
     "epoll_wait=EINTR|epoll|epoll_wait|epoll_wait:error=EINTR:when=1+2|echo_cases run_cases"
     "epoll_wait=EAGAIN|epoll|epoll_wait|epoll_wait:error=EAGAIN:when=1+2|run_cases"
     "poll=EINTR|poll|poll|poll:error=EINTR:when=1+2|echo_cases run_cases"
     "poll=EAGAIN|poll|poll|poll:error=EAGAIN:when=1+2|run_cases"
+    "io_uring_enter=EINTR|io_uring|io_uring_enter|io_uring_enter:error=EINTR:when=1+2|echo_cases run_cases"
+    "io_uring_enter=EAGAIN|io_uring|io_uring_enter|io_uring_enter:error=EAGAIN:when=1+2|run_cases"
 )
 
 # shellcheck source=scripts/results.sh

@@ -9,7 +9,10 @@
 #
 # Environment:
 #   BUILDS="build build-asan"   build directories to use
-#   BACKENDS="epoll poll"       values of EM_BACKEND
+#   BACKENDS="epoll poll io_uring"  values of EM_BACKEND; one this machine
+#                               cannot run (a kernel without io_uring, a
+#                               build without liburing) is reported SKIP,
+#                               at the start and again before the total
 #   TESTS="timers conn*"        only these executables (test_ prefix optional,
 #                               shell patterns allowed; bench_sanity is the
 #                               one echo through each benchmark server;
@@ -29,12 +32,29 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 builds=${BUILDS:-build build-asan}
-backends=${BACKENDS:-epoll poll}
+backends=${BACKENDS:-epoll poll io_uring}
 filter=${TESTS:-}
 limit=${TEST_TIMEOUT:-300}
 
 # shellcheck source=scripts/results.sh
 . scripts/results.sh
+
+# A backend runs only if a reactor on it can be made here (tests/
+# backend_probe.c says why not).
+skipped_backends=()
+probe=build/tests/backend_probe
+if [[ -x $probe ]]; then
+    runnable=""
+    for backend in $backends; do
+        if why=$("$probe" "$backend" 2>&1); then
+            runnable+=" $backend"
+        else
+            skipped_backends+=("SKIP backend $why: the suite does not run on it here")
+            echo "${skipped_backends[-1]}"
+        fi
+    done
+    backends=${runnable# }
+fi
 
 total_pass=0
 total_fail=0
@@ -278,5 +298,8 @@ if ((runs == 0)); then
     total_fail=$((total_fail + 1))
 fi
 
+for line in "${skipped_backends[@]}"; do
+    echo "$line"
+done
 echo "TOTAL: $total_pass passed, $total_fail failed"
 ((total_fail == 0))

@@ -57,7 +57,7 @@ for src in $(find "$tmp" -name '*.c' | sort -V); do
     line=$(basename "$src" .c)
     log="$tmp/$line.log"
     if "$cc" -std=c11 -Wall -Wextra -Werror -Iinclude -o "$tmp/$line" "$src" \
-        "$build/libem.a" -lssl -lcrypto -lpthread >"$log" 2>&1; then
+        "$build/libem.a" $(cat "$build/static-libs") >"$log" 2>&1; then
         echo "PASS $guide:$line compiles"
         pass=$((pass + 1))
         compiled=$((compiled + 1))
