@@ -117,6 +117,7 @@ static int ur_init(em_reactor *r)
 }
 
 static void ur_settle(em_reactor *r);
+static int remake(em_reactor *r, bool deferred);
 
 /* In a forked child the ring's memory is not mapped: only the descriptor
  * is the child's to close. */
@@ -338,6 +339,11 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     if (!ours(u))
         return -ECHILD; /* a forked child has no ring to wait on */
     int err = submit_and_wait(u, timeout_ms);
+    if (err == -EEXIST) { /* another thread submitted first: a ring for this one */
+        err = remake(r, true);
+        if (!err)
+            err = submit_and_wait(u, timeout_ms);
+    }
     if (err < 0 && err != -ETIME && err != -EINTR && err != -EBUSY)
         return err;
     int n = 0;
@@ -358,19 +364,19 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     return n;
 }
 
-/* A ring without deferred completions takes the place of the first, every
- * registration armed again on it. The old ring's requests go with it. */
-static int remake_plain(em_reactor *r)
+/* A new ring takes the place of the first, every registration armed again
+ * on it; the old ring's requests go with it. */
+static int remake(em_reactor *r, bool deferred)
 {
     struct em_uring *u = U;
     struct io_uring fresh;
-    int err = ring_new(r, &fresh, false);
+    int err = ring_new(r, &fresh, deferred);
     if (err)
         return err;
     ur_settle(r);
     struct io_uring old = u->ring;
     u->ring = fresh;
-    u->enabled = true;
+    u->enabled = !deferred;
     u->pending = 0;
     for (int fd = 0; fd < u->slot_cap; fd++) {
         uring_slot *s = &u->slots[fd];
@@ -392,7 +398,7 @@ static int ur_fd(em_reactor *r)
 {
     struct em_uring *u = U;
     if (!u->embedded && (u->ring.flags & IORING_SETUP_DEFER_TASKRUN)) {
-        int err = remake_plain(r);
+        int err = remake(r, false);
         if (err)
             return err;
     }

@@ -1,0 +1,209 @@
+/* The io_uring backend where it differs from the others: a kernel that
+ * refuses the ring (seccomp, the io_uring_disabled sysctl, no io_uring at
+ * all), the "auto" choice, a forked child that must not touch its parent's
+ * ring, and a reactor made on one thread and run on another. The suite as a
+ * whole runs on io_uring as one of its backends. */
+#include "harness.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* io_uring_setup fails with err from here on, in this process only (every
+ * case runs in a child of its own). */
+static void refuse_io_uring(int err)
+{
+    struct sock_filter prog[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
+    ASSERT_EQ(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    ASSERT_EQ(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog), 0);
+}
+
+/* Whether this build and kernel give a ring at all; the cases below check
+ * what the answer implies either way. */
+static bool uring_here(int *why)
+{
+    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
+    *why = r ? 0 : errno;
+    em_reactor_free(r);
+    return r != NULL;
+}
+
+static bool built_with_uring(void) { return strstr(em_backend_names(), "io_uring") != NULL; }
+
+static void refused_case(int err)
+{
+    int fd0 = open_fd_count();
+    refuse_io_uring(err);
+    errno = 0;
+    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
+    ASSERT_NULL(r);
+    ASSERT_EQ(errno, built_with_uring() ? err : EM_EBACKEND);
+    if (!built_with_uring())
+        return;
+    r = em_reactor_new(&(em_reactor_opts){.backend = "auto"});
+    ASSERT_NOT_NULL(r);
+    ASSERT_STREQ(em_backend_name(r), "epoll");
+    em_reactor_free(r);
+    setenv("EM_BACKEND", "auto", 1);
+    r = em_reactor_new(NULL);
+    ASSERT_NOT_NULL(r);
+    ASSERT_STREQ(em_backend_name(r), "epoll");
+    em_reactor_free(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* As with kernel.io_uring_disabled=2 or a container's seccomp profile. */
+TEST(refused_with_eperm_explicit_fails_auto_takes_epoll) { refused_case(EPERM); }
+
+/* As on a kernel built without io_uring. */
+TEST(refused_with_enosys_explicit_fails_auto_takes_epoll) { refused_case(ENOSYS); }
+
+TEST(auto_takes_io_uring_where_the_kernel_gives_a_ring)
+{
+    int why;
+    bool here = uring_here(&why);
+    if (!built_with_uring()) {
+        ASSERT_EQ(why, EM_EBACKEND);
+        ASSERT_NULL(em_reactor_new(&(em_reactor_opts){.backend = "auto"}));
+        return;
+    }
+    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "auto"});
+    ASSERT_NOT_NULL(r);
+    ASSERT_STREQ(em_backend_name(r), here ? "io_uring" : "epoll");
+    em_reactor_free(r);
+}
+
+static void echo(em_conn *c, const char *d, size_t n) { em_send_data(c, d, n); }
+static const em_handler echo_handler = {.receive_data = echo};
+
+static void expect_echo(em_reactor *r, int port)
+{
+    int fd = tcp_connect_raw("127.0.0.1", port);
+    ASSERT_EQ(write(fd, "ping", 4), 4);
+    char buf[8];
+    size_t got = 0;
+    double deadline = now_mono() + 5;
+    while (got < 4 && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+        ssize_t n = recv(fd, buf + got, sizeof buf - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    ASSERT_EQ(got, 4u);
+    ASSERT(!memcmp(buf, "ping", 4));
+    close(fd);
+    while (em_connection_count(r) && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(em_connection_count(r), 0u);
+}
+
+static em_reactor *uring_reactor(void)
+{
+    int why;
+    if (!uring_here(&why)) { /* nothing of the ring to check: say why */
+        ASSERT(why == EM_EBACKEND || why == ENOSYS || why == EPERM || why == EOPNOTSUPP);
+        return NULL;
+    }
+    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
+    ASSERT_NOT_NULL(r);
+    return r;
+}
+
+/* The ring's memory is not inherited: the child's turn fails instead of
+ * writing requests into the parent's ring, and freeing the reactor there
+ * leaves the parent serving. */
+TEST(forked_child_does_not_use_the_parents_ring)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    expect_echo(r, port);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        int rc = em_run_once(r, 0);
+        em_reactor_free(r);
+        _exit(rc == -ECHILD ? 0 : 1);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    expect_echo(r, port);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+typedef struct {
+    em_reactor *r;
+    int port;
+} runner;
+
+static void *run_elsewhere(void *arg)
+{
+    runner *x = arg;
+    expect_echo(x->r, x->port);
+    return NULL;
+}
+
+/* The ring's one submitter is the thread that entered it first; a reactor
+ * made and used on one thread, then run on another, gets a ring for that
+ * one and goes on serving. */
+TEST(reactor_made_on_one_thread_runs_on_another)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(s);
+    em_server *gone = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(gone);
+    ASSERT_EQ(em_stop_server(gone), 0); /* enters the ring on this thread */
+    ASSERT_EQ(em_run_once(r, 0), 0);
+    runner x = {.r = r, .port = em_server_port(s)};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, run_elsewhere, &x), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* A listener stopped is closed at once, not when the ring next submits:
+ * its port can be bound again straight away. */
+TEST(stopped_server_port_is_free_at_once)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(s);
+    int port = em_server_port(s);
+    ASSERT_EQ(em_run_once(r, 0), 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    em_server *again = em_start_server(r, "127.0.0.1", port, &echo_handler, NULL);
+    ASSERT_NOT_NULL(again);
+    expect_echo(r, port);
+    ASSERT_EQ(em_stop_server(again), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
