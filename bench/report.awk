@@ -77,6 +77,7 @@ function label(s) {
     if (s ~ /^libem-[0-9]+t$/) return "libem, " nthreads(s) (nthreads(s) == 1 ? " reactor thread" : " reactor threads")
     if (s == "em-libem") return "Ruby EventMachine on libem's extension"
     if (s == "uring") return "raw io_uring"
+    if (s == "libem-uring") return "libem on io_uring"
     return s == "epoll" ? "raw epoll" : s == "em" ? "Ruby EventMachine" : s
 }
 
@@ -196,20 +197,20 @@ function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr,
     print ""
     print "Latency: median over the repetitions of each run's p50 / p99, µs. Idle: server"
     print "VmRSS growth per idle connection, bytes. System calls: server system calls"
-    print "per echoed 64-byte message during a ping-pong C=1 run (perf counts; strace"
-    print "names them)."
+    print "per echoed 64-byte message during a ping-pong C=1 run, then a C=100 one"
+    print "(perf counts; strace names them, at C=1)."
     print ""
-    print "| server | ping-pong C=1 p50 / p99 | ping-pong C=100 p50 / p99 | idle bytes/conn | syscalls/msg | by name (per msg) |"
-    print "|---|---|---|---|---|---|"
+    print "| server | ping-pong C=1 p50 / p99 | ping-pong C=100 p50 / p99 | idle bytes/conn | syscalls/msg C=1 | C=100 | by name (per msg, C=1) |"
+    print "|---|---|---|---|---|---|---|"
     for (i = 1; i <= ns; i++) {
         s = S[i]
         l1 = stat(s, "pp1", "p50_us"); l1b = stat(s, "pp1", "p99_us")
         l2 = stat(s, "pp100", "p50_us"); l2b = stat(s, "pp100", "p99_us")
-        printf "| %s | %s | %s | %s | %s | %s |\n", label(s),
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label(s),
             l1 == "" ? "–" : sprintf("%.0f / %.0f", l1, l1b),
             l2 == "" ? "–" : sprintf("%.0f / %.0f", l2, l2b),
             cell(s, "idle", "bytes_per_conn", "%.0f"),
-            syscalls(s, "pp1"), names(s, "pp1")
+            syscalls(s, "pp1"), syscalls(s, "pp100"), names(s, "pp1")
     }
     print ""
     print "System calls per connection: server system calls during a connect C=50 run"
@@ -266,7 +267,7 @@ function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr,
         for (i = 1; i <= ns; i++) {
             s = S[i]
             # the floors are not libraries one would pick instead
-            if (s == "libem" || s == "epoll" || s == "uring") continue
+            if (s == "libem" || s == "epoll" || s == "uring" || s == "libem-uring") continue
             x = ratio_to("libem", s, W[j], "server_cpu_us_per_op")
             if (x != "" && (worst == "" || x > worst)) { worst = x; who = s }
         }
@@ -303,6 +304,35 @@ function plain_tables(    i, j, s, w, l1, l1b, l2, l2b, saved, lib, tl, ntl, tr,
         print "- One million timers faster than libuv: not measured."
     else
         print "- One million timers faster than libuv: " yesno(a < b) sprintf(" (libem %.0f ms, libuv %.0f ms).", a, b)
+    uring_targets()
+}
+
+# Issue 15: libem on io_uring against raw epoll and the raw io_uring server.
+function uring_targets(    j, x, y, ok, txt, lim, m, nw, W, wname) {
+    if (stat("libem-uring", "pp1", "server_cpu_us_per_op") == "") return
+    nw = split("pp1 pp100 stream connect setup", W, " ")
+    wname["pp1"] = "ping-pong C=1"; wname["pp100"] = "ping-pong C=100"; wname["stream"] = "stream"
+    wname["connect"] = "connect"; wname["setup"] = "idle setup"
+    print ""
+    print "## libem on io_uring against the targets of issue 15"
+    print ""
+    lim["pp1"] = 1.02; lim["pp100"] = 0.90; lim["stream"] = 1.02; lim["connect"] = 0.95; lim["setup"] = 0.95
+    for (j = 1; j <= nw; j++) {
+        x = ratio("libem-uring", W[j], "server_cpu_us_per_op")
+        printf "- Server CPU per operation, %s, at most %.2f x raw epoll: %s (%s).\n", wname[W[j]], lim[W[j]],
+            x == "" ? "not measured" : yesno(x <= lim[W[j]]), x == "" ? "–" : sprintf("%.2f", x)
+    }
+    ok = 1; txt = ""
+    for (j = 1; j <= nw; j++) {
+        y = ratio_to("libem-uring", "uring", W[j], "server_cpu_us_per_op")
+        if (y == "" || y > 1.05) ok = 0
+        txt = txt sprintf("%s%s %s", j > 1 ? ", " : "", wname[W[j]], y == "" ? "–" : sprintf("%.2f", y))
+    }
+    print "- Server CPU per operation within 1.05 x the raw io_uring server everywhere: " yesno(ok) " (" txt ")."
+    x = syscalls("libem-uring", "pp100")
+    print "- System calls per echoed message at most 1 at ping-pong C=100: " (x == "–" ? "not measured." : yesno(x + 0 <= 1) " (" x "; raw io_uring " syscalls("uring", "pp100") ", raw epoll " syscalls("epoll", "pp100") ").")
+    m = stat("libem-uring", "idle", "bytes_per_conn")
+    print "- Idle memory at most 128 bytes per connection: " (m == "" ? "not measured." : yesno(m <= 128) sprintf(" (%.0f B).", m))
 }
 
 # Median over the repetitions of s's key k1 divided by its key k2.

@@ -74,7 +74,7 @@ else
     tls_idle_n=5000
     downloads=3
 fi
-all_servers="epoll uring libem libuv libevent libev em em-libem libem-1t libem-2t
+all_servers="epoll uring libem libem-uring libuv libevent libev em em-libem libem-1t libem-2t
     tls-openssl tls-libem tls-libevent
     http-floor http-libem http-nginx
     proxy-splice-floor proxy-copy-floor-64k proxy-copy-floor-16k proxy-libem proxy-libem-copy
@@ -249,6 +249,15 @@ for s in $want_servers; do
         else
             mservers+=("$s")
         fi
+    elif [[ "$s" == libem-uring ]]; then
+        # echo_libem on libem's io_uring backend (EM_BACKEND=io_uring)
+        if [[ ! -x "$bin/echo_libem" ]]; then
+            skipped+=("$s (not built)")
+        elif ! why=$("$build_dir/tests/backend_probe" io_uring 2>&1); then
+            skipped+=("$s (${why:-no tests/backend_probe in $build_dir})")
+        else
+            servers+=("$s")
+        fi
     elif [[ "$s" == em ]]; then
         if have_eventmachine; then servers+=(em); else skipped+=("em (ruby or eventmachine missing)"); fi
     elif [[ "$s" == em-libem ]]; then
@@ -401,6 +410,7 @@ server_cmd() { # name port
     case $1 in
     em) echo "ruby bench/servers/echo_em.rb $2" ;;
     em-libem) echo "ruby -I $build_dir/ruby bench/servers/echo_em.rb $2" ;;
+    libem-uring) echo "env EM_BACKEND=io_uring $bin/echo_libem $2" ;;
     tls-*) echo "$(server_bin "$1") $2 $cert $key" ;;
     http-floor) echo "$bin/http_sendfile_epoll $2 $http_root" ;;
     http-libem) echo "$http_file_server --port $2 --root $http_root" ;;
@@ -883,7 +893,8 @@ done
 
 # ------------------------------------------------------------ system calls
 # Counted while a ping-pong C=1 run goes through the server (per echoed
-# message), then a connect run (per connection): perf counts
+# message), then a C=100 one (where a turn serves many connections), then
+# a connect run (per connection): perf counts
 # raw_syscalls:sys_enter (little disturbance); strace -c -f gives the
 # breakdown by name. Either alone is used when the other is missing.
 have_perf=0
@@ -895,15 +906,17 @@ if command -v strace >/dev/null 2>&1 && strace -c -o /dev/null true >/dev/null 2
     have_strace=1
 fi
 
-sys_load_args() { # pp1|connect
+sys_load_args() { # pp1|pp100|connect
     if [[ "$1" == connect ]]; then
         echo "connect --conns 50 --seconds $sys_secs"
+    elif [[ "$1" == pp100 ]]; then
+        echo "pingpong --conns 100 --size 64 --seconds $sys_secs"
     else
         echo "pingpong --conns 1 --size 64 --seconds $sys_secs"
     fi
 }
 
-count_syscalls() { # server tool pp1|connect
+count_syscalls() { # server tool pp1|pp100|connect
     local s=$1 tool=$2 of=$3 line rc calls ops
     start_servers "$s"
     [[ -n "${srv_port[0]}" ]] || return 1
@@ -952,9 +965,9 @@ count_syscalls() { # server tool pp1|connect
 if ((nserv == 0)); then
     : # only TLS servers: their system calls are not counted
 elif ((have_perf || have_strace)); then
-    log "bench: system calls per echoed message (ping-pong C=1) and per connection (connect C=50), ${sys_secs}s each"
+    log "bench: system calls per echoed message (ping-pong C=1, C=100) and per connection (connect C=50), ${sys_secs}s each"
     for s in ${servers[@]+"${servers[@]}"}; do
-        for of in pp1 connect; do
+        for of in pp1 pp100 connect; do
             ((have_perf)) && { count_syscalls "$s" perf "$of" || log "  $s: perf count failed"; }
             ((have_strace)) && { count_syscalls "$s" strace "$of" || log "  $s: strace count failed"; }
         done
