@@ -31,10 +31,8 @@
 #define IGNORED UINT64_MAX
 
 typedef struct uring_slot {
-    em_io *io;      /* NULL: not registered */
-    uint32_t gen;
-    uint8_t armed;  /* a poll request is in the kernel */
-    uint8_t mask;   /* EM_EV_READ|EM_EV_WRITE wanted */
+    em_io *io;    /* NULL: not registered */
+    uint32_t gen; /* of its request in the kernel; 0: none */
 } uring_slot;
 
 struct em_uring {
@@ -164,41 +162,89 @@ static struct io_uring_sqe *sqe_get(struct em_uring *u)
     return io_uring_get_sqe(&u->ring);
 }
 
-static uint64_t token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | (uint32_t)fd; }
-
 static unsigned to_poll(unsigned mask)
 {
     return (mask & EM_EV_READ ? POLLIN : 0) | (mask & EM_EV_WRITE ? POLLOUT : 0);
 }
 
-static int arm(struct em_uring *u, int fd)
+static int submit_poll(struct em_uring *u, int fd, unsigned mask, uint64_t token)
 {
-    uring_slot *s = &u->slots[fd];
     struct io_uring_sqe *sqe = sqe_get(u);
     if (!sqe)
         return -ENOMEM;
-    s->gen = ++u->gen;
-    io_uring_prep_poll_add(sqe, fd, to_poll(s->mask));
-    io_uring_sqe_set_data64(sqe, token(fd, s->gen));
-    s->armed = 1;
+    io_uring_prep_poll_add(sqe, fd, to_poll(mask));
+    io_uring_sqe_set_data64(sqe, token);
     u->pending++;
     return 0;
 }
 
-/* The request in the kernel is cancelled; its completion, whatever it
- * says, names a generation no slot has any more, and is dropped. */
-static void disarm(struct em_uring *u, int fd)
+/* Without room to ask, the request completes in its time and is dropped
+ * as one of an older generation. */
+static void submit_cancel(struct em_uring *u, uint64_t token)
+{
+    struct io_uring_sqe *sqe = sqe_get(u);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, token, 0);
+        io_uring_sqe_set_data64(sqe, IGNORED);
+        u->pending++;
+    }
+}
+
+/* ------------------------------------------------------------ connections
+ * A connection's request is named by its signature and the generation kept
+ * in its io (bit 0 set): a completion for a connection gone, or for a
+ * request it has since replaced, finds no match and is dropped. Nothing
+ * per connection is kept here, so an idle one costs no more than on epoll. */
+static uint64_t conn_token(const em_io *io)
+{
+    return EM_CONTAINER_OF(io, em_conn, io)->sig << 9 | (uint64_t)io->gen << 1 | 1;
+}
+
+static int conn_arm(struct em_uring *u, em_io *io, unsigned mask)
+{
+    io->gen++;
+    int err = submit_poll(u, io->fd, mask, conn_token(io));
+    io->armed = !err;
+    return err;
+}
+
+static void conn_disarm(struct em_uring *u, em_io *io)
+{
+    if (io->armed)
+        submit_cancel(u, conn_token(io));
+    io->armed = false;
+    io->gen++;
+}
+
+static em_io *conn_of(em_reactor *r, uint64_t token)
+{
+    em_conn *c = em__sigmap_get(&r->sigmap, token >> 9);
+    if (!c || !c->io.registered || !c->io.armed || c->io.gen != (uint8_t)(token >> 1))
+        return NULL;
+    return &c->io;
+}
+
+/* ------------------------------------------------ listeners, wake-ups, ...
+ * Anything else may be freed as soon as it is removed, with its request's
+ * completion still to come: it is found through a table indexed by
+ * descriptor, by a generation (bit 0 clear) the table, not the io, keeps. */
+static uint64_t slot_token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | (uint32_t)fd << 1; }
+
+static int slot_arm(struct em_uring *u, int fd, unsigned mask)
 {
     uring_slot *s = &u->slots[fd];
-    if (s->armed) {
-        struct io_uring_sqe *sqe = sqe_get(u);
-        if (sqe) { /* else it completes in its time, and is dropped */
-            io_uring_prep_cancel64(sqe, token(fd, s->gen), 0);
-            io_uring_sqe_set_data64(sqe, IGNORED);
-            u->pending++;
-        }
-    }
-    s->armed = 0;
+    s->gen = ++u->gen | 1; /* never 0, which marks no request */
+    int err = submit_poll(u, fd, mask, slot_token(fd, s->gen));
+    if (err)
+        s->gen = 0;
+    return err;
+}
+
+static void slot_disarm(struct em_uring *u, int fd)
+{
+    uring_slot *s = &u->slots[fd];
+    if (s->gen)
+        submit_cancel(u, slot_token(fd, s->gen));
     s->gen = 0;
 }
 
@@ -224,8 +270,8 @@ static int grow(struct em_uring *u, int fd)
     return resize(u, cap);
 }
 
-/* Once most registrations are gone the table shrinks to its highest one,
- * not below MIN_SLOTS. The scan for it runs again only when the count has
+/* Once most entries are gone the table shrinks to its highest one, not
+ * below MIN_SLOTS. The scan for it runs again only when the count has
  * halved since, so a long-lived high descriptor costs little. Generations
  * are the ring's, not the slot's: a late completion names no slot made
  * again. */
@@ -244,9 +290,8 @@ static void maybe_shrink(struct em_uring *u)
     u->shrink_below = u->live / 2;
 }
 
-static int ur_add(em_reactor *r, em_io *io, unsigned interest)
+static int slot_add(struct em_uring *u, em_io *io, unsigned interest)
 {
-    struct em_uring *u = U;
     int err = grow(u, io->fd);
     if (err)
         return err;
@@ -254,8 +299,7 @@ static int ur_add(em_reactor *r, em_io *io, unsigned interest)
     if (s->io)
         return -EEXIST;
     s->io = io;
-    s->mask = (uint8_t)interest;
-    err = arm(u, io->fd);
+    err = slot_arm(u, io->fd, interest);
     if (err) {
         s->io = NULL;
         return err;
@@ -265,26 +309,61 @@ static int ur_add(em_reactor *r, em_io *io, unsigned interest)
     return 0;
 }
 
+static uring_slot *slot_of(struct em_uring *u, const em_io *io)
+{
+    bool found = io->fd >= 0 && io->fd < u->slot_cap && u->slots[io->fd].io == io;
+    return found ? &u->slots[io->fd] : NULL;
+}
+
+static em_io *slot_io(struct em_uring *u, uint64_t token)
+{
+    int fd = (int)((uint32_t)token >> 1);
+    if (fd >= u->slot_cap)
+        return NULL;
+    uring_slot *s = &u->slots[fd];
+    if (!s->io || !s->gen || s->gen != (uint32_t)(token >> 32))
+        return NULL;
+    s->gen = 0;
+    return s->io;
+}
+
+/* ------------------------------------------------------------ the seam */
+
+static int ur_add(em_reactor *r, em_io *io, unsigned interest)
+{
+    struct em_uring *u = U;
+    if (io->type == EM_IO_CONN)
+        return conn_arm(u, io, interest);
+    return slot_add(u, io, interest);
+}
+
 static int ur_modify(em_reactor *r, em_io *io, unsigned interest)
 {
     struct em_uring *u = U;
-    if (io->fd >= u->slot_cap || u->slots[io->fd].io != io)
-        return -ENOENT;
-    uring_slot *s = &u->slots[io->fd];
-    if (s->mask == interest)
+    if (interest == io->interest)
         return 0;
-    s->mask = (uint8_t)interest;
-    disarm(u, io->fd);
-    return arm(u, io->fd);
+    if (io->type == EM_IO_CONN) {
+        conn_disarm(u, io);
+        return conn_arm(u, io, interest);
+    }
+    if (!slot_of(u, io))
+        return -ENOENT;
+    slot_disarm(u, io->fd);
+    return slot_arm(u, io->fd, interest);
 }
 
 static int ur_del(em_reactor *r, em_io *io)
 {
     struct em_uring *u = U;
-    if (io->fd < 0 || io->fd >= u->slot_cap || u->slots[io->fd].io != io)
+    if (io->type == EM_IO_CONN) {
+        conn_disarm(u, io);
+        return 0;
+    }
+    uring_slot *s = slot_of(u, io);
+    if (!s)
         return -ENOENT;
-    disarm(u, io->fd);
-    u->slots[io->fd].io = NULL;
+    slot_disarm(u, io->fd);
+    s->io = NULL;
     u->live--;
     maybe_shrink(u);
     return 0;
@@ -301,20 +380,19 @@ static unsigned from_poll(int res)
 /* The registration the completion names, armed again at once: its next
  * request goes in with the next submission, after this turn's handlers
  * changed what they want or removed it. */
-static em_io *take(struct em_uring *u, uint64_t data, int res)
+static em_io *take(em_reactor *r, uint64_t token, int res)
 {
-    if (data == IGNORED)
+    struct em_uring *u = U;
+    if (token == IGNORED || res == -ECANCELED)
         return NULL;
-    int fd = (int)(uint32_t)data;
-    if (fd >= u->slot_cap)
+    em_io *io = token & 1 ? conn_of(r, token) : slot_io(u, token);
+    if (!io)
         return NULL;
-    uring_slot *s = &u->slots[fd];
-    if (!s->io || s->gen != (uint32_t)(data >> 32) || res == -ECANCELED)
-        return NULL;
-    s->armed = 0;
-    if (arm(u, fd) < 0)
-        return NULL; /* the next removal or change of interest arms it */
-    return s->io;
+    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
+                                     : slot_arm(u, io->fd, io->interest);
+    if (err && io->type == EM_IO_CONN)
+        io->armed = false; /* the next change of interest arms it */
+    return io;
 }
 
 static int submit_and_wait(struct em_uring *u, int timeout_ms)
@@ -354,7 +432,7 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
         if (n == max)
             break;
         seen++;
-        em_io *io = take(u, cqe->user_data, cqe->res);
+        em_io *io = take(r, cqe->user_data, cqe->res);
         if (io) {
             out[n].io = io;
             out[n++].events = from_poll(cqe->res);
@@ -362,6 +440,21 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     }
     io_uring_cq_advance(&u->ring, seen);
     return n;
+}
+
+typedef struct {
+    em_reactor *r;
+    int err;
+} rearm_ctx;
+
+static void rearm(em_io *io, void *arg)
+{
+    rearm_ctx *ctx = arg;
+    struct em_uring *u = ctx->r->be.uring;
+    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
+                                     : slot_arm(u, io->fd, io->interest);
+    if (err)
+        ctx->err = err;
 }
 
 /* A new ring takes the place of the first, every registration armed again
@@ -378,13 +471,12 @@ static int remake(em_reactor *r, bool deferred)
     u->ring = fresh;
     u->enabled = !deferred;
     u->pending = 0;
-    for (int fd = 0; fd < u->slot_cap; fd++) {
-        uring_slot *s = &u->slots[fd];
-        s->armed = 0;
-        s->gen = 0;
-        if (s->io && arm(u, fd) < 0)
-            err = -ENOMEM;
-    }
+    for (int fd = 0; fd < u->slot_cap; fd++)
+        u->slots[fd].gen = 0;
+    rearm_ctx ctx = {.r = r};
+    em__io_each_registered(r, rearm, &ctx);
+    if (ctx.err)
+        err = ctx.err;
     em__fd_release(r, old.ring_fd);
     io_uring_queue_exit(&old);
     return err;

@@ -34,8 +34,10 @@ typedef struct em_io {
     int fd;
     uint8_t type;      /* EM_IO_* */
     uint8_t interest;  /* EM_EV_READ|EM_EV_WRITE as registered */
-    bool registered;
-    bool dead;         /* closed during this turn: skip its pending events */
+    bool registered : 1;
+    bool dead : 1;     /* closed during this turn: skip its pending events */
+    bool armed : 1;    /* io_uring: a request of its is in the kernel */
+    uint8_t gen;       /* io_uring: which request is its current one */
 } em_io;
 
 typedef struct em_event {
