@@ -101,7 +101,10 @@ typedef struct em_conn_stats {
 /* -------------------------------------------------------------- reactor */
 
 typedef struct em_reactor_opts {
-    const char *backend;      /* "epoll", "poll"; NULL: $EM_BACKEND, else epoll */
+    /* "epoll", "poll", "io_uring" (builds with liburing), or "auto":
+     * io_uring where the kernel gives a ring, else epoll. NULL: $EM_BACKEND,
+     * else epoll. */
+    const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */
 } em_reactor_opts;
@@ -109,12 +112,19 @@ typedef struct em_reactor_opts {
 /* Makes a reactor. opts may be NULL. NULL + errno: EM_EBACKEND (an
  * unknown backend, in opts or $EM_BACKEND: em_strerror(EM_EBACKEND) and
  * em_backend_names list the known ones), ENOMEM, or the errno of the
- * poller's creation. Threads of the pool start
- * lazily, on the first em_defer() or name resolution. */
+ * poller's creation. "io_uring" asked for where the kernel refuses it
+ * fails with io_uring_setup's errno: ENOSYS (no io_uring), EPERM (the
+ * kernel.io_uring_disabled sysctl, a seccomp filter), or EOPNOTSUPP (a
+ * kernel without a feature libem needs); "auto" then takes epoll. A
+ * reactor on io_uring runs its ring from the thread that turns it: made on
+ * one thread and run on another, it makes its ring again there, once.
+ * Threads of the pool start lazily, on the first em_defer() or name
+ * resolution. */
 EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);
 
-/* The backends this build knows, separated by spaces ("epoll poll"):
- * what em_reactor_opts.backend and $EM_BACKEND accept. Static storage. */
+/* The backends this build knows, separated by spaces ("epoll poll", then
+ * "io_uring auto" when built with liburing): what em_reactor_opts.backend
+ * and $EM_BACKEND accept. Static storage. */
 EM_EXPORT const char *em_backend_names(void);
 
 /* Runs turns until em_stop(). Then every connection is unbound with reason 0
@@ -182,15 +192,17 @@ EM_EXPORT double em_now(const em_reactor *r);
  * servers (listening sockets) are not connections. */
 EM_EXPORT size_t em_connection_count(const em_reactor *r);
 
-/* "epoll" or "poll". */
+/* "epoll", "poll" or "io_uring": for "auto", the one it took. */
 EM_EXPORT const char *em_backend_name(const em_reactor *r);
 
 /* A descriptor that polls readable when em_run_once(r, 0) has I/O to do, for
  * embedding in another loop; combine with em_backend_timeout(). Made on the
- * first call (an epoll set holding the reactor's), the same for the
- * reactor's life, closed by em_reactor_free. -EMFILE, -ENFILE or -ENOMEM
- * when it cannot be made; the poll backend has none: -EOPNOTSUPP. Not to be
- * called from another thread. */
+ * first call (on epoll, a set holding the reactor's; on io_uring, the ring's
+ * own, made again on that call without deferred completions, which would
+ * never make it readable), the same for the reactor's life, closed by
+ * em_reactor_free. -EMFILE, -ENFILE or -ENOMEM when it cannot be made; the
+ * poll backend has none: -EOPNOTSUPP. Not to be called from another
+ * thread. */
 EM_EXPORT int em_backend_fd(const em_reactor *r);
 
 /* Seconds until the next timer; -1 when there is none; 0 when ticks,
