@@ -148,6 +148,9 @@ void free_in_forked_child(em_reactor *r);
 /* Raw sockets for tests (blocking unless said otherwise). */
 int tcp_listen_raw(const char *ip, int backlog, int *port_out); /* port 0 */
 int tcp_connect_raw(const char *ip, int port);                  /* blocking */
+/* System call nr fails with err from now on, in this process (a test
+ * case's own) and the children it makes (a seccomp filter). */
+void refuse_syscall(long nr, int err);
 int unix_connect_raw(const char *path);                         /* blocking */
 /* A live unix listener at path that does not accept: its backlog is full of
  * clients (their descriptors in q->fds, q->n of them). Returns the

@@ -10,10 +10,6 @@ __attribute__((constructor)) static void pidfds_off(void) { setenv("EM_PIDFD", "
 #include "test_popen.c"
 #include "test_popen_opts.c"
 
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 static bool sigchld_is_default(void)
@@ -121,15 +117,7 @@ TEST(popen_fallback_keeps_host_sigchld_handler)
  * own) and its children. */
 static void refuse_pidfd_open(int err)
 {
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
-    ASSERT_EQ(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-    ASSERT_EQ(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+    refuse_syscall(SYS_pidfd_open, err);
     errno = 0;
     ASSERT_EQ(syscall(SYS_pidfd_open, getpid(), 0), -1);
     ASSERT_EQ(errno, err);

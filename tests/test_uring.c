@@ -5,30 +5,11 @@
  * whole runs on io_uring as one of its backends. */
 #include "harness.h"
 
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pthread.h>
-#include <stddef.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* io_uring_setup fails with err from here on, in this process only (every
- * case runs in a child of its own). */
-static void refuse_io_uring(int err)
-{
-    struct sock_filter prog[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
-    ASSERT_EQ(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-    ASSERT_EQ(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog), 0);
-}
 
 /* Whether this build and kernel give a ring at all; the cases below check
  * what the answer implies either way. */
@@ -45,7 +26,7 @@ static bool built_with_uring(void) { return strstr(em_backend_names(), "io_uring
 static void refused_case(int err)
 {
     int fd0 = open_fd_count();
-    refuse_io_uring(err);
+    refuse_syscall(__NR_io_uring_setup, err);
     errno = 0;
     em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
     ASSERT_NULL(r);
