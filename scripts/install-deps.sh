@@ -13,8 +13,9 @@ set -euo pipefail
 # ruby, ruby-dev, ruby-eventmachine, ruby-test-unit: make ruby builds
 # EventMachine's extension on libem and the ruby suite runs EventMachine's
 # Ruby layer on it (ruby/README.md).
-# liburing-dev: the io_uring floor of the benchmarks (bench/servers/
-# echo_uring.c), which the sanity check in make test echoes through.
+# liburing-dev: libem's io_uring backend (built only where it is found),
+# which the suite runs on as its third backend, and the io_uring floor of
+# the benchmarks (bench/servers/echo_uring.c).
 packages=(cmake gcc make pkg-config libssl-dev openssl clang libclang-rt-14-dev strace gnutls-bin
           curl mandoc python3 ruby ruby-dev ruby-eventmachine ruby-test-unit liburing-dev)
 
