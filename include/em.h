@@ -116,8 +116,10 @@ typedef struct em_reactor_opts {
  * fails with io_uring_setup's errno: ENOSYS (no io_uring), EPERM (the
  * kernel.io_uring_disabled sysctl, a seccomp filter), or EOPNOTSUPP (a
  * kernel without a feature libem needs); "auto" then takes epoll. A
- * reactor on io_uring runs its ring from the thread that turns it: made on
- * one thread and run on another, it makes its ring again there, once.
+ * reactor on io_uring runs its ring from one thread: used from another
+ * (made on one thread and run on another) it makes its ring again there,
+ * and descriptors closed by that first use are let go of when the kernel
+ * has torn the old ring down, shortly after.
  * Threads of the pool start lazily, on the first em_defer() or name
  * resolution. */
 EM_EXPORT em_reactor *em_reactor_new(const em_reactor_opts *opts);

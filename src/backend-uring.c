@@ -42,10 +42,13 @@ struct em_uring {
     int live;          /* slots registered */
     int shrink_below;  /* live count under which the table may shrink */
     unsigned pending;  /* requests queued since the last submission */
+    unsigned cancels;  /* of which cancellations */
     unsigned epoch;    /* forked_children when made: another is a child's */
     uint32_t gen;      /* of the last request armed */
     bool enabled;
     bool embedded;     /* em_backend_fd was asked: submit at each turn's end */
+    bool stranded;     /* a request could not be armed again: see sweep() */
+    em_reactor *r;
 };
 
 #define U (r->be.uring)
@@ -69,15 +72,24 @@ static bool ours(const struct em_uring *u)
  * saves their work being done at every wake-up, but leaves the ring's
  * descriptor unreadable for a host waiting on it (em_backend_fd). Without
  * it the ring is enabled as made. */
+static int ring_setup(struct io_uring *ring, struct io_uring_params *p, unsigned flags)
+{
+    memset(p, 0, sizeof *p);
+    p->flags = flags;
+    return io_uring_queue_init_params(RING_ENTRIES, ring, p);
+}
+
+/* -EINVAL from a kernel older than a flag asked for: SUBMIT_ALL is 5.18,
+ * DEFER_TASKRUN 6.1 (the caller tries again without it). */
 static int ring_new(em_reactor *r, struct io_uring *ring, bool deferred)
 {
     struct io_uring_params p;
-    memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_SUBMIT_ALL;
+    unsigned flags = IORING_SETUP_SUBMIT_ALL;
     if (deferred)
-        p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-                   IORING_SETUP_R_DISABLED;
-    int err = io_uring_queue_init_params(RING_ENTRIES, ring, &p);
+        flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    int err = ring_setup(ring, &p, flags);
+    if (err == -EINVAL && !deferred)
+        err = ring_setup(ring, &p, 0);
     if (err)
         return err;
     /* needed: completions never dropped, and a wait with a timeout */
@@ -104,8 +116,9 @@ static int ur_init(em_reactor *r)
         err = ring_new(r, &u->ring, deferred = false);
     if (err) {
         em__free(u);
-        return err;
+        return err == -EINVAL ? -EOPNOTSUPP : err; /* a kernel without what libem uses */
     }
+    u->r = r;
     u->enabled = !deferred;
     pthread_once(&children_counted, count_children);
     u->epoch = atomic_load(&forked_children);
@@ -116,6 +129,7 @@ static int ur_init(em_reactor *r)
 
 static void ur_settle(em_reactor *r);
 static int remake(em_reactor *r, bool deferred);
+static int run_now(struct em_uring *u);
 
 /* In a forked child the ring's memory is not mapped: only the descriptor
  * is the child's to close. */
@@ -158,8 +172,19 @@ static struct io_uring_sqe *sqe_get(struct em_uring *u)
         return sqe;
     if (enter(u) < 0 || io_uring_submit(&u->ring) < 0)
         return NULL;
-    u->pending = 0;
+    u->pending = u->cancels = 0;
     return io_uring_get_sqe(&u->ring);
+}
+
+
+/* A host waiting on the ring's descriptor submits nothing itself: what is
+ * asked outside a turn (a server started from the host's own code) goes to
+ * the kernel at once; what a turn asks, at its end (ur_flush). */
+static void queued(struct em_uring *u)
+{
+    u->pending++;
+    if (u->embedded && !u->r->in_turn)
+        ur_settle(u->r);
 }
 
 static unsigned to_poll(unsigned mask)
@@ -174,7 +199,7 @@ static int submit_poll(struct em_uring *u, int fd, unsigned mask, uint64_t token
         return -ENOMEM;
     io_uring_prep_poll_add(sqe, fd, to_poll(mask));
     io_uring_sqe_set_data64(sqe, token);
-    u->pending++;
+    queued(u);
     return 0;
 }
 
@@ -186,7 +211,8 @@ static void submit_cancel(struct em_uring *u, uint64_t token)
     if (sqe) {
         io_uring_prep_cancel64(sqe, token, 0);
         io_uring_sqe_set_data64(sqe, IGNORED);
-        u->pending++;
+        u->cancels++;
+        queued(u);
     }
 }
 
@@ -233,7 +259,7 @@ static uint64_t slot_token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | 
 static int slot_arm(struct em_uring *u, int fd, unsigned mask)
 {
     uring_slot *s = &u->slots[fd];
-    s->gen = ++u->gen | 1; /* never 0, which marks no request */
+    s->gen = ++u->gen ? u->gen : ++u->gen; /* never 0, which marks no request */
     int err = submit_poll(u, fd, mask, slot_token(fd, s->gen));
     if (err)
         s->gen = 0;
@@ -390,9 +416,47 @@ static em_io *take(em_reactor *r, uint64_t token, int res)
         return NULL;
     int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
                                      : slot_arm(u, io->fd, io->interest);
-    if (err && io->type == EM_IO_CONN)
-        io->armed = false; /* the next change of interest arms it */
+    if (err)
+        u->stranded = true;
     return io;
+}
+
+typedef struct {
+    em_reactor *r;
+    int err;
+} rearm_ctx;
+
+static void rearm(em_io *io, void *arg)
+{
+    rearm_ctx *ctx = arg;
+    struct em_uring *u = ctx->r->be.uring;
+    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
+                                     : slot_arm(u, io->fd, io->interest);
+    if (err)
+        ctx->err = err;
+}
+
+/* Registrations left without a request when one could not be armed again
+ * (no room in the submission queue, the kernel refusing a submission) get
+ * one now; rare, so a walk over all of them is fine. */
+static void arm_missing(em_io *io, void *arg)
+{
+    struct em_uring *u = arg;
+    bool missing = io->type == EM_IO_CONN ? !io->armed
+                                          : u->slots[io->fd].io == io && !u->slots[io->fd].gen;
+    if (!missing)
+        return;
+    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
+                                     : slot_arm(u, io->fd, io->interest);
+    if (err)
+        u->stranded = true;
+}
+
+static void sweep(em_reactor *r)
+{
+    struct em_uring *u = U;
+    u->stranded = false;
+    em__io_each_registered(r, arm_missing, u);
 }
 
 static int submit_and_wait(struct em_uring *u, int timeout_ms)
@@ -400,15 +464,18 @@ static int submit_and_wait(struct em_uring *u, int timeout_ms)
     int err = enter(u);
     if (err)
         return err;
-    u->pending = 0;
-    if (timeout_ms == 0 || io_uring_cq_ready(&u->ring))
-        return io_uring_submit_and_get_events(&u->ring);
     struct io_uring_cqe *cqe;
-    if (timeout_ms < 0)
-        return io_uring_submit_and_wait(&u->ring, 1);
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-    return io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+    if (timeout_ms == 0 || io_uring_cq_ready(&u->ring))
+        err = io_uring_submit_and_get_events(&u->ring);
+    else if (timeout_ms < 0)
+        err = io_uring_submit_and_wait(&u->ring, 1);
+    else
+        err = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+    if (err >= 0 || err == -ETIME || err == -EINTR)
+        u->pending = u->cancels = 0; /* submitted, whatever the wait did */
+    return err;
 }
 
 static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
@@ -416,6 +483,8 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     struct em_uring *u = U;
     if (!ours(u))
         return -ECHILD; /* a forked child has no ring to wait on */
+    if (u->stranded)
+        sweep(r);
     int err = submit_and_wait(u, timeout_ms);
     if (err == -EEXIST) { /* another thread submitted first: a ring for this one */
         err = remake(r, true);
@@ -442,21 +511,6 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     return n;
 }
 
-typedef struct {
-    em_reactor *r;
-    int err;
-} rearm_ctx;
-
-static void rearm(em_io *io, void *arg)
-{
-    rearm_ctx *ctx = arg;
-    struct em_uring *u = ctx->r->be.uring;
-    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
-                                     : slot_arm(u, io->fd, io->interest);
-    if (err)
-        ctx->err = err;
-}
-
 /* A new ring takes the place of the first, every registration armed again
  * on it; the old ring's requests go with it. */
 static int remake(em_reactor *r, bool deferred)
@@ -466,7 +520,7 @@ static int remake(em_reactor *r, bool deferred)
     int err = ring_new(r, &fresh, deferred);
     if (err)
         return err;
-    ur_settle(r);
+    run_now(u); /* the old ring's cancellations, where this thread may */
     struct io_uring old = u->ring;
     u->ring = fresh;
     u->enabled = !deferred;
@@ -499,21 +553,36 @@ static int ur_fd(em_reactor *r)
     return u->ring.ring_fd;
 }
 
+/* Submits what is queued and runs the completions due. */
+static int run_now(struct em_uring *u)
+{
+    int err = enter(u);
+    if (!err)
+        err = io_uring_submit_and_get_events(&u->ring);
+    if (err >= 0)
+        u->pending = u->cancels = 0;
+    return err;
+}
+
 /* Cancellations and completions are run now: a file no request holds is
- * closed by its close(). */
+ * closed by its close(). On a ring another thread entered first, on a new
+ * one for this thread. */
 static void ur_settle(em_reactor *r)
 {
     struct em_uring *u = U;
-    if (!ours(u) || enter(u) < 0)
+    if (!ours(u))
         return;
-    u->pending = 0;
-    io_uring_submit_and_get_events(&u->ring);
+    if (run_now(u) == -EEXIST && !remake(r, true))
+        run_now(u);
 }
 
+/* A host waiting on the ring's descriptor gets the turn's requests at its
+ * end; so does a caller of em_run_once the FIN of a connection closed by
+ * the turn (em_run's next turn submits them at once anyway). */
 static void ur_flush(em_reactor *r)
 {
     struct em_uring *u = U;
-    if (u->embedded && u->pending)
+    if ((u->embedded && u->pending) || (u->cancels && !r->running))
         ur_settle(r);
 }
 

@@ -5,6 +5,7 @@
  * whole runs on io_uring as one of its backends. */
 #include "harness.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -163,6 +164,95 @@ TEST(reactor_made_on_one_thread_runs_on_another)
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, run_elsewhere, &x), 0);
     ASSERT_EQ(pthread_join(t, NULL), 0);
+    /* and back on this thread, which makes a ring again: the listener's
+     * request on the other thread's ring goes with that ring's teardown,
+     * which the kernel finishes on its own time, shortly */
+    ASSERT_EQ(em_stop_server(s), 0);
+    double deadline = now_mono() + 2;
+    while (!(s = em_start_server(r, "127.0.0.1", x.port, &echo_handler, NULL)) &&
+           errno == EADDRINUSE && now_mono() < deadline)
+        usleep(1000);
+    ASSERT_NOT_NULL(s);
+    expect_echo(r, x.port);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+static bool readable_within(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
+/* A host waiting on em_backend_fd submits nothing itself: a server started
+ * from the host's code, outside any turn, must still wake it. */
+TEST(backend_fd_wakes_for_a_server_started_outside_a_turn)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    int efd = em_backend_fd(r);
+    ASSERT_GE(efd, 0);
+    ASSERT_EQ(em_run_once(r, 0), 0);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(s);
+    int cli = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    ASSERT(readable_within(efd, 2000));
+    ASSERT_EQ(em_backend_fd(r), efd);
+    close(cli);
+    ASSERT_EQ(em_stop_server(s), 0);
+    run_for(r, 0.05);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+static em_conn *accepted[2];
+static int n_accepted;
+
+static void remember(em_conn *c) { accepted[n_accepted++ % 2] = c; }
+
+/* Closes both: the other one's poll request is in the kernel. */
+static void close_on_data(em_conn *c, const char *d, size_t n)
+{
+    (void)c;
+    (void)d;
+    (void)n;
+    em_close_connection(accepted[0], false);
+    em_close_connection(accepted[1], false);
+}
+
+/* A caller of em_run_once that waits on its own for the peer: the turn
+ * that closed a connection sent its FIN, though the connection's poll
+ * request, in the kernel until its cancellation is submitted, holds the
+ * socket open. */
+TEST(fin_leaves_with_the_turn_that_closed)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    static const em_handler closer = {.post_init = remember, .receive_data = close_on_data};
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &closer, NULL);
+    ASSERT_NOT_NULL(s);
+    int idle = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    int cli = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    double deadline = now_mono() + 5;
+    while (em_connection_count(r) < 2 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(em_connection_count(r), 2u);
+    ASSERT_EQ(em_run_once(r, 0.01), 0); /* the idle one's request is in the kernel */
+    ASSERT_EQ(write(cli, "x", 1), 1);
+    while (em_connection_count(r) == 2 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0); /* the turn that closes both */
+    ASSERT_EQ(em_connection_count(r), 0u);
+    ASSERT(readable_within(idle, 2000)); /* no em_run_once meanwhile */
+    char b;
+    ASSERT_EQ(read(idle, &b, 1), 0);
+    close(cli);
+    close(idle);
+    run_for(r, 0.05);
     ASSERT_EQ(em_stop_server(s), 0);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
