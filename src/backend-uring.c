@@ -4,11 +4,12 @@
  * A poll request completes once; it is armed again as its completion is
  * taken, and the kernel checks readiness when the request arrives, so what
  * a handler leaves unread is reported on the next turn as epoll's level
- * triggering would. Registrations are kept in a table indexed by
- * descriptor, and a request is named by its descriptor and the slot's
- * generation: a removal makes a new generation and cancels the old request,
- * whose late completion then names nothing and is dropped without looking at
- * memory that may be gone (the io of a freed server).
+ * triggering would. A removal cancels the request, whose late completion
+ * must then name nothing: a request is named by a generation besides what
+ * it is for (a connection's signature; a table slot for anything else,
+ * which may be freed as soon as it is removed), and a completion whose
+ * generation is not the current one is dropped without looking at memory
+ * that may be gone.
  *
  * The ring is made disabled and enabled by the first thread that enters it,
  * which becomes its only submitter (IORING_SETUP_SINGLE_ISSUER): the thread
@@ -68,10 +69,6 @@ static bool ours(const struct em_uring *u)
     return u->epoch == atomic_load_explicit(&forked_children, memory_order_relaxed);
 }
 
-/* deferred: completions run only when the submitting thread waits, which
- * saves their work being done at every wake-up, but leaves the ring's
- * descriptor unreadable for a host waiting on it (em_backend_fd). Without
- * it the ring is enabled as made. */
 static int ring_setup(struct io_uring *ring, struct io_uring_params *p, unsigned flags)
 {
     memset(p, 0, sizeof *p);
@@ -79,8 +76,12 @@ static int ring_setup(struct io_uring *ring, struct io_uring_params *p, unsigned
     return io_uring_queue_init_params(RING_ENTRIES, ring, p);
 }
 
-/* -EINVAL from a kernel older than a flag asked for: SUBMIT_ALL is 5.18,
- * DEFER_TASKRUN 6.1 (the caller tries again without it). */
+/* deferred: completions run only when the submitting thread waits, which
+ * saves their work being done at every wake-up, but leaves the ring's
+ * descriptor unreadable for a host waiting on it (em_backend_fd). Without
+ * it the ring is enabled as made. -EINVAL from a kernel older than a flag
+ * asked for: SUBMIT_ALL is 5.18, DEFER_TASKRUN 6.1 (the caller tries again
+ * without it). */
 static int ring_new(em_reactor *r, struct io_uring *ring, bool deferred)
 {
     struct io_uring_params p;
@@ -175,7 +176,6 @@ static struct io_uring_sqe *sqe_get(struct em_uring *u)
     u->pending = u->cancels = 0;
     return io_uring_get_sqe(&u->ring);
 }
-
 
 /* A host waiting on the ring's descriptor submits nothing itself: what is
  * asked outside a turn (a server started from the host's own code) goes to
