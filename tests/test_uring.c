@@ -103,6 +103,21 @@ static em_reactor *uring_reactor(void)
     return r;
 }
 
+static em_server *echo_server(em_reactor *r)
+{
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
+    ASSERT_NOT_NULL(s);
+    return s;
+}
+
+/* Stops s and frees r: nothing of either may be left. */
+static void finish(em_reactor *r, em_server *s, int fd0)
+{
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
 /* The ring's memory is not inherited: the child's turn fails instead of
  * writing requests into the parent's ring, and freeing the reactor there
  * leaves the parent serving. */
@@ -112,8 +127,7 @@ TEST(forked_child_does_not_use_the_parents_ring)
     em_reactor *r = uring_reactor();
     if (!r)
         return;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(s);
+    em_server *s = echo_server(r);
     int port = em_server_port(s);
     expect_echo(r, port);
     pid_t pid = fork();
@@ -128,9 +142,7 @@ TEST(forked_child_does_not_use_the_parents_ring)
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), 0);
     expect_echo(r, port);
-    ASSERT_EQ(em_stop_server(s), 0);
-    REACTOR_FREE_CHECKED(r);
-    ASSERT_NO_FD_LEAK(fd0);
+    finish(r, s, fd0);
 }
 
 typedef struct {
@@ -154,10 +166,8 @@ TEST(reactor_made_on_one_thread_runs_on_another)
     em_reactor *r = uring_reactor();
     if (!r)
         return;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(s);
-    em_server *gone = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(gone);
+    em_server *s = echo_server(r);
+    em_server *gone = echo_server(r);
     ASSERT_EQ(em_stop_server(gone), 0); /* enters the ring on this thread */
     ASSERT_EQ(em_run_once(r, 0), 0);
     runner x = {.r = r, .port = em_server_port(s)};
@@ -174,9 +184,7 @@ TEST(reactor_made_on_one_thread_runs_on_another)
         usleep(1000);
     ASSERT_NOT_NULL(s);
     expect_echo(r, x.port);
-    ASSERT_EQ(em_stop_server(s), 0);
-    REACTOR_FREE_CHECKED(r);
-    ASSERT_NO_FD_LEAK(fd0);
+    finish(r, s, fd0);
 }
 
 static bool readable_within(int fd, int ms)
@@ -196,16 +204,13 @@ TEST(backend_fd_wakes_for_a_server_started_outside_a_turn)
     int efd = em_backend_fd(r);
     ASSERT_GE(efd, 0);
     ASSERT_EQ(em_run_once(r, 0), 0);
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(s);
+    em_server *s = echo_server(r);
     int cli = tcp_connect_raw("127.0.0.1", em_server_port(s));
     ASSERT(readable_within(efd, 2000));
     ASSERT_EQ(em_backend_fd(r), efd);
     close(cli);
-    ASSERT_EQ(em_stop_server(s), 0);
     run_for(r, 0.05);
-    REACTOR_FREE_CHECKED(r);
-    ASSERT_NO_FD_LEAK(fd0);
+    finish(r, s, fd0);
 }
 
 static em_conn *accepted[2];
@@ -253,9 +258,7 @@ TEST(fin_leaves_with_the_turn_that_closed)
     close(cli);
     close(idle);
     run_for(r, 0.05);
-    ASSERT_EQ(em_stop_server(s), 0);
-    REACTOR_FREE_CHECKED(r);
-    ASSERT_NO_FD_LEAK(fd0);
+    finish(r, s, fd0);
 }
 
 /* A listener stopped is closed at once, not when the ring next submits:
@@ -266,15 +269,12 @@ TEST(stopped_server_port_is_free_at_once)
     em_reactor *r = uring_reactor();
     if (!r)
         return;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_handler, NULL);
-    ASSERT_NOT_NULL(s);
+    em_server *s = echo_server(r);
     int port = em_server_port(s);
     ASSERT_EQ(em_run_once(r, 0), 0);
     ASSERT_EQ(em_stop_server(s), 0);
     em_server *again = em_start_server(r, "127.0.0.1", port, &echo_handler, NULL);
     ASSERT_NOT_NULL(again);
     expect_echo(r, port);
-    ASSERT_EQ(em_stop_server(again), 0);
-    REACTOR_FREE_CHECKED(r);
-    ASSERT_NO_FD_LEAK(fd0);
+    finish(r, again, fd0);
 }
