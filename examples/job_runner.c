@@ -20,7 +20,8 @@
  * child's output in memory. Once more than CLIENT_QUEUE_MAX bytes wait to be
  * sent to a client, its children's connections are paused (em_pause: the
  * child blocks on its full stdout), and resumed when the client's queue has
- * drained (outbound_drained).
+ * drained (outbound_drained), or at once if the kernel took the whole queue
+ * (then nothing had to wait, and outbound_drained does not run).
  *
  * Usage: job_runner [port]   (default 8086; 0 picks a free port)
  * Prints "ready port=N" once it is listening. */
@@ -58,6 +59,7 @@ struct client {
     em_tokenizer *lines;
     job *jobs; /* queued and running, for the disconnect */
     unsigned next_id;
+    em_timer_id recheck; /* after the turn's flush: was the queue written? */
 };
 
 static em_reactor *reactor;
@@ -187,6 +189,24 @@ static void drop_queued_of(client *cl)
 
 /* The child's stdout, passed on a line at a time with the job's prefix; a
  * line longer than the buffer goes in pieces, so memory stays bounded. */
+static void resume_children(client *cl)
+{
+    for (job *j = cl->jobs; j; j = j->next)
+        if (j->child && em_is_paused(j->child))
+            em_resume(j->child);
+}
+
+/* Runs after the flush of the turn that paused: a queue the kernel took
+ * whole had nothing wait, so no outbound_drained comes for it. */
+static void recheck_queue(em_reactor *r, void *arg)
+{
+    (void)r;
+    client *cl = arg;
+    cl->recheck = 0;
+    if (em_get_outbound_data_size(cl->conn) <= CLIENT_QUEUE_MAX)
+        resume_children(cl);
+}
+
 static void child_data(em_conn *c, const char *data, size_t len)
 {
     job *j = em_conn_user(c);
@@ -199,8 +219,11 @@ static void child_data(em_conn *c, const char *data, size_t len)
         }
         j->out[j->out_len++] = data[i];
     }
-    if (j->owner && em_get_outbound_data_size(j->owner->conn) > CLIENT_QUEUE_MAX)
+    if (j->owner && em_get_outbound_data_size(j->owner->conn) > CLIENT_QUEUE_MAX) {
         em_pause(c); /* until client_drained */
+        if (!j->owner->recheck)
+            j->owner->recheck = em_add_timer(reactor, 0, recheck_queue, j->owner);
+    }
 }
 
 /* The child has exited and its output is closed: em_get_status works here.
@@ -291,16 +314,12 @@ static void command(client *cl, const char *line, size_t len)
 
 static void on_line(void *arg, const char *line, size_t len) { command(arg, line, len); }
 
-/* The client has taken everything queued: its paused children go on. One
- * turn's output (a read per child) is far below CLIENT_QUEUE_MAX, so a
- * queue past it had a write wait for the kernel: this comes after every
- * pause. */
+/* The client has taken everything queued: its paused children go on. */
 static void client_drained(em_conn *c)
 {
     client *cl = em_conn_user(c);
-    for (job *j = cl ? cl->jobs : NULL; j; j = j->next)
-        if (j->child && em_is_paused(j->child))
-            em_resume(j->child);
+    if (cl)
+        resume_children(cl);
 }
 
 static void client_init(em_conn *c)
@@ -356,6 +375,8 @@ static void client_unbind(em_conn *c, int reason)
         em_close_connection(j->child, false);
     }
     em_tokenizer_free(cl->lines);
+    if (cl->recheck)
+        em_cancel_timer(reactor, cl->recheck);
     free(cl);
 }
 
