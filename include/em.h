@@ -103,7 +103,10 @@ typedef struct em_conn_stats {
 typedef struct em_reactor_opts {
     /* "epoll", "poll", "io_uring" (builds with liburing), or "auto":
      * io_uring where the kernel gives a ring, else epoll. NULL: $EM_BACKEND,
-     * else epoll. */
+     * else epoll. On io_uring the kernel reads for stream connections (TCP,
+     * unix, popen's, attached stream sockets; not TLS, proxies or
+     * datagrams) into buffers the reactor shares (4 MiB, mapped at the
+     * first one); $EM_URING_RECV=0 makes it report readiness only. */
     const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */
@@ -306,7 +309,11 @@ typedef struct em_handler {
     /* An outbound connect succeeded. */
     void (*connection_completed)(em_conn *c);
     /* Bytes read, in arbitrary chunks, in order; data is valid only during
-     * the call. NULL discards. */
+     * the call. NULL discards. A connection may get several calls in one
+     * turn (on io_uring, one per arrival); after em_pause it gets none
+     * until em_resume, even of bytes read before the pause, unless its
+     * descriptor goes back to its owner first (em_detach, an attached one
+     * closed): bytes already read then come just before unbind. */
     void (*receive_data)(em_conn *c, const char *data, size_t len);
     /* Exactly once per connection, always last. On the peer's clean EOF
      * what was queued is still written first (unless peer_closed is set),
@@ -509,7 +516,8 @@ EM_EXPORT em_conn *em_open_datagram_socket(em_reactor *r, const char *host, int 
  * send_data, close-after-writing and pause work as on a connection. libem
  * never closes it. It is made non-blocking; it is yours again the moment the
  * connection closes (em_close_connection, an error, the peer's EOF once the
- * queue is written) or em_detach returns, and then, if libem set O_NONBLOCK,
+ * queue is written; bytes io_uring had read ahead reach receive_data before
+ * unbind) or em_detach returns, and then, if libem set O_NONBLOCK,
  * that flag is cleared again and no other is touched (so it may be attached
  * again at once). A reactor freed in a forked child touches no flag: the
  * open file is the parent's too. NULL + errno: EBADF, EEXIST (a descriptor
@@ -683,7 +691,9 @@ EM_EXPORT int em_stream_file_fd(em_conn *c, int fd, unsigned flags,
 
 /* Removes the connection from the reactor without closing its descriptor
  * and returns the descriptor; unsent data is dropped and unbind(0) follows.
- * -ENOTCONN when already closing or still resolving. */
+ * Bytes that had already left the socket (io_uring reads ahead) reach
+ * receive_data before that unbind; the descriptor has the rest. -ENOTCONN
+ * when already closing or still resolving; -ENOMEM. */
 EM_EXPORT int em_detach(em_conn *c);
 
 /* 0 when healthy, else the error that is closing the connection. */

@@ -38,6 +38,8 @@ static em_conn *adopt(em_reactor *r, int fd, const em_handler *h, void *arg, uin
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
         flags |= EM_CF_NOT_SOCKET;
+    else if (type != SOCK_STREAM)
+        flags |= EM_CF_MESSAGES;
     if ((fl & O_ACCMODE) == O_WRONLY)
         flags |= EM_CF_EOF; /* a write end has nothing to read: never try */
     c->flags |= flags | EM_CF_NO_FD_CLOSE | (set_nonblock ? EM_CF_RESTORE_FL : 0);

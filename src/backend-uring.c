@@ -1,5 +1,17 @@
-/* The io_uring poller: readiness through one-shot poll requests on a ring,
- * all of a turn's requests submitted with the wait in one io_uring_enter.
+/* The io_uring backend: reads for plain stream connections, readiness
+ * through one-shot poll requests for everything else, all of a turn's
+ * requests submitted with the wait in one io_uring_enter.
+ *
+ * A connection registered with EM_EV_RECV gets a multishot receive into
+ * the reactor's ring of provided buffers (uring-bufs.c): every arrival is a
+ * completion with its bytes, and no system call reads them. A buffer is
+ * lent to the turn that takes its completion and given back at the next
+ * wait. When the kernel runs out of buffers the receive ends with ENOBUFS
+ * and is armed again, the bytes left in the socket. A connection that
+ * stops asking for it (a pause, TLS started) has its receive cancelled at
+ * once, and every completion of it still to be handled (in this turn's
+ * events or in the ring) goes to the connection's stash, in order, so its
+ * own reads later cannot overtake bytes read before.
  *
  * A poll request completes once; it is armed again as its completion is
  * taken, and the kernel checks readiness when the request arrives, so what
@@ -21,6 +33,8 @@
 
 #ifdef EM_HAVE_URING
 
+#include "uring-bufs.h"
+
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +42,15 @@
 #include <unistd.h>
 
 #define RING_ENTRIES 1024
+/* Room for the completions of many turns' worth of receives: a turn takes
+ * EM_MAX_EVENTS, the rest wait here rather than in the kernel's overflow
+ * list, which only a wait can empty (see hold_all()). */
+#define CQ_ENTRIES (8 * RING_ENTRIES)
 /* user_data of requests whose completion says nothing (cancellations) */
 #define IGNORED UINT64_MAX
+/* Rounds of waiting for a cancelled receive's last completion, 1 ms each;
+ * the first, which only submits, is all it takes on the kernels tried. */
+#define ABSORB_ROUNDS 100
 
 typedef struct uring_slot {
     em_io *io;    /* NULL: not registered */
@@ -49,6 +70,15 @@ struct em_uring {
     bool enabled;
     bool embedded;     /* em_backend_fd was asked: submit at each turn's end */
     bool stranded;     /* a request could not be armed again: see sweep() */
+    bool reads_off;    /* readiness only: $EM_URING_RECV=0, or the kernel can't */
+    bool recv_worked;  /* a receive has completed: EINVAL is not the kernel's refusal */
+    unsigned buf_count;
+    em_ubufs *bufs;    /* made at the first receive */
+    em_ubufs *retired; /* of rings made again this turn */
+    /* Completions moved out of a full ring (hold_all()): they come before
+     * the ring's. */
+    struct io_uring_cqe *held;
+    unsigned held_head, held_len, held_cap;
     em_reactor *r;
 };
 
@@ -72,7 +102,8 @@ static bool ours(const struct em_uring *u)
 static int ring_setup(struct io_uring *ring, struct io_uring_params *p, unsigned flags)
 {
     memset(p, 0, sizeof *p);
-    p->flags = flags;
+    p->flags = flags | IORING_SETUP_CQSIZE;
+    p->cq_entries = CQ_ENTRIES;
     return io_uring_queue_init_params(RING_ENTRIES, ring, p);
 }
 
@@ -121,10 +152,16 @@ static int ur_init(em_reactor *r)
     }
     u->r = r;
     u->enabled = !deferred;
+    env = getenv("EM_URING_RECV");
+    u->reads_off = env && !strcmp(env, "0");
+    env = getenv("EM_URING_BUFFERS"); /* a power of two; small ones test ENOBUFS */
+    if (env && atoi(env) > 0 && atoi(env) <= 32768 && !(atoi(env) & (atoi(env) - 1)))
+        u->buf_count = (unsigned)atoi(env);
     pthread_once(&children_counted, count_children);
     u->epoch = atomic_load(&forked_children);
     u->shrink_below = MIN_SLOTS / 8;
     U = u;
+    r->backend_reads = !u->reads_off;
     return 0;
 }
 
@@ -146,6 +183,12 @@ static void ur_destroy(em_reactor *r)
     } else {
         close(u->ring.ring_fd);
     }
+    if (ours(u))
+        em__ubufs_free(u->bufs);
+    else
+        em__ubufs_forget(u->bufs);
+    em__ubufs_free_list(&u->retired, ours(u));
+    em__free(u->held);
     em__free(u->slots);
     em__free(u);
     U = NULL;
@@ -217,13 +260,24 @@ static void submit_cancel(struct em_uring *u, uint64_t token)
 }
 
 /* ------------------------------------------------------------ connections
- * A connection's request is named by its signature and the generation kept
- * in its io (bit 0 set): a completion for a connection gone, or for a
- * request it has since replaced, finds no match and is dropped. Nothing
- * per connection is kept here, so an idle one costs no more than on epoll. */
+ * A connection's requests are named by its signature, whether it is its
+ * poll (bit 1 clear) or its receive, and a generation of each kept in its
+ * io, with bit 0 set: a completion for a connection gone, or for a request
+ * it has since replaced, finds no match and is dropped. Nothing per
+ * connection is kept here, so an idle one costs no more than on epoll. */
+#define SIG_SHIFT 10
+#define RECV_KIND 2
+
+static em_sig sig_of(const em_io *io) { return EM_CONTAINER_OF(io, em_conn, io)->sig; }
+
 static uint64_t conn_token(const em_io *io)
 {
-    return EM_CONTAINER_OF(io, em_conn, io)->sig << 9 | (uint64_t)io->gen << 1 | 1;
+    return sig_of(io) << SIG_SHIFT | (uint64_t)io->gen << 2 | 1;
+}
+
+static uint64_t recv_token(const em_io *io, unsigned rgen)
+{
+    return sig_of(io) << SIG_SHIFT | (uint64_t)rgen << 2 | RECV_KIND | 1;
 }
 
 static int conn_arm(struct em_uring *u, em_io *io, unsigned mask)
@@ -232,6 +286,31 @@ static int conn_arm(struct em_uring *u, em_io *io, unsigned mask)
     int err = submit_poll(u, io->fd, mask, conn_token(io));
     io->armed = !err;
     return err;
+}
+
+static bool wants_recv(const struct em_uring *u, unsigned interest)
+{
+    return (interest & EM_EV_RECV) && !u->reads_off;
+}
+
+/* What its poll request watches: what its receive does not. */
+static unsigned poll_mask(const struct em_uring *u, unsigned interest)
+{
+    return interest & (wants_recv(u, interest) ? EM_EV_WRITE : EM_EV_READ | EM_EV_WRITE);
+}
+
+static int recv_arm(struct em_uring *u, em_io *io)
+{
+    struct io_uring_sqe *sqe = sqe_get(u);
+    if (!sqe)
+        return -ENOMEM;
+    io_uring_prep_recv_multishot(sqe, io->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = EM_UBUF_GROUP;
+    io_uring_sqe_set_data64(sqe, recv_token(io, io->rgen));
+    queued(u);
+    io->receiving = true;
+    return 0;
 }
 
 static void conn_disarm(struct em_uring *u, em_io *io)
@@ -244,10 +323,211 @@ static void conn_disarm(struct em_uring *u, em_io *io)
 
 static em_io *conn_of(em_reactor *r, uint64_t token)
 {
-    em_conn *c = em__sigmap_get(&r->sigmap, token >> 9);
-    if (!c || !c->io.registered || !c->io.armed || c->io.gen != (uint8_t)(token >> 1))
+    em_conn *c = em__sigmap_get(&r->sigmap, token >> SIG_SHIFT);
+    if (!c || !c->io.registered || !c->io.armed || c->io.gen != (uint8_t)(token >> 2))
         return NULL;
+    c->io.armed = false;
     return &c->io;
+}
+
+/* Calls fn on every completion not yet taken, in order: those held, then
+ * the ring's, each buffer's bytes peeked at (every one, for where the next
+ * in the same buffer starts). */
+static void each_pending(struct em_uring *u,
+                         void (*fn)(struct io_uring_cqe *cqe, const char *data, void *ctx),
+                         void *ctx)
+{
+    for (unsigned i = u->held_head; i < u->held_len; i++)
+        fn(&u->held[i], em__ubufs_peek(u->bufs, u->held[i].flags, u->held[i].res), ctx);
+    unsigned head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        fn(cqe, em__ubufs_peek(u->bufs, cqe->flags, cqe->res), ctx);
+    }
+    em__ubufs_peek_end(u->bufs);
+}
+
+typedef struct {
+    em_conn *c;
+    uint64_t token;
+    bool ended;
+} absorb_ctx;
+
+static void absorb_one(struct io_uring_cqe *cqe, const char *data, void *arg)
+{
+    absorb_ctx *a = arg;
+    if (cqe->user_data != a->token)
+        return;
+    if (cqe->res <= 0 || data)
+        em__conn_stash(a->c, data, cqe->res);
+    cqe->user_data = IGNORED; /* its buffer is taken back when reaped */
+    a->ended |= !(cqe->flags & IORING_CQE_F_MORE);
+}
+
+/* A ring full of completions not yet taken has the kernel keep the next
+ * ones in its overflow list, out of sight until there is room: every one
+ * in the ring is held aside, so that the next entry moves them in. false
+ * without memory to hold them. */
+static bool hold_all(struct em_uring *u)
+{
+    unsigned n = io_uring_cq_ready(&u->ring);
+    if (u->held_len + n > u->held_cap) {
+        unsigned cap = u->held_cap ? u->held_cap : CQ_ENTRIES;
+        while (cap < u->held_len + n)
+            cap *= 2;
+        struct io_uring_cqe *grown = em__realloc(u->held, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        u->held = grown;
+        u->held_cap = cap;
+    }
+    unsigned head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        u->held[u->held_len++] = *cqe; /* no big CQEs on this ring */
+    }
+    io_uring_cq_advance(&u->ring, n);
+    return true;
+}
+
+static bool overflowed(const struct em_uring *u)
+{
+    return IO_URING_READ_ONCE(*u->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW;
+}
+
+/* Completions of the receive named by token not yet taken go to c's
+ * stash; true when its last one was among them. */
+static bool absorb_ring(struct em_uring *u, em_conn *c, uint64_t token)
+{
+    absorb_ctx a = {.c = c, .token = token};
+    each_pending(u, absorb_one, &a);
+    return a.ended;
+}
+
+static int run_now(struct em_uring *u);
+
+/* The first round submits the cancellation and runs what completes; the
+ * next ones wait for one more completion, up to 1 ms. */
+static int absorb_round(struct em_uring *u, int round)
+{
+    if (!round)
+        return run_now(u);
+    struct __kernel_timespec ts = {.tv_nsec = 1000000};
+    struct io_uring_cqe *cqe;
+    int err = io_uring_submit_and_wait_timeout(&u->ring, &cqe, io_uring_cq_ready(&u->ring) + 1,
+                                               &ts, NULL);
+    return err == -ETIME ? 0 : err;
+}
+
+/* What c's receives read that this turn has not dispatched yet. */
+static void absorb_events(em_reactor *r, em_conn *c)
+{
+    for (int i = r->dispatching + 1; i < r->events_len; i++) {
+        em_event *ev = &r->events[i];
+        if (ev->io == &c->io && (ev->events & EM_EV_RECV)) {
+            em__conn_stash(c, ev->data, ev->res);
+            ev->io = NULL;
+        }
+    }
+}
+
+/* What the cancelled receive (generation rgen) read and c has not had yet,
+ * after this turn's events: held aside, then in the ring. */
+static void absorb(em_reactor *r, em_conn *c, unsigned rgen)
+{
+    struct em_uring *u = U;
+    uint64_t token = recv_token(&c->io, rgen);
+    bool ended = false;
+    for (int round = 0; !ended && round < ABSORB_ROUNDS; round++) {
+        if (absorb_round(u, round) < 0)
+            break;
+        ended = absorb_ring(u, c, token);
+        if (!ended && overflowed(u) && !hold_all(u))
+            break;
+    }
+}
+
+/* The connection stops asking for reads: one that keeps what was read for
+ * it gets it now, also from a receive that has ended already (the FIN, in
+ * this turn's events); one closing does not, and its receive ends in its
+ * own time. */
+static void recv_stop(em_reactor *r, em_io *io)
+{
+    struct em_uring *u = U;
+    em_conn *c = EM_CONTAINER_OF(io, em_conn, io);
+    bool keep = ours(u) && em__conn_keeps_input(c);
+    if (keep)
+        absorb_events(r, c);
+    if (!io->receiving)
+        return;
+    unsigned rgen = io->rgen;
+    submit_cancel(u, recv_token(io, rgen));
+    io->receiving = false;
+    io->rgen++;
+    if (keep)
+        absorb(r, c, rgen);
+}
+
+static void bufs_make(struct em_uring *u)
+{
+    if (u->bufs || u->reads_off || !ours(u)) /* a child's would go into the parent's ring */
+        return;
+    if (em__ubufs_new(&u->ring, u->buf_count, &u->bufs) < 0) {
+        u->reads_off = true; /* before 5.19, or no memory: poll for reads */
+        u->r->backend_reads = false;
+    }
+}
+
+/* From interest `from` to `to`; from == to arms what is missing. */
+static int conn_set(em_reactor *r, em_io *io, unsigned from, unsigned to)
+{
+    struct em_uring *u = U;
+    if (to & EM_EV_RECV)
+        bufs_make(u);
+    if ((io->receiving || wants_recv(u, from)) && !wants_recv(u, to))
+        recv_stop(r, io);
+    unsigned mask = poll_mask(u, to);
+    if (io->armed && poll_mask(u, from) != mask)
+        conn_disarm(u, io);
+    int err = 0;
+    if (mask && !io->armed)
+        err = conn_arm(u, io, mask);
+    if (!err && wants_recv(u, to) && !io->receiving)
+        err = recv_arm(u, io);
+    return err;
+}
+
+/* The receive a completion names; false when there is nothing to report:
+ * a request replaced, ENOBUFS (armed again: the bytes wait in the socket),
+ * a kernel without multishot receive (reads fall back to poll). */
+static bool take_recv(em_reactor *r, const struct io_uring_cqe *cqe, const char *data,
+                      em_event *ev)
+{
+    struct em_uring *u = U;
+    em_conn *c = em__sigmap_get(&r->sigmap, cqe->user_data >> SIG_SHIFT);
+    unsigned rgen = (unsigned)(cqe->user_data >> 2) & 15;
+    if (!c || !c->io.receiving || c->io.rgen != rgen)
+        return false;
+    int res = cqe->res > 0 && !data ? -EIO : cqe->res; /* bytes nowhere: never */
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        c->io.receiving = false;
+        if (res == -EINVAL && !u->recv_worked) {
+            u->reads_off = true; /* no multishot receive: before 6.0 */
+            r->backend_reads = false;
+            conn_disarm(u, &c->io); /* its poll watches reading too now */
+            res = -ENOBUFS;
+        }
+        bool again = res > 0 || res == -ENOBUFS || res == -ECANCELED;
+        if (again && conn_set(r, &c->io, c->io.interest, c->io.interest))
+            u->stranded = true;
+    }
+    if (res == -ENOBUFS || res == -ECANCELED)
+        return false;
+    u->recv_worked = true;
+    *ev = (em_event){.io = &c->io, .events = EM_EV_RECV, .res = res, .data = data};
+    return true;
 }
 
 /* ------------------------------------------------ listeners, wake-ups, ...
@@ -359,7 +639,7 @@ static int ur_add(em_reactor *r, em_io *io, unsigned interest)
 {
     struct em_uring *u = U;
     if (io->type == EM_IO_CONN)
-        return conn_arm(u, io, interest);
+        return conn_set(r, io, 0, interest);
     return slot_add(u, io, interest);
 }
 
@@ -368,10 +648,8 @@ static int ur_modify(em_reactor *r, em_io *io, unsigned interest)
     struct em_uring *u = U;
     if (interest == io->interest)
         return 0;
-    if (io->type == EM_IO_CONN) {
-        conn_disarm(u, io);
-        return conn_arm(u, io, interest);
-    }
+    if (io->type == EM_IO_CONN)
+        return conn_set(r, io, io->interest, interest);
     if (!slot_of(u, io))
         return -ENOENT;
     slot_disarm(u, io->fd);
@@ -382,6 +660,8 @@ static int ur_del(em_reactor *r, em_io *io)
 {
     struct em_uring *u = U;
     if (io->type == EM_IO_CONN) {
+        if (io->receiving || wants_recv(u, io->interest))
+            recv_stop(r, io);
         conn_disarm(u, io);
         return 0;
     }
@@ -403,22 +683,31 @@ static unsigned from_poll(int res)
            (res & POLLERR ? EM_EV_ERROR : 0) | (res & POLLHUP ? EM_EV_HUP : 0);
 }
 
-/* The registration the completion names, armed again at once: its next
+/* The registration a poll completion names, armed again at once: its next
  * request goes in with the next submission, after this turn's handlers
  * changed what they want or removed it. */
-static em_io *take(em_reactor *r, uint64_t token, int res)
+static bool take(em_reactor *r, const struct io_uring_cqe *cqe, const char *data, em_event *ev)
 {
     struct em_uring *u = U;
-    if (token == IGNORED || res == -ECANCELED)
-        return NULL;
+    uint64_t token = cqe->user_data;
+    if (token == IGNORED)
+        return false;
+    if ((token & (RECV_KIND | 1)) == (RECV_KIND | 1))
+        return take_recv(r, cqe, data, ev);
+    /* a cancellation of libem's changed the generation: one that matches is
+     * the kernel's (the submitting thread gone), and the request is armed
+     * again like any other */
     em_io *io = token & 1 ? conn_of(r, token) : slot_io(u, token);
     if (!io)
-        return NULL;
-    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
+        return false;
+    int err = io->type == EM_IO_CONN ? conn_set(r, io, io->interest, io->interest)
                                      : slot_arm(u, io->fd, io->interest);
     if (err)
         u->stranded = true;
-    return io;
+    if (cqe->res == -ECANCELED)
+        return false;
+    *ev = (em_event){.io = io, .events = from_poll(cqe->res)};
+    return true;
 }
 
 typedef struct {
@@ -426,37 +715,30 @@ typedef struct {
     int err;
 } rearm_ctx;
 
-static void rearm(em_io *io, void *arg)
+/* Registrations left without a request when one could not be armed again
+ * (no room in the submission queue, the kernel refusing a submission), or
+ * on a new ring, get one now; rare, so a walk over all of them is fine. */
+static void arm_missing(em_io *io, void *arg)
 {
     rearm_ctx *ctx = arg;
     struct em_uring *u = ctx->r->be.uring;
-    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
-                                     : slot_arm(u, io->fd, io->interest);
-    if (err)
-        ctx->err = err;
-}
-
-/* Registrations left without a request when one could not be armed again
- * (no room in the submission queue, the kernel refusing a submission) get
- * one now; rare, so a walk over all of them is fine. */
-static void arm_missing(em_io *io, void *arg)
-{
-    struct em_uring *u = arg;
-    bool missing = io->type == EM_IO_CONN ? !io->armed
-                                          : u->slots[io->fd].io == io && !u->slots[io->fd].gen;
-    if (!missing)
-        return;
-    int err = io->type == EM_IO_CONN ? conn_arm(u, io, io->interest)
-                                     : slot_arm(u, io->fd, io->interest);
-    if (err)
+    int err = 0;
+    if (io->type == EM_IO_CONN)
+        err = conn_set(ctx->r, io, io->interest, io->interest);
+    else if (u->slots[io->fd].io == io && !u->slots[io->fd].gen)
+        err = slot_arm(u, io->fd, io->interest);
+    if (err) {
         u->stranded = true;
+        ctx->err = err;
+    }
 }
 
 static void sweep(em_reactor *r)
 {
     struct em_uring *u = U;
     u->stranded = false;
-    em__io_each_registered(r, arm_missing, u);
+    rearm_ctx ctx = {.r = r};
+    em__io_each_registered(r, arm_missing, &ctx);
 }
 
 static int submit_and_wait(struct em_uring *u, int timeout_ms)
@@ -483,6 +765,10 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     struct em_uring *u = U;
     if (!ours(u))
         return -ECHILD; /* a forked child has no ring to wait on */
+    em__ubufs_recycle(u->bufs);
+    em__ubufs_free_list(&u->retired, true);
+    if (u->held_head < u->held_len)
+        timeout_ms = 0; /* completions wait already */
     if (u->stranded)
         sweep(r);
     int err = submit_and_wait(u, timeout_ms);
@@ -494,6 +780,14 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     if (err < 0 && err != -ETIME && err != -EINTR && err != -EBUSY)
         return err;
     int n = 0;
+    while (n < max && u->held_head < u->held_len) {
+        struct io_uring_cqe *cqe = &u->held[u->held_head++];
+        if (take(r, cqe, em__ubufs_take(u->bufs, cqe->flags, cqe->res), &out[n]))
+            n++;
+    }
+    if (u->held_head < u->held_len)
+        return n; /* the ring's come after them */
+    u->held_head = u->held_len = 0;
     unsigned head, seen = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&u->ring, head, cqe)
@@ -501,14 +795,49 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
         if (n == max)
             break;
         seen++;
-        em_io *io = take(r, cqe->user_data, cqe->res);
-        if (io) {
-            out[n].io = io;
-            out[n++].events = from_poll(cqe->res);
-        }
+        if (take(r, cqe, em__ubufs_take(u->bufs, cqe->flags, cqe->res), &out[n]))
+            n++;
     }
     io_uring_cq_advance(&u->ring, seen);
     return n;
+}
+
+static void keep_one(struct io_uring_cqe *cqe, const char *data, void *arg)
+{
+    em_reactor *r = arg;
+    uint64_t t = cqe->user_data;
+    if (t == IGNORED || (t & (RECV_KIND | 1)) != (RECV_KIND | 1))
+        return;
+    em_conn *c = em__sigmap_get(&r->sigmap, t >> SIG_SHIFT);
+    if (c && c->io.receiving && c->io.rgen == ((t >> 2) & 15) && (cqe->res <= 0 || data))
+        em__conn_stash(c, data, cqe->res);
+}
+
+/* What the old ring's receives read that no connection has had yet goes
+ * to their stashes, this turn's events first. */
+static void keep_reads(em_reactor *r)
+{
+    struct em_uring *u = U;
+    for (int i = r->dispatching + 1; i < r->events_len; i++) {
+        em_event *ev = &r->events[i];
+        if (ev->io && (ev->events & EM_EV_RECV)) {
+            em__conn_stash(EM_CONTAINER_OF(ev->io, em_conn, io), ev->data, ev->res);
+            ev->io = NULL;
+        }
+    }
+    each_pending(u, keep_one, r);
+    u->held_head = u->held_len = 0; /* their buffers go with the ring */
+}
+
+static void forget_requests(em_io *io, void *arg)
+{
+    EM_UNUSED(arg);
+    if (io->type != EM_IO_CONN)
+        return;
+    io->armed = false;
+    if (io->receiving)
+        io->rgen++;
+    io->receiving = false;
 }
 
 /* A new ring takes the place of the first, every registration armed again
@@ -521,14 +850,18 @@ static int remake(em_reactor *r, bool deferred)
     if (err)
         return err;
     run_now(u); /* the old ring's cancellations, where this thread may */
+    keep_reads(r);
+    em__io_each_registered(r, forget_requests, NULL);
     struct io_uring old = u->ring;
+    em__ubufs_retire(&u->retired, u->bufs);
+    u->bufs = NULL;
     u->ring = fresh;
     u->enabled = !deferred;
     u->pending = 0;
     for (int fd = 0; fd < u->slot_cap; fd++)
         u->slots[fd].gen = 0;
     rearm_ctx ctx = {.r = r};
-    em__io_each_registered(r, rearm, &ctx);
+    em__io_each_registered(r, arm_missing, &ctx);
     if (ctx.err)
         err = ctx.err;
     em__fd_release(r, old.ring_fd);

@@ -105,6 +105,7 @@ static void cold_free(em_conn *c)
     em__conn_layer_free(c);
     layer_free(c, &c->cold->retired);
     em__free(c->cold->host);
+    em__stash_free(c);
     em__free(c->cold);
 }
 
@@ -122,6 +123,14 @@ bool em__conn_usable(const em_conn *c)
            c->state == EM_CS_RESOLVING;
 }
 
+/* A completion backend may read for a connection whose bytes go straight
+ * to receive_data; a layer or a splicing proxy reads the socket itself. */
+static bool reads_plainly(const em_conn *c)
+{
+    return c->r->backend_reads && !(c->flags & (EM_CF_LAYER | EM_CF_PROXY | EM_CF_DGRAM |
+                                                EM_CF_NOT_SOCKET | EM_CF_MESSAGES));
+}
+
 static unsigned wanted_interest(const em_conn *c)
 {
     if (c->state == EM_CS_CONNECTING)
@@ -132,7 +141,7 @@ static unsigned wanted_interest(const em_conn *c)
         return em__watch_interest(c);
     unsigned want = 0;
     if (!(c->flags & (EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER_HELD)))
-        want |= EM_EV_READ;
+        want |= EM_EV_READ | (reads_plainly(c) ? EM_EV_RECV : 0);
     if (c->flags & EM_CF_WRITE_WAITED)
         want |= EM_EV_WRITE;
     return want;
@@ -145,6 +154,13 @@ void em__conn_update_interest(em_conn *c)
     unsigned want = wanted_interest(c);
     if (want == c->io.interest && (want != 0) == c->io.registered)
         return;
+    if (want & EM_EV_READ) {
+        if (em__stash_has(c))
+            em__conn_mark_dirty(c); /* read ahead, it is fed from the flush */
+    } else if ((c->io.interest & EM_EV_RECV) && !em__conn_cold(c)) {
+        em__conn_fail(c, ENOMEM); /* nowhere to keep what the backend read */
+        return;
+    }
     /* reading wanted again (a resume, a hold released) changes the
      * interest: a layer may hold bytes no poller reports */
     if ((c->flags & EM_CF_LAYER) && (want & EM_EV_READ))
@@ -295,6 +311,21 @@ void em__conn_discard(em_conn *c)
     conn_free(c);
 }
 
+/* Bytes a backend read before the descriptor went back to its owner
+ * (em_detach, an attached one closed) had left it: receive_data gets them
+ * before unbind. A connection that closes its socket drops them, so that an
+ * em_reconnect from unbind starts with none. */
+static void settle_read_ahead(em_conn *c)
+{
+    ssize_t n;
+    while (!closes_fd(c) && em__stash_has(c) &&
+           (n = em__stash_read(c, c->r->read_buf, EM_READ_BUF_SIZE)) > 0) {
+        count(c, &c->in_lo, (size_t)n, false);
+        em__conn_receive(c, c->r->read_buf, (size_t)n);
+    }
+    em__stash_free(c);
+}
+
 void em__conn_finish(em_conn *c)
 {
     em_reactor *r = c->r;
@@ -304,6 +335,8 @@ void em__conn_finish(em_conn *c)
     em__sigmap_del(&r->sigmap, c->sig);
     em_conn *source = (c->flags & (EM_CF_PROXY | EM_CF_PROXY_TARGET)) ? em__proxy_unlink(c) : NULL;
     em__files_report_all(c); /* still closing: done cannot revive it */
+    if (em__stash_has(c))
+        settle_read_ahead(c);
     c->state = EM_CS_UNBINDING;
     if (c->h->unbind && !r->forked)
         c->h->unbind(c, c->reason);
@@ -361,19 +394,12 @@ static inline void deliver(em_conn *c, size_t n)
 
 void em__conn_deliver(em_conn *c, size_t n) { deliver(c, n); }
 
-/* One read per readiness event, as raw epoll servers do: polling is
- * level-triggered, so what is left is reported again on the next turn, and
- * a second read after a full buffer would mostly find nothing (EAGAIN). */
-static void do_read(em_conn *c)
+/* What a read returned, n bytes at the start of read_buf. */
+static inline void took(em_conn *c, ssize_t n)
 {
-    em_reactor *r = c->r;
-    ssize_t n;
-    do
-        n = read(c->io.fd, r->read_buf, EM_READ_BUF_SIZE);
-    while (n < 0 && errno == EINTR);
     if (n > 0) {
         count(c, &c->in_lo, (size_t)n, false);
-        c->last_activity = r->now;
+        c->last_activity = c->r->now;
         deliver(c, (size_t)n);
     } else if (n == 0) {
         on_eof(c);
@@ -382,11 +408,67 @@ static void do_read(em_conn *c)
     }
 }
 
-void em__conn_on_event(em_conn *c, unsigned events)
+/* One read per readiness event, as raw epoll servers do: polling is
+ * level-triggered, so what is left is reported again on the next turn, and
+ * a second read after a full buffer would mostly find nothing (EAGAIN). */
+static void do_read(em_conn *c)
 {
+    ssize_t n;
+    do
+        n = read(c->io.fd, c->r->read_buf, EM_READ_BUF_SIZE);
+    while (n < 0 && errno == EINTR);
+    took(c, n);
+}
+
+/* Bytes read ahead come before anything the socket holds. */
+static void read_stash(em_conn *c) { took(c, em__stash_read(c, c->r->read_buf, EM_READ_BUF_SIZE)); }
+
+/* What the backend read: delivered from its buffer, as a read's would be
+ * from read_buf, unless bytes read ahead wait or the connection does not
+ * read now; then it waits behind them. */
+static void on_received(em_conn *c, const em_event *ev)
+{
+    const uint32_t not_now = EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD | EM_CF_LAYER |
+                             EM_CF_LAYER_HELD | EM_CF_PROXY | EM_CF_WATCH | EM_CF_DGRAM;
+    if ((c->flags & not_now) || em__stash_has(c)) {
+        if (em__conn_cold(c))
+            em__conn_stash(c, ev->data, ev->res);
+        else
+            em__conn_fail(c, ENOMEM);
+    } else if (ev->res > 0) {
+        count(c, &c->in_lo, (size_t)ev->res, false);
+        c->last_activity = c->r->now;
+        em__conn_receive(c, ev->data, (size_t)ev->res);
+    } else if (ev->res == 0) {
+        on_eof(c);
+    } else {
+        em__conn_fail(c, -ev->res);
+    }
+}
+
+bool em__conn_keeps_input(const em_conn *c) { return em__conn_usable(c) || !closes_fd(c); }
+
+void em__stash_feed(em_conn *c)
+{
+    if (c->flags & EM_CF_LAYER) {
+        if (c->state == EM_CS_OPEN && (wanted_interest(c) & EM_EV_READ))
+            em__layer(c)->ops->on_event(c, EM_EV_READ); /* it reads the stash first */
+        return;
+    }
+    while (em__stash_has(c) && c->state == EM_CS_OPEN && (wanted_interest(c) & EM_EV_READ))
+        read_stash(c);
+}
+
+void em__conn_on_event(em_conn *c, const em_event *ev)
+{
+    unsigned events = ev->events;
     if (c->state != EM_CS_OPEN) {
         if (c->state == EM_CS_CONNECTING)
             em__connect_on_writable(c);
+        return;
+    }
+    if (events & EM_EV_RECV) {
+        on_received(c, ev);
         return;
     }
     if (c->flags & (EM_CF_WATCH | EM_CF_DGRAM | EM_CF_LAYER)) {
@@ -398,10 +480,15 @@ void em__conn_on_event(em_conn *c, unsigned events)
             em__layer(c)->ops->on_event(c, events);
         return;
     }
+    /* A backend reading for it reports the FIN and errors itself. */
     if ((events & (EM_EV_READ | EM_EV_HUP | EM_EV_ERROR)) &&
-        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD)) &&
-        !((c->flags & EM_CF_PROXY) && em__proxy_splice(c)))
-        do_read(c);
+        !(c->flags & (EM_CF_PAUSED | EM_CF_EOF | EM_CF_PROXY_HELD))) {
+        if (em__stash_has(c))
+            read_stash(c);
+        else if (!((c->io.interest & EM_EV_RECV) && c->r->backend_reads) &&
+                 !((c->flags & EM_CF_PROXY) && em__proxy_splice(c)))
+            do_read(c);
+    }
     if (c->state == EM_CS_OPEN && (events & (EM_EV_WRITE | EM_EV_ERROR)) &&
         (c->flags & EM_CF_WRITE_WAITED))
         em__conn_flush(c);
@@ -584,9 +671,9 @@ static void flush(em_conn *c)
  * else; anything else sent turns the span into a queued chunk first. */
 static bool borrowable(const em_conn *c, const void *data, size_t len)
 {
-    const char *p = data, *buf = c->r->read_buf;
-    return c->r->receiving && p >= buf && p + len <= buf + EM_READ_BUF_SIZE &&
-           !(c->flags & EM_CF_DGRAM);
+    const em_reactor *r = c->r;
+    const char *p = data;
+    return r->recv_lo && p >= r->recv_lo && p + len <= r->recv_hi && !(c->flags & EM_CF_DGRAM);
 }
 
 static unsigned borrower_index(const em_reactor *r, const em_conn *c)
@@ -708,9 +795,10 @@ void em__conn_receive(em_conn *c, const char *data, size_t n)
 {
     em_reactor *r = c->r;
     if (c->h->receive_data) {
-        r->receiving = true;
+        r->recv_lo = data;
+        r->recv_hi = data + n;
         c->h->receive_data(c, data, n);
-        r->receiving = false;
+        r->recv_lo = r->recv_hi = NULL;
     }
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
@@ -826,6 +914,8 @@ int em_detach(em_conn *c)
         return -EINVAL;
     if (!em__conn_usable(c) || c->io.fd < 0)
         return -ENOTCONN;
+    if (!em__conn_cold(c)) /* where bytes read ahead would wait */
+        return -ENOMEM;
     int fd = c->io.fd;
     c->flags |= EM_CF_DETACHED;
     em__conn_fail(c, 0);

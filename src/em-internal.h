@@ -26,7 +26,7 @@ char *em__strdup(const char *s);
 void em__allocator_pin(int delta); /* counts live reactors */
 
 /* ------------------------------------------------------------- poller */
-enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8 };
+enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8, EM_EV_RECV = 16 };
 enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE, EM_IO_CHILD };
 
 /* Everything registered with the poller starts with this. */
@@ -36,13 +36,19 @@ typedef struct em_io {
     uint8_t interest;  /* EM_EV_READ|EM_EV_WRITE as registered */
     bool registered : 1;
     bool dead : 1;     /* closed during this turn: skip its pending events */
-    bool armed : 1;    /* io_uring: a request of its is in the kernel */
-    uint8_t gen;       /* io_uring: which request is its current one */
+    bool armed : 1;    /* io_uring: a poll request of its is in the kernel */
+    bool receiving : 1; /* io_uring: a receive request of its is */
+    uint8_t rgen : 4;  /* io_uring: which receive request is its current one */
+    uint8_t gen;       /* io_uring: which poll request is its current one */
 } em_io;
 
+/* With EM_EV_RECV the backend read for the connection (see em_backend.reads):
+ * res bytes at data, 0 for the peer's FIN, or a negative errno. */
 typedef struct em_event {
     em_io *io;
     unsigned events;
+    int res;
+    const char *data;
 } em_event;
 
 typedef struct em_backend {
@@ -314,6 +320,7 @@ enum em_conn_flag {
     EM_CF_LAYER = 1u << 23,          /* bytes pass through cold->layer (TLS) */
     EM_CF_ACCEPTED = 1u << 24,       /* made by a server's accept */
     EM_CF_LAYER_HELD = 1u << 25,     /* not read: its layer is not ready to */
+    EM_CF_MESSAGES = 1u << 26,       /* attached socket of messages: a read takes one whole */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -340,6 +347,7 @@ typedef struct em_cold {
     em_layer *retired;      /* dropped by em_reconnect in unbind: freed after it */
     struct em_file_stream *files; /* files sent, until their done is called */
     struct em_pipe *pipe;   /* a splicing proxy's bytes queued here wait in it */
+    struct em_stash *stash; /* see em__conn_stash */
     union {
         em_connect_state *connect; /* outbound stream, while resolving/connecting */
         em_dgram *dgram;           /* EM_CF_DGRAM */
@@ -373,7 +381,20 @@ em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg);
 void em__conn_begin(em_conn *c); /* post_init, then join the poller */
 void em__conn_fail(em_conn *c, int reason); /* close at once with a reason */
 void em__conn_mark_dirty(em_conn *c);
-void em__conn_on_event(em_conn *c, unsigned events);
+void em__conn_on_event(em_conn *c, const em_event *ev);
+/* stash.c: bytes a completion backend read for a connection that cannot
+ * take them now (res as in em_event), kept until it reads again: its own
+ * reads take them first, as if from the socket. Only a connection open or
+ * detached keeps them. */
+void em__conn_stash(em_conn *c, const char *data, int res);
+bool em__conn_keeps_input(const em_conn *c);
+static inline bool em__stash_has(const em_conn *c) { return c->cold && c->cold->stash; }
+/* read(2) from the stash: bytes, 0 at a stashed FIN, -1 with a stashed
+ * errno; the stash is freed when it runs out. */
+ssize_t em__stash_read(em_conn *c, char *buf, size_t len);
+/* A connection reading again gets what is stashed (from the flush list). */
+void em__stash_feed(em_conn *c);
+void em__stash_free(em_conn *c);
 void em__conn_flush(em_conn *c);
 void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
@@ -621,10 +642,22 @@ struct em_reactor {
     bool sigpipe_blocked;      /* em__sigpipe_block: until the turn's writes end */
     bool sigpipe_was_pending;
     sigset_t sigpipe_mask;     /* the thread's mask before */
+    /* A completion backend (io_uring) sets it while it reads for the
+     * connections registered with EM_EV_RECV besides EM_EV_READ, into
+     * buffers of its own, reporting the bytes in the event; they stay valid
+     * until its next wait. Those connections never read their socket
+     * themselves then. What it read after a connection stopped asking (a
+     * pause, TLS or a proxy started, a detach, an attached descriptor's
+     * close) is handed to em__conn_stash before the change returns, so no
+     * read of the connection's own can overtake it. Other backends ignore
+     * EM_EV_RECV. */
+    bool backend_reads;
     char *read_buf;
-    /* Connections whose queue points into read_buf (em_send_data of received
-     * bytes): written or copied before read_buf is read into again. */
-    bool receiving; /* inside receive_data with bytes of read_buf */
+    /* Inside receive_data, the bytes it was given (of read_buf, or of a
+     * backend's buffer): NULL outside. Connections whose queue points into
+     * them (em_send_data of received bytes) write or copy them before the
+     * buffer is read into again. */
+    const char *recv_lo, *recv_hi;
     em_conn *borrowers[EM_MAX_BORROWERS];
     /* A borrower whose queue was empty holds its bytes here instead, while
      * they are one run of read_buf (EM_CF_SPAN): an echo is one send(). */
@@ -634,6 +667,8 @@ struct em_reactor {
     } spans[EM_MAX_BORROWERS];
     unsigned borrower_count;
     em_event events[EM_MAX_EVENTS];
+    int events_len;  /* of the wait being dispatched; 0 outside dispatch */
+    int dispatching; /* the event being dispatched: later ones are not yet */
     struct em_orphan *orphans;    /* popen children left running at shutdown */
     /* popen children watched without a pidfd ($EM_PIDFD=0, or no pidfd_open):
      * waitpid(pid, WNOHANG) on SIGCHLD and on a timer */

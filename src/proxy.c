@@ -64,16 +64,25 @@ static void follow_target(em_conn *from, const em_conn *to, const struct em_prox
 }
 
 /* Undoes the link both ways; the count stays. */
-static void stop(em_conn *from)
+static bool unlink_target(em_conn *from)
 {
     struct em_proxy *p = proxy_of(from);
     if (!p || !p->to)
-        return;
+        return false;
     p->to->flags &= ~(uint32_t)EM_CF_PROXY_TARGET;
     p->to->cold->proxy_from = NULL;
     p->to = NULL;
     from->flags &= ~(uint32_t)EM_CF_PROXY;
+    return true;
+}
+
+static void stop(em_conn *from)
+{
+    if (!unlink_target(from))
+        return;
     hold(from, false);
+    if (from->state == EM_CS_OPEN) /* a backend may read for it again */
+        em__conn_update_interest(from);
 }
 
 int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t length)
@@ -87,14 +96,17 @@ int em_proxy_incoming_to(em_conn *from, em_conn *to, size_t bufsize, size_t leng
     em_cold *fk = em__conn_cold(from), *tk = em__conn_cold(to);
     if (!fk || !tk || (!fk->proxy && !(fk->proxy = em__calloc(1, sizeof *fk->proxy))))
         return -ENOMEM;
-    stop(from);
+    unlink_target(from); /* not reading for itself a moment: a backend might */
     *fk->proxy = (struct em_proxy){.to = to,
                                    .bufsize = bufsize ? bufsize : EM_PROXY_DEFAULT_BUFSIZE,
                                    .left = length ? length : SIZE_MAX};
     from->flags |= EM_CF_PROXY;
+    hold(from, false); /* the old target's hold ends; the new one's decides */
     to->flags |= EM_CF_PROXY_TARGET;
     tk->proxy_from = from;
     follow_target(from, to, fk->proxy);
+    if (from->state == EM_CS_OPEN) /* it reads the socket itself now (splice) */
+        em__conn_update_interest(from);
     return 0;
 }
 
@@ -137,9 +149,10 @@ void em__proxy_deliver(em_conn *from, size_t n)
     size_t k = n < p->left ? n : p->left;
     if (n >= SPLICE_LARGE)
         p->smalls = 0;
-    r->receiving = true;
+    r->recv_lo = r->read_buf;
+    r->recv_hi = r->read_buf + k;
     int err = em__conn_send(to, r->read_buf, k);
-    r->receiving = false;
+    r->recv_lo = r->recv_hi = NULL;
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
     if (err) { /* a closing target takes nothing more: the source gets it */

@@ -377,10 +377,13 @@ static void flush_dirty(em_reactor *r)
         em_conn *next = c->list_next;
         c->flags &= ~(uint32_t)EM_CF_DIRTY;
         c->list_next = NULL;
-        if (c->state == EM_CS_CLOSING)
+        if (c->state == EM_CS_CLOSING) {
             em__close_list_push(c); /* closed while waiting to be flushed */
-        else
+        } else {
+            if (em__stash_has(c))
+                em__stash_feed(c);
             em__conn_flush(c);
+        }
         c = next;
     }
 }
@@ -473,13 +476,15 @@ static int wait_ms(em_reactor *r, double max_wait_s)
 
 static void dispatch(em_reactor *r, int n)
 {
+    r->events_len = n;
     for (int i = 0; i < n; i++) {
+        r->dispatching = i;
         em_io *io = r->events[i].io;
-        if (io->dead)
+        if (!io || io->dead) /* NULL: the backend took it back (a stash) */
             continue;
         switch (io->type) {
         case EM_IO_CONN:
-            em__conn_on_event(EM_CONTAINER_OF(io, em_conn, io), r->events[i].events);
+            em__conn_on_event(EM_CONTAINER_OF(io, em_conn, io), &r->events[i]);
             break;
         case EM_IO_SERVER:
             em__server_on_event(EM_CONTAINER_OF(io, em_server, io));
@@ -494,6 +499,7 @@ static void dispatch(em_reactor *r, int n)
             break;
         }
     }
+    r->events_len = 0;
 }
 
 /* A callback that released the reactor (em__release_inherited) ends the

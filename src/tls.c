@@ -61,6 +61,8 @@ static int bio_read(BIO *b, char *buf, int len)
     em_conn *c = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     ssize_t n;
+    if (em__stash_has(c)) /* read ahead before TLS started */
+        return bio_result(b, c, em__stash_read(c, buf, (size_t)len), true);
     do
         n = read(c->io.fd, buf, (size_t)len);
     while (n < 0 && errno == EINTR);
@@ -655,8 +657,7 @@ int em_start_tls(em_conn *c, const em_tls_opts *opts)
     t->plain_left = em__outq_bytes(&c->out);
     /* the handshake waits for the plain bytes, even a peer's early hello */
     c->flags |= EM_CF_LAYER | (t->plain_left ? EM_CF_LAYER_HELD : 0);
-    if (t->plain_left)
-        em__conn_update_interest(c);
+    em__conn_update_interest(c); /* held, or reading the socket itself */
     if (!t->server || t->plain_left) /* a client speaks first */
         em__conn_mark_dirty(c);
     return 0;
