@@ -105,8 +105,8 @@ typedef struct em_reactor_opts {
      * io_uring where the kernel gives a ring, else epoll. NULL: $EM_BACKEND,
      * else epoll. On io_uring the kernel reads for stream connections (TCP,
      * unix, popen's, attached stream sockets; not TLS, proxies or
-     * datagrams) into buffers the reactor shares (4 MiB, mapped at the
-     * first one); $EM_URING_RECV=0 makes it report readiness only. */
+     * datagrams) into buffers the reactor shares (4 MiB by default, mapped
+     * at the first one); $EM_URING_RECV=0 makes it report readiness only. */
     const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */

@@ -351,7 +351,7 @@ static void each_pending(struct em_uring *u,
 typedef struct {
     em_conn *c;
     uint64_t token;
-    bool ended;
+    bool ended, reads_off;
 } absorb_ctx;
 
 static void absorb_one(struct io_uring_cqe *cqe, const char *data, void *arg)
@@ -359,7 +359,8 @@ static void absorb_one(struct io_uring_cqe *cqe, const char *data, void *arg)
     absorb_ctx *a = arg;
     if (cqe->user_data != a->token)
         return;
-    if (cqe->res <= 0 || data)
+    bool refused = cqe->res == -EINVAL && a->reads_off; /* the kernel's, not the socket's */
+    if ((cqe->res <= 0 || data) && !refused)
         em__conn_stash(a->c, data, cqe->res);
     cqe->user_data = IGNORED; /* its buffer is taken back when reaped */
     a->ended |= !(cqe->flags & IORING_CQE_F_MORE);
@@ -401,7 +402,7 @@ static bool overflowed(const struct em_uring *u)
  * stash; true when its last one was among them. */
 static bool absorb_ring(struct em_uring *u, em_conn *c, uint64_t token)
 {
-    absorb_ctx a = {.c = c, .token = token};
+    absorb_ctx a = {.c = c, .token = token, .reads_off = u->reads_off};
     each_pending(u, absorb_one, &a);
     return a.ended;
 }
@@ -480,13 +481,15 @@ static void bufs_make(struct em_uring *u)
     }
 }
 
-/* From interest `from` to `to`; from == to arms what is missing. */
+/* From interest `from` to `to`; from == to arms what is missing, and never
+ * stops a receive (it runs inside ur_wait's taking of completions, which
+ * the settling of a stop would walk). */
 static int conn_set(em_reactor *r, em_io *io, unsigned from, unsigned to)
 {
     struct em_uring *u = U;
     if (to & EM_EV_RECV)
         bufs_make(u);
-    if ((io->receiving || wants_recv(u, from)) && !wants_recv(u, to))
+    if (from != to && (io->receiving || wants_recv(u, from)) && !wants_recv(u, to))
         recv_stop(r, io);
     unsigned mask = poll_mask(u, to);
     if (io->armed && poll_mask(u, from) != mask)
@@ -513,7 +516,7 @@ static bool take_recv(em_reactor *r, const struct io_uring_cqe *cqe, const char 
     int res = cqe->res > 0 && !data ? -EIO : cqe->res; /* bytes nowhere: never */
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
         c->io.receiving = false;
-        if (res == -EINVAL && !u->recv_worked) {
+        if (res == -EINVAL && (!u->recv_worked || u->reads_off)) {
             u->reads_off = true; /* no multishot receive: before 6.0 */
             r->backend_reads = false;
             conn_disarm(u, &c->io); /* its poll watches reading too now */
@@ -825,6 +828,10 @@ static void keep_reads(em_reactor *r)
             ev->io = NULL;
         }
     }
+    /* what the kernel kept in its overflow list comes in as room is made */
+    for (int round = 0; round < ABSORB_ROUNDS && overflowed(u); round++)
+        if (!hold_all(u) || run_now(u) < 0)
+            break;
     each_pending(u, keep_one, r);
     u->held_head = u->held_len = 0; /* their buffers go with the ring */
 }

@@ -450,6 +450,10 @@ bool em__conn_keeps_input(const em_conn *c) { return em__conn_usable(c) || !clos
 
 void em__stash_feed(em_conn *c)
 {
+    if (c->flags & EM_CF_INPUT_LOST) {
+        em__conn_fail(c, ENOMEM);
+        return;
+    }
     if (c->flags & EM_CF_LAYER) {
         if (c->state == EM_CS_OPEN && (wanted_interest(c) & EM_EV_READ))
             em__layer(c)->ops->on_event(c, EM_EV_READ); /* it reads the stash first */

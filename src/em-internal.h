@@ -321,6 +321,7 @@ enum em_conn_flag {
     EM_CF_ACCEPTED = 1u << 24,       /* made by a server's accept */
     EM_CF_LAYER_HELD = 1u << 25,     /* not read: its layer is not ready to */
     EM_CF_MESSAGES = 1u << 26,       /* attached socket of messages: a read takes one whole */
+    EM_CF_INPUT_LOST = 1u << 27,     /* bytes read ahead had nowhere to go: fails with ENOMEM */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -392,7 +393,8 @@ static inline bool em__stash_has(const em_conn *c) { return c->cold && c->cold->
 /* read(2) from the stash: bytes, 0 at a stashed FIN, -1 with a stashed
  * errno; the stash is freed when it runs out. */
 ssize_t em__stash_read(em_conn *c, char *buf, size_t len);
-/* A connection reading again gets what is stashed (from the flush list). */
+/* A connection reading again gets what is stashed (from the flush list);
+ * one whose bytes could not be kept fails with ENOMEM. */
 void em__stash_feed(em_conn *c);
 void em__stash_free(em_conn *c);
 void em__conn_flush(em_conn *c);

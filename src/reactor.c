@@ -380,7 +380,7 @@ static void flush_dirty(em_reactor *r)
         if (c->state == EM_CS_CLOSING) {
             em__close_list_push(c); /* closed while waiting to be flushed */
         } else {
-            if (em__stash_has(c))
+            if (em__stash_has(c) || (c->flags & EM_CF_INPUT_LOST))
                 em__stash_feed(c);
             em__conn_flush(c);
         }

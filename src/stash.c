@@ -49,8 +49,15 @@ void em__conn_stash(em_conn *c, const char *data, int res)
 {
     if (!em__conn_keeps_input(c) || res == -ENOBUFS || res == -ECANCELED)
         return;
-    if (!em__conn_cold(c))
-        return; /* made before the backend could read ahead (em__conn_update_interest) */
+    if (!em__conn_cold(c)) { /* no hole in the stream: the connection fails */
+        if (!c->reason)
+            c->reason = ENOMEM;
+        if (c->state == EM_CS_OPEN) {
+            c->flags |= EM_CF_INPUT_LOST;
+            em__conn_mark_dirty(c);
+        }
+        return;
+    }
     em_stash *s = c->cold->stash;
     if (s && s->end)
         return; /* nothing follows a FIN or an error */
