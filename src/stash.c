@@ -25,6 +25,11 @@ static em_stash *room_for(em_conn *c, size_t n)
     em_stash *s = c->cold->stash;
     if (s == &out_of_memory)
         return NULL;
+    if (s && s->head) { /* bytes read are not kept: a pause after a pause must not grow it */
+        memmove(s->data, s->data + s->head, s->len - s->head);
+        s->len -= s->head;
+        s->head = 0;
+    }
     size_t used = s ? s->len : 0;
     if (s && used + n <= s->cap)
         return s;
