@@ -106,7 +106,8 @@ typedef struct em_reactor_opts {
      * else epoll. On io_uring the kernel reads for stream connections (TCP,
      * unix, popen's, attached stream sockets; not TLS, proxies or
      * datagrams) into buffers the reactor shares (4 MiB by default, mapped
-     * at the first one); $EM_URING_RECV=0 makes it report readiness only. */
+     * at the first one), at most 256 KiB ahead of a connection that
+     * pauses; $EM_URING_RECV=0 makes it report readiness only. */
     const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */

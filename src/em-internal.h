@@ -38,7 +38,8 @@ typedef struct em_io {
     bool dead : 1;     /* closed during this turn: skip its pending events */
     bool armed : 1;    /* io_uring: a poll request of its is in the kernel */
     bool receiving : 1; /* io_uring: a receive request of its is */
-    uint8_t rgen : 4;  /* io_uring: which receive request is its current one */
+    bool capped : 1;   /* io_uring: that receive ends after a set number of bytes */
+    uint8_t rgen : 3;  /* io_uring: which receive request is its current one */
     uint8_t gen;       /* io_uring: which poll request is its current one */
 } em_io;
 

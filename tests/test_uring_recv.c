@@ -7,6 +7,9 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -83,10 +86,12 @@ static bool echoes(em_reactor *r, int fd, size_t n, size_t k)
 /* With read(2) refused, a connection reading for itself fails at its
  * first bytes; one the ring reads for echoes. $EM_URING_RECV=0 turns the
  * ring's reads off: the connection then reads, and fails here. */
-static void echo_without_read_calls(bool ring_reads)
+/* mode: $EM_URING_RECV, or NULL for the default */
+static void echo_without_read_calls(const char *mode)
 {
-    if (!ring_reads)
-        setenv("EM_URING_RECV", "0", 1);
+    bool ring_reads = !mode || strcmp(mode, "0");
+    if (mode)
+        setenv("EM_URING_RECV", mode, 1);
     em_reactor *r = uring_reactor();
     if (!r)
         return;
@@ -108,9 +113,12 @@ static void echo_without_read_calls(bool ring_reads)
     REACTOR_FREE_CHECKED(r);
 }
 
-TEST(ring_reads_need_no_read_call) { echo_without_read_calls(true); }
+TEST(ring_reads_need_no_read_call) { echo_without_read_calls(NULL); }
 
-TEST(ring_reads_turned_off_read_for_themselves) { echo_without_read_calls(false); }
+/* What a kernel that cannot cap a multishot receive gets: a receive per read. */
+TEST(one_shot_ring_reads_need_no_read_call) { echo_without_read_calls("single"); }
+
+TEST(ring_reads_turned_off_read_for_themselves) { echo_without_read_calls("0"); }
 
 /* ------------------------------------------------------------- pause */
 
@@ -142,7 +150,7 @@ static void keep_all(em_conn *c, const char *d, size_t n)
  * connection, so those that follow in the same turn, or are already in
  * the ring, are read ahead of a pause: they must wait and come after, in
  * order, once it resumes. */
-TEST(pause_keeps_what_was_read_ahead_in_order)
+static void pauses_keep_order(void)
 {
     int fd0 = open_fd_count();
     em_reactor *r = uring_reactor();
@@ -172,6 +180,114 @@ TEST(pause_keeps_what_was_read_ahead_in_order)
     REACTOR_FREE_CHECKED(r);
     free(sent);
     free(S.got);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(pause_keeps_what_was_read_ahead_in_order) { pauses_keep_order(); }
+
+TEST(pause_keeps_what_one_shot_receives_read_ahead_in_order)
+{
+    setenv("EM_URING_RECV", "single", 1);
+    pauses_keep_order();
+}
+
+/* A writer on another thread keeps the socket full while the connection
+ * is paused at its first bytes, the socket full when the turn that
+ * delivers them began. What the ring read for it before the pause
+ * waits in memory: no more than one receive's cap (256 KiB), or a paused
+ * connection would hold up to all the buffers (megabytes). It is what the
+ * writer wrote less what was delivered and what is still in the socket. */
+static struct {
+    int fd;
+    atomic_size_t written;
+    atomic_bool stop;
+} W;
+
+static void *write_on(void *arg)
+{
+    (void)arg;
+    static char buf[16384];
+    for (size_t off = 0; !atomic_load(&W.stop);) {
+        pattern(buf, sizeof buf, off);
+        ssize_t k = write(W.fd, buf, sizeof buf);
+        if (k < 0 && errno != EINTR)
+            break;
+        if (k > 0) { /* whole pieces: the next one's pattern starts where it ends */
+            ASSERT_EQ((size_t)k, sizeof buf);
+            off += sizeof buf;
+            atomic_fetch_add(&W.written, sizeof buf);
+        }
+    }
+    shutdown(W.fd, SHUT_WR);
+    return NULL;
+}
+
+static void pause_at_first(em_conn *c, const char *d, size_t n)
+{
+    if (em_is_paused(c))
+        S.calls_while_paused++;
+    char want[65536];
+    for (size_t done = 0; done < n; done += sizeof want) {
+        size_t k = n - done < sizeof want ? n - done : sizeof want;
+        pattern(want, k, S.len + done);
+        ASSERT(!memcmp(d + done, want, k));
+    }
+    S.len += n;
+    if (!S.pauses++)
+        em_pause(c);
+}
+
+static const em_handler pause_first_h = {.receive_data = pause_at_first, .unbind = on_unbind};
+
+static size_t written_when_still(em_reactor *r)
+{
+    size_t last = atomic_load(&W.written);
+    double still_since = now_mono(), deadline = still_since + 10;
+    while (now_mono() - still_since < 0.3 && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.005), 0);
+        size_t now = atomic_load(&W.written);
+        if (now != last) {
+            last = now;
+            still_since = now_mono();
+        }
+    }
+    return last;
+}
+
+TEST(a_paused_connection_was_read_ahead_by_one_cap_at_most)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int size = 1 << 20; /* as much as the system lets the writer have in the socket */
+    ASSERT_EQ(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size), 0);
+    em_conn *c = em_attach(r, sv[0], &pause_first_h, NULL);
+    ASSERT_NOT_NULL(c);
+    W.fd = sv[1];
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, write_on, NULL), 0);
+    usleep(100 * 1000); /* the socket full before the first receive */
+    double deadline = now_mono() + 10;
+    while (!S.pauses && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.001), 0);
+    ASSERT(em_is_paused(c));
+    size_t delivered = S.len, written = written_when_still(r);
+    ASSERT_EQ(S.len, delivered);
+    int in_socket = -1;
+    ASSERT_EQ(ioctl(sv[0], SIOCINQ, &in_socket), 0);
+    ASSERT_LE(written - delivered - (size_t)in_socket, (size_t)256 * 1024);
+    atomic_store(&W.stop, true);
+    em_resume(c);
+    ASSERT(run_until(r, &S.unbinds, 10)); /* the writer's FIN */
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(S.len, atomic_load(&W.written));
+    ASSERT_EQ(S.calls_while_paused, 0);
+    close(sv[0]); /* an attached descriptor is its owner's again */
+    close(sv[1]);
+    REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
 
