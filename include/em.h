@@ -538,9 +538,10 @@ EM_EXPORT em_conn *em_watch(em_reactor *r, int fd, const em_handler *h, void *ar
  * leaks into the child. The child is reaped without blocking (pidfd);
  * unbind runs once its output is closed and it has exited, so em_get_status
  * works in unbind. Closing the connection closes the child's stdin; a child
- * still running 2 s later gets SIGTERM, and SIGKILL 2 s after that. When the
+ * still running 2 s later gets SIGTERM, and SIGKILL 2 s after that (the
+ * grace period; em_popen_opts.grace_s sets another). When the
  * reactor stops, children still running get SIGTERM at once; em_reactor_free
- * then waits for them to exit, for at most the rest of that 2 s grace
+ * then waits for them to exit, for at most the rest of that grace
  * period, and SIGKILLs and reaps those still running after it.
  * em_detach hands the child over with its stdio: unbind follows without
  * waiting for it, and from then on libem neither signals nor reaps it (wait
@@ -581,6 +582,11 @@ typedef struct em_popen_opts {
     /* EM_STDERR_CONN: the stderr connection's handler and arg */
     const em_handler *stderr_handler;
     void *stderr_arg;
+    /* The grace period, in seconds: how long a child still running after
+     * its connection closed is given before SIGTERM, then before SIGKILL,
+     * and how long em_reactor_free waits for it after a stop's SIGTERM.
+     * 0: 2 s. Up to 86400; negative or NaN: EINVAL. */
+    double grace_s;
 } em_popen_opts;
 
 /* em_popen with options; opts NULL is em_popen. Everything em_popen says

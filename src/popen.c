@@ -17,7 +17,8 @@
 
 extern char **environ;
 
-#define GRACE_S 2.0    /* after close: stdin closed, then SIGTERM, then SIGKILL */
+#define GRACE_S 2.0    /* by default, after close: stdin closed, then SIGTERM, then SIGKILL */
+#define GRACE_MAX_S 86400.0
 #define POLL_CHILDREN_S 0.5 /* without pidfds: when SIGCHLD does not come */
 
 struct em_child {
@@ -32,6 +33,7 @@ struct em_child {
     bool status_known; /* false: reaped by someone else, or handed over */
     bool handed_over;  /* em_detach: the user looks after it now */
     int kill_stage;    /* 0: none sent, 1: SIGTERM sent, 2: SIGKILL sent */
+    double grace;      /* em_popen_opts.grace_s, or GRACE_S */
     em_timer_id timer;
 };
 
@@ -41,7 +43,7 @@ typedef struct em_orphan {
     struct em_orphan *next;
     pid_t pid;
     em_io pidfd; /* not watched: em_reactor_free polls it */
-    double term_sent;
+    double kill_at; /* SIGTERM sent plus the child's grace period */
 } em_orphan;
 
 /* The child's stdio: 0 and 1 on child_fd, 2 as stderr_mode says (err_fd
@@ -247,6 +249,8 @@ static int watch_child(em_reactor *r, em_child *ch)
 
 static bool opts_valid(const em_popen_opts *o)
 {
+    if (!(o->grace_s >= 0 && o->grace_s <= GRACE_MAX_S)) /* NaN too */
+        return false;
     switch (o->stderr_mode) {
     case EM_STDERR_INHERIT:
     case EM_STDERR_MERGE:
@@ -308,6 +312,8 @@ static int launch(em_reactor *r, struct launch *l, const char *const argv[],
         err = make_pair(l->err);
     if (!err && !(l->ch = em__calloc(1, sizeof *l->ch)))
         err = ENOMEM;
+    if (!err)
+        l->ch->grace = o->grace_s > 0 ? o->grace_s : GRACE_S;
     if (!err)
         err = spawn(argv, l->io[1], l->err[1], o, &l->ch->pid);
     close_fd(&l->io[1]);
@@ -397,7 +403,7 @@ static void grace_expired(em_reactor *r, void *arg)
     ch->kill_stage++;
     kill(ch->pid, ch->kill_stage == 1 ? SIGTERM : SIGKILL);
     if (ch->kill_stage < 2) {
-        double due = em__clock() + GRACE_S;
+        double due = em__clock() + ch->grace;
         ch->timer = em__timer_add(r, due, 0, grace_expired, ch, true);
     }
 }
@@ -423,7 +429,7 @@ static void orphan(em_reactor *r, em_child *ch)
     em__io_unwatch(r, &ch->io);
     unpoll(r, ch);
     *o = (em_orphan){.next = r->orphans, .pid = ch->pid, .pidfd = ch->io,
-                     .term_sent = em__clock()};
+                     .kill_at = em__clock() + ch->grace};
     ch->io.fd = -1;
     r->orphans = o;
 }
@@ -453,7 +459,7 @@ bool em__child_may_unbind(em_conn *c)
         return true;
     }
     c->state = EM_CS_REAPING;
-    double due = em__clock() + GRACE_S;
+    double due = em__clock() + ch->grace;
     ch->timer = em__timer_add(c->r, due, 0, grace_expired, ch, true);
     if (!ch->timer) { /* no memory for a timer: do not wait without one */
         kill(ch->pid, SIGKILL);
@@ -481,7 +487,7 @@ static bool orphan_reaped(const em_orphan *o, double now)
     pid_t p = waitpid(o->pid, NULL, WNOHANG);
     if (p != 0 && !(p < 0 && errno == EINTR))
         return true;
-    if (now < o->term_sent + GRACE_S)
+    if (now < o->kill_at)
         return false;
     kill(o->pid, SIGKILL);
     reap_blocking(o->pid);
@@ -509,8 +515,8 @@ static double reap_done_orphans(em_reactor *r, struct pollfd *fds, int max, int 
         }
         if (*n < max && o->pidfd.fd >= 0)
             fds[(*n)++] = (struct pollfd){.fd = o->pidfd.fd, .events = POLLIN};
-        if (o->term_sent + GRACE_S < next)
-            next = o->term_sent + GRACE_S;
+        if (o->kill_at < next)
+            next = o->kill_at;
         link = &o->next;
     }
     return next;

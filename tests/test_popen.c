@@ -233,14 +233,19 @@ TEST(popen_pid_and_status_on_other_connections)
 
 /* ---------------------------------------------- grace period and kill */
 
-static void kill_child(const char *script, int want_sig, double min_s, double max_s)
+/* A grace period short enough for the cases whose subject is not its
+ * length (popen_child_ignoring_sigterm_is_killed checks the default). */
+static const em_popen_opts quick = {.grace_s = 0.3};
+
+/* grace: the child's grace period, or 0 for the default */
+static void kill_child(const char *script, double grace, int want_sig, double min_s, double max_s)
 {
     int fd0 = open_fd_count();
     em_reactor *r = new_reactor();
     struct child_seen seen = {0};
     rec x = {.tag = 1, .store = true, .on_unbind = record_status, .ctx = &seen};
     const char *argv[] = {"sh", "-c", script, NULL};
-    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    em_conn *c = em_popen_with(r, argv, &(em_popen_opts){.grace_s = grace}, &rec_handler, &x);
     ASSERT_NOT_NULL(c);
     pid_t pid = em_get_pid(c);
     /* wait until the trap is set */
@@ -268,14 +273,15 @@ static void kill_child(const char *script, int want_sig, double min_s, double ma
 TEST_TIMEOUT(popen_child_ignoring_sigterm_is_killed, 15);
 TEST(popen_child_ignoring_sigterm_is_killed)
 {
-    kill_child("trap '' TERM; echo ready; while :; do sleep 0.1; done", SIGKILL, 3.5, 6.0);
+    kill_child("trap '' TERM; echo ready; while :; do sleep 0.1; done", 0, SIGKILL, 3.5, 6.0);
 }
 
-/* Does not read stdin, but dies of SIGTERM. */
+/* Does not read stdin, but dies of SIGTERM, a grace period (0.3 s) after
+ * the close. */
 TEST_TIMEOUT(popen_child_not_reading_stdin_gets_sigterm, 15);
 TEST(popen_child_not_reading_stdin_gets_sigterm)
 {
-    kill_child("echo ready; while :; do sleep 0.1; done", SIGTERM, 1.5, 3.5);
+    kill_child("echo ready; while :; do sleep 0.1; done", quick.grace_s, SIGTERM, 0.25, 1.5);
 }
 
 /* The escalation does not block the loop: a periodic timer keeps firing
@@ -302,7 +308,7 @@ TEST(popen_kill_escalation_does_not_block_loop)
     rec x = {.tag = 1, .store = true, .on_unbind = record_status, .ctx = &seen};
     const char *argv[] = {"sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done",
                           NULL};
-    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    em_conn *c = em_popen_with(r, argv, &(em_popen_opts){.grace_s = 0.5}, &rec_handler, &x);
     ASSERT_NOT_NULL(c);
     double deadline = now_mono() + 5;
     while (!contains(&x, "ready\n") && now_mono() < deadline)
@@ -317,7 +323,7 @@ TEST(popen_kill_escalation_does_not_block_loop)
         ASSERT_GE(em_run_once(r, -1), 0); /* blocks only until the next event */
     ASSERT_EQ(x.unbinds, 1);
     ASSERT(WIFSIGNALED(seen.wstatus));
-    ASSERT_GE(tick_count, 60);
+    ASSERT_GE(tick_count, 15); /* SIGKILL after two periods: 1 s of ticks */
     ASSERT_DBL_LE(tick_max_gap, 0.15);
     ASSERT_EQ(em_cancel_timer(r, t), 0);
     REACTOR_FREE_CHECKED(r);
@@ -426,7 +432,8 @@ TEST(popen_no_parent_fd_leaks_into_child)
 /* ------------------------------------------------------- reactor free */
 
 /* em_reactor_free with children still running: unbind(0) for each, every
- * child reaped (no zombie), quickly, even one that ignores SIGTERM. */
+ * child reaped (no zombie), quickly, even one that ignores SIGTERM (killed
+ * after its grace period). */
 TEST(popen_reactor_free_reaps_running_children)
 {
     int fd0 = open_fd_count();
@@ -436,7 +443,7 @@ TEST(popen_reactor_free_reaps_running_children)
     const char *stubborn[] = {"sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done",
                               NULL};
     em_conn *ca = em_popen(r, cat, &rec_handler, &a);
-    em_conn *cb = em_popen(r, stubborn, &rec_handler, &b);
+    em_conn *cb = em_popen_with(r, stubborn, &quick, &rec_handler, &b);
     ASSERT_NOT_NULL(ca);
     ASSERT_NOT_NULL(cb);
     pid_t pa = em_get_pid(ca), pb = em_get_pid(cb);
@@ -446,7 +453,7 @@ TEST(popen_reactor_free_reaps_running_children)
     ASSERT_EQ(em_timer_count(r), 0);
     double t0 = now_mono();
     em_reactor_free(r);
-    ASSERT_DBL_LE(now_mono() - t0, 3.0);
+    ASSERT_DBL_LE(now_mono() - t0, 1.5);
     ASSERT_EQ(a.unbinds, 1);
     ASSERT_EQ(b.unbinds, 1);
     ASSERT_EQ(a.reason, 0);
@@ -539,8 +546,8 @@ TEST(popen_reactor_free_gives_grace_period)
     ASSERT_NO_FD_LEAK(fd0);
 }
 
-/* One that ignores SIGTERM is killed once the grace period is over, not
- * before it. */
+/* One that ignores SIGTERM is killed once its grace period (0.6 s) is
+ * over, not before it. */
 TEST_TIMEOUT(popen_reactor_free_kills_after_grace_period, 20);
 TEST(popen_reactor_free_kills_after_grace_period)
 {
@@ -549,7 +556,7 @@ TEST(popen_reactor_free_kills_after_grace_period)
     rec x = {.tag = 1, .store = true};
     const char *argv[] = {"sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done",
                           NULL};
-    em_conn *c = em_popen(r, argv, &rec_handler, &x);
+    em_conn *c = em_popen_with(r, argv, &(em_popen_opts){.grace_s = 0.6}, &rec_handler, &x);
     ASSERT_NOT_NULL(c);
     pid_t pid = em_get_pid(c);
     double deadline = now_mono() + 5;
@@ -558,8 +565,8 @@ TEST(popen_reactor_free_kills_after_grace_period)
     double t0 = now_mono();
     em_reactor_free(r);
     double took = now_mono() - t0;
-    ASSERT_DBL_GE(took, 1.9);
-    ASSERT_DBL_LE(took, 4.0);
+    ASSERT_DBL_GE(took, 0.55);
+    ASSERT_DBL_LE(took, 2.0);
     ASSERT(pid_reaped(pid));
     rec_free(&x);
     ASSERT_NO_FD_LEAK(fd0);

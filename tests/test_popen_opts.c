@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +192,22 @@ TEST(popen_with_bad_stderr_mode_is_einval)
     ASSERT_NULL_ERRNO(em_popen_with(NULL, argv, NULL, &rec_handler, &x), EINVAL);
     ASSERT_EQ(x.post_inits, 0);
     ASSERT_NULL(em_popen_stderr(NULL));
+    REACTOR_FREE_CHECKED(r);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+TEST(popen_with_bad_grace_period_is_einval)
+{
+    int fd0 = open_fd_count();
+    em_reactor *r = new_reactor();
+    rec x = {.tag = 1};
+    const char *argv[] = {"true", NULL};
+    const double bad[] = {-0.5, NAN, INFINITY, 86400.5};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ASSERT_NULL_ERRNO(em_popen_with(r, argv, &(em_popen_opts){.grace_s = bad[i]}, &rec_handler,
+                                        &x),
+                          EINVAL);
+    ASSERT_EQ(x.post_inits, 0);
     REACTOR_FREE_CHECKED(r);
     ASSERT_NO_FD_LEAK(fd0);
 }
