@@ -107,7 +107,8 @@ typedef struct em_reactor_opts {
      * unix, popen's, attached stream sockets; not TLS, proxies or
      * datagrams) into buffers the reactor shares (4 MiB by default, mapped
      * at the first one), at most 256 KiB ahead of a connection that
-     * pauses; $EM_URING_RECV=0 makes it report readiness only. */
+     * pauses; $EM_URING_RECV=0 makes it report readiness only. It accepts
+     * for listeners too ($EM_URING_ACCEPT=0: they are polled). */
     const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */
@@ -224,7 +225,10 @@ EM_EXPORT int em_set_max_timers(em_reactor *r, size_t max);
  * 0, the default, lets libem choose: one per report while the reactor is
  * idle (what raw epoll servers do; the backlog is reported again next
  * turn), up to 16 while it is busy, and the whole backlog on the poll
- * backend. -EINVAL for NULL. */
+ * backend; on io_uring the kernel accepts each connection as it comes (a
+ * multishot accept; $EM_URING_ACCEPT=0 polls instead). A count set while
+ * a server runs there applies from the next turn: what the kernel had
+ * accepted by then is reported all the same. -EINVAL for NULL. */
 EM_EXPORT int em_set_accepts_per_event(em_reactor *r, unsigned n);
 
 /* What em_set_accepts_per_event set; 0: libem chooses. */

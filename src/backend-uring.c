@@ -53,9 +53,24 @@
 #define ABSORB_ROUNDS 100
 
 typedef struct uring_slot {
-    em_io *io;    /* NULL: not registered */
-    uint32_t gen; /* of its request in the kernel; 0: none */
+    em_io *io;      /* NULL: not registered */
+    uint32_t gen;   /* of its request in the kernel; 0: none */
+    /* A listener's: the gen from which its accepts are its own (older ones
+     * were another registration's), moved up as its accept is armed again
+     * with none replaced still to end (so that the span never wraps). */
+    uint32_t born;
+    uint32_t reg;      /* which registration (a ring-wide count) */
+    uint16_t replaced; /* accepts of its replaced, their last completion to come */
+    bool accepting;    /* its request is a listener's multishot accept */
 } uring_slot;
+
+/* A connection the old ring had accepted when the ring was made again:
+ * reported at the next wait as the new ring's would be, to the same
+ * registration of its listener. */
+typedef struct adopted_fd {
+    int listener, fd;
+    uint32_t reg;
+} adopted_fd;
 
 struct em_uring {
     struct io_uring ring;
@@ -72,6 +87,8 @@ struct em_uring {
     bool stranded;     /* a request could not be armed again: see sweep() */
     bool reads_off;    /* readiness only: $EM_URING_RECV=0, or the kernel can't */
     bool one_shot;     /* a read per receive: $EM_URING_RECV=single, or no cap */
+    bool accepts_off;  /* listeners polled: $EM_URING_ACCEPT=0, or the kernel can't */
+    bool accept_worked; /* an accept has completed: EINVAL is not a refusal */
     /* A receive of that kind has completed: EINVAL is not the kernel's refusal */
     bool capped_worked, one_shot_worked;
     unsigned buf_count;
@@ -83,6 +100,13 @@ struct em_uring {
      * submitting, and a new receive would read a second cap ahead. */
     em_sig *again;
     unsigned again_len, again_cap;
+    adopted_fd *adopted;
+    unsigned adopted_len, adopted_cap;
+    /* Listeners whose accept ended: armed again at the next wait, if still
+     * registered (a starved one is not), like the receives above. */
+    int *again_fds;
+    unsigned again_fds_len, again_fds_cap;
+    uint32_t regs; /* registrations of slots made */
     /* Completions moved out of a full ring (hold_all()): they come before
      * the ring's. */
     struct io_uring_cqe *held;
@@ -163,6 +187,8 @@ static int ur_init(em_reactor *r)
     env = getenv("EM_URING_RECV");
     u->reads_off = env && !strcmp(env, "0");
     u->one_shot = env && !strcmp(env, "single");
+    env = getenv("EM_URING_ACCEPT");
+    u->accepts_off = env && !strcmp(env, "0");
     env = getenv("EM_URING_BUFFERS"); /* a power of two; small ones test ENOBUFS */
     if (env && atoi(env) > 0 && atoi(env) <= 32768 && !(atoi(env) & (atoi(env) - 1)))
         u->buf_count = (unsigned)atoi(env);
@@ -171,10 +197,14 @@ static int ur_init(em_reactor *r)
     u->shrink_below = MIN_SLOTS / 8;
     U = u;
     r->backend_reads = !u->reads_off;
+    r->backend_accepts = !u->accepts_off;
     return 0;
 }
 
 static void ur_settle(em_reactor *r);
+static void close_accepted(struct em_uring *u);
+static void close_one(struct io_uring_cqe *cqe, const char *data, void *arg);
+static int report_adopted(em_reactor *r, em_event *out, int max);
 static int remake(em_reactor *r, bool deferred);
 static int run_now(struct em_uring *u);
 
@@ -188,9 +218,14 @@ static void ur_destroy(em_reactor *r)
     em__fd_release(r, u->ring.ring_fd);
     if (ours(u)) {
         ur_settle(r);
+        close_accepted(u);
         io_uring_queue_exit(&u->ring);
-    } else {
+    } else { /* a forked child: its copies of what the parent accepted */
         close(u->ring.ring_fd);
+        for (unsigned i = u->held_head; i < u->held_len; i++)
+            close_one(&u->held[i], NULL, NULL);
+        for (unsigned i = 0; i < u->adopted_len; i++)
+            close(u->adopted[i].fd);
     }
     if (ours(u))
         em__ubufs_free(u->bufs);
@@ -199,6 +234,8 @@ static void ur_destroy(em_reactor *r)
     em__ubufs_free_list(&u->retired, ours(u));
     em__free(u->held);
     em__free(u->again);
+    em__free(u->adopted);
+    em__free(u->again_fds);
     em__free(u->slots);
     em__free(u);
     U = NULL;
@@ -610,14 +647,40 @@ static bool take_recv(em_reactor *r, const struct io_uring_cqe *cqe, const char 
 /* ------------------------------------------------ listeners, wake-ups, ...
  * Anything else may be freed as soon as it is removed, with its request's
  * completion still to come: it is found through a table indexed by
- * descriptor, by a generation (bit 0 clear) the table, not the io, keeps. */
-static uint64_t slot_token(int fd, uint32_t gen) { return (uint64_t)gen << 32 | (uint32_t)fd << 1; }
+ * descriptor, by a generation (bit 0 clear) the table, not the io, keeps.
+ * Bit 31 marks a listener's multishot accept, whose completions carry new
+ * descriptors: one that names no listener any more is closed. */
+#define SLOT_ACCEPT (1u << 31)
 
+static uint64_t slot_token(int fd, uint32_t gen, bool accept)
+{
+    return (uint64_t)gen << 32 | (accept ? SLOT_ACCEPT : 0) | (uint32_t)fd << 1;
+}
+
+static int slot_of_token(uint64_t token) { return (int)(((uint32_t)token & ~SLOT_ACCEPT) >> 1); }
+
+static bool is_accept(uint64_t token) { return !(token & 1) && (token & SLOT_ACCEPT); }
+
+static int submit_accept(struct em_uring *u, int fd, uint64_t token)
+{
+    struct io_uring_sqe *sqe = sqe_get(u);
+    if (!sqe)
+        return -ENOMEM;
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, token);
+    queued(u);
+    return 0;
+}
+
+/* A listener asking with EM_EV_RECV gets a multishot accept: each
+ * connection comes in a completion, without an accept4 of libem's. */
 static int slot_arm(struct em_uring *u, int fd, unsigned mask)
 {
     uring_slot *s = &u->slots[fd];
     s->gen = ++u->gen ? u->gen : ++u->gen; /* never 0, which marks no request */
-    int err = submit_poll(u, fd, mask, slot_token(fd, s->gen));
+    s->accepting = (mask & EM_EV_RECV) && !u->accepts_off && s->io->type == EM_IO_SERVER;
+    uint64_t token = slot_token(fd, s->gen, s->accepting);
+    int err = s->accepting ? submit_accept(u, fd, token) : submit_poll(u, fd, mask, token);
     if (err)
         s->gen = 0;
     return err;
@@ -627,7 +690,9 @@ static void slot_disarm(struct em_uring *u, int fd)
 {
     uring_slot *s = &u->slots[fd];
     if (s->gen)
-        submit_cancel(u, slot_token(fd, s->gen));
+        submit_cancel(u, slot_token(fd, s->gen, s->accepting));
+    if (s->gen && s->accepting)
+        s->replaced++; /* (a removal clears the slot: nothing counts then) */
     s->gen = 0;
 }
 
@@ -687,6 +752,9 @@ static int slot_add(struct em_uring *u, em_io *io, unsigned interest)
         s->io = NULL;
         return err;
     }
+    s->born = s->gen;
+    s->reg = ++u->regs;
+    s->replaced = 0;
     if (++u->live > 2 * u->shrink_below)
         u->shrink_below = u->live / 8;
     return 0;
@@ -698,13 +766,22 @@ static uring_slot *slot_of(struct em_uring *u, const em_io *io)
     return found ? &u->slots[io->fd] : NULL;
 }
 
-static em_io *slot_io(struct em_uring *u, uint64_t token)
+/* The registration whose current request the token names, or NULL. */
+static uring_slot *slot_named(struct em_uring *u, uint64_t token)
 {
-    int fd = (int)((uint32_t)token >> 1);
+    int fd = slot_of_token(token);
     if (fd >= u->slot_cap)
         return NULL;
     uring_slot *s = &u->slots[fd];
     if (!s->io || !s->gen || s->gen != (uint32_t)(token >> 32))
+        return NULL;
+    return s;
+}
+
+static em_io *slot_io(struct em_uring *u, uint64_t token)
+{
+    uring_slot *s = slot_named(u, token);
+    if (!s)
         return NULL;
     s->gen = 0;
     return s->io;
@@ -760,6 +837,94 @@ static unsigned from_poll(int res)
            (res & POLLERR ? EM_EV_ERROR : 0) | (res & POLLHUP ? EM_EV_HUP : 0);
 }
 
+/* EINVAL from a first multishot accept is the kernel's refusal (before
+ * 5.19): listeners are polled from then on, and accept for themselves. */
+static bool accept_refused(em_reactor *r, int res)
+{
+    struct em_uring *u = U;
+    if (res != -EINVAL || u->accept_worked) {
+        u->accept_worked = true; /* EINVAL now: a listener shut down */
+        return false;
+    }
+    u->accepts_off = true;
+    r->backend_accepts = false;
+    return true;
+}
+
+/* The listener an accept's completion is for: the one registered at its
+ * descriptor since before the request (generations are the ring's, in the
+ * span from its born to now), even if that request has been replaced
+ * since (a connection it took before its cancellation is the listener's
+ * all the same). */
+static uring_slot *accept_owner(struct em_uring *u, uint64_t token)
+{
+    int fd = slot_of_token(token);
+    if (fd >= u->slot_cap)
+        return NULL;
+    uring_slot *s = &u->slots[fd];
+    uint32_t age = (uint32_t)(token >> 32) - s->born, span = u->gen - s->born;
+    return s->io && s->io->type == EM_IO_SERVER && age <= span ? s : NULL;
+}
+
+static void accept_later(struct em_uring *u, int fd)
+{
+    if (u->again_fds_len == u->again_fds_cap) {
+        unsigned cap = u->again_fds_cap ? u->again_fds_cap * 2 : 8;
+        int *grown = em__realloc(u->again_fds, cap * sizeof *grown);
+        if (!grown) {
+            u->stranded = true; /* sweep() finds it */
+            return;
+        }
+        u->again_fds = grown;
+        u->again_fds_cap = cap;
+    }
+    u->again_fds[u->again_fds_len++] = fd;
+}
+
+static void accept_again(struct em_uring *u)
+{
+    for (unsigned i = 0; i < u->again_fds_len; i++) {
+        uring_slot *s = &u->slots[u->again_fds[i]];
+        if (!s->io || s->gen)
+            continue; /* removed (starved, stopped), or armed since */
+        if (slot_arm(u, s->io->fd, s->io->interest))
+            u->stranded = true;
+        else if (!s->replaced)
+            s->born = s->gen;
+    }
+    u->again_fds_len = 0;
+}
+
+/* A new connection (res, a descriptor) or why none came (-errno) for the
+ * listener the completion is for; its current request, ended, is armed
+ * again (an error that repeats, EMFILE, has the server stop asking: see
+ * server.c). A descriptor for a listener gone is closed: its client sees
+ * the reset it would have seen in the backlog. */
+static bool take_accept(em_reactor *r, const struct io_uring_cqe *cqe, em_event *ev)
+{
+    struct em_uring *u = U;
+    uring_slot *s = accept_owner(u, cqe->user_data);
+    if (!s) {
+        if (cqe->res >= 0)
+            close(cqe->res);
+        return false;
+    }
+    bool current = s == slot_named(u, cqe->user_data);
+    int res = accept_refused(r, cqe->res) ? -ECANCELED : cqe->res;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        if (current) { /* armed at the next wait: a starve in this turn comes first */
+            s->gen = 0;
+            accept_later(u, s->io->fd);
+        } else if (s->replaced) {
+            s->replaced--;
+        }
+    }
+    if (res == -ECANCELED || (res < 0 && !current)) /* the kernel's own; or said of the past */
+        return false;
+    *ev = (em_event){.io = s->io, .events = EM_EV_RECV, .res = res};
+    return true;
+}
+
 /* The registration a poll completion names, armed again at once: its next
  * request goes in with the next submission, after this turn's handlers
  * changed what they want or removed it. */
@@ -771,6 +936,8 @@ static bool take(em_reactor *r, const struct io_uring_cqe *cqe, const char *data
         return false;
     if ((token & (RECV_KIND | 1)) == (RECV_KIND | 1))
         return take_recv(r, cqe, data, ev);
+    if (is_accept(token))
+        return take_accept(r, cqe, ev);
     /* a cancellation of libem's changed the generation: one that matches is
      * the kernel's (the submitting thread gone), and the request is armed
      * again like any other */
@@ -844,9 +1011,10 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
         return -ECHILD; /* a forked child has no ring to wait on */
     em__ubufs_recycle(u->bufs);
     em__ubufs_free_list(&u->retired, true);
-    if (u->held_head < u->held_len)
+    if (u->held_head < u->held_len || u->adopted_len)
         timeout_ms = 0; /* completions wait already */
     arm_again(r);
+    accept_again(u);
     if (u->stranded)
         sweep(r);
     int err = submit_and_wait(u, timeout_ms);
@@ -857,7 +1025,7 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     }
     if (err < 0 && err != -ETIME && err != -EINTR && err != -EBUSY)
         return err;
-    int n = 0;
+    int n = report_adopted(r, out, max);
     while (n < max && u->held_head < u->held_len) {
         struct io_uring_cqe *cqe = &u->held[u->held_head++];
         if (take(r, cqe, em__ubufs_take(u->bufs, cqe->flags, cqe->res), &out[n]))
@@ -880,10 +1048,85 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
     return n;
 }
 
+static void adopt(struct em_uring *u, int listener, uint32_t reg, int fd)
+{
+    if (u->adopted_len == u->adopted_cap) {
+        unsigned cap = u->adopted_cap ? u->adopted_cap * 2 : 16;
+        adopted_fd *grown = em__realloc(u->adopted, cap * sizeof *grown);
+        if (!grown) {
+            close(fd); /* its client sees a reset, as from a backlog dropped */
+            return;
+        }
+        u->adopted = grown;
+        u->adopted_cap = cap;
+    }
+    u->adopted[u->adopted_len++] = (adopted_fd){listener, fd, reg};
+}
+
+/* The connections adopted, as events of their listeners (those gone close
+ * them), as many as out has room for: the next wait reports the rest. */
+static int report_adopted(em_reactor *r, em_event *out, int max)
+{
+    struct em_uring *u = U;
+    int n = 0;
+    unsigned i = 0;
+    if (!u->adopted_len)
+        return 0;
+    for (; i < u->adopted_len && n < max; i++) {
+        adopted_fd a = u->adopted[i];
+        uring_slot *s = a.listener < u->slot_cap ? &u->slots[a.listener] : NULL;
+        if (s && s->io && s->reg == a.reg)
+            out[n++] = (em_event){.io = s->io, .events = EM_EV_RECV, .res = a.fd};
+        else
+            close(a.fd);
+    }
+    memmove(u->adopted, u->adopted + i, (u->adopted_len - i) * sizeof *u->adopted);
+    u->adopted_len -= i;
+    return n;
+}
+
+/* A completion of nothing, so that a host polling the ring's descriptor
+ * comes for what waits outside the ring (connections adopted). */
+static void wake_host(struct em_uring *u)
+{
+    struct io_uring_sqe *sqe = sqe_get(u);
+    if (!sqe)
+        return;
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, IGNORED);
+    queued(u);
+}
+
+static void close_one(struct io_uring_cqe *cqe, const char *data, void *arg)
+{
+    EM_UNUSED(data);
+    EM_UNUSED(arg);
+    if (is_accept(cqe->user_data) && cqe->res >= 0)
+        close(cqe->res);
+}
+
+/* At the end: the connections accepted that no listener took, those in
+ * the kernel's overflow list too. */
+static void close_accepted(struct em_uring *u)
+{
+    for (int round = 0; round < ABSORB_ROUNDS && overflowed(u); round++)
+        if (!hold_all(u) || run_now(u) < 0)
+            break;
+    each_pending(u, close_one, NULL);
+    for (unsigned i = 0; i < u->adopted_len; i++)
+        close(u->adopted[i].fd);
+    u->adopted_len = 0;
+}
+
 static void keep_one(struct io_uring_cqe *cqe, const char *data, void *arg)
 {
     em_reactor *r = arg;
     uint64_t t = cqe->user_data;
+    uring_slot *owner = is_accept(t) && cqe->res >= 0 ? accept_owner(r->be.uring, t) : NULL;
+    if (owner)
+        adopt(r->be.uring, slot_of_token(t), owner->reg, cqe->res);
+    else if (is_accept(t) && cqe->res >= 0)
+        close(cqe->res);
     if (t == IGNORED || (t & (RECV_KIND | 1)) != (RECV_KIND | 1))
         return;
     em_conn *c = em__sigmap_get(&r->sigmap, t >> SIG_SHIFT);
@@ -899,7 +1142,7 @@ static void keep_reads(em_reactor *r)
     struct em_uring *u = U;
     for (int i = r->dispatching + 1; i < r->events_len; i++) {
         em_event *ev = &r->events[i];
-        if (ev->io && (ev->events & EM_EV_RECV)) {
+        if (ev->io && ev->io->type == EM_IO_CONN && (ev->events & EM_EV_RECV)) {
             em__conn_stash(EM_CONTAINER_OF(ev->io, em_conn, io), ev->data, ev->res);
             ev->io = NULL;
         }
@@ -947,6 +1190,10 @@ static int remake(em_reactor *r, bool deferred)
     em__io_each_registered(r, arm_missing, &ctx);
     if (ctx.err)
         err = ctx.err;
+    for (int fd = 0; fd < u->slot_cap; fd++) { /* the old ring's requests are gone */
+        u->slots[fd].born = u->slots[fd].gen;
+        u->slots[fd].replaced = 0;
+    }
     em__fd_release(r, old.ring_fd);
     io_uring_queue_exit(&old);
     return err;
@@ -965,6 +1212,8 @@ static int ur_fd(em_reactor *r)
             return err;
     }
     u->embedded = true;
+    if (u->adopted_len)
+        wake_host(u);
     ur_settle(r);
     return u->ring.ring_fd;
 }
@@ -998,8 +1247,12 @@ static void ur_settle(em_reactor *r)
 static void ur_flush(em_reactor *r)
 {
     struct em_uring *u = U;
-    if (u->embedded && ours(u))
+    if (u->embedded && ours(u)) {
         arm_again(r);
+        accept_again(u);
+        if (u->adopted_len)
+            wake_host(u);
+    }
     if ((u->embedded && u->pending) || (u->cancels && !r->running))
         ur_settle(r);
 }

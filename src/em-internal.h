@@ -43,8 +43,10 @@ typedef struct em_io {
     uint8_t gen;       /* io_uring: which poll request is its current one */
 } em_io;
 
-/* With EM_EV_RECV the backend read for the connection (see em_backend.reads):
- * res bytes at data, 0 for the peer's FIN, or a negative errno. */
+/* With EM_EV_RECV the backend did the call itself: for a connection it
+ * read (see backend_reads): res bytes at data, 0 for the peer's FIN, or a
+ * negative errno; for a listener it accepted (see backend_accepts): res
+ * the new descriptor, or a negative errno as accept4 would give. */
 typedef struct em_event {
     em_io *io;
     unsigned events;
@@ -576,7 +578,7 @@ enum {
     EM_NODELAY_INHERITED, /* accepted sockets get it from the listener */
 };
 
-void em__server_on_event(em_server *s);
+void em__server_on_event(em_server *s, const em_event *ev);
 unsigned em__accepts_per_report(const em_backend *be); /* when not busy */
 void em__server_free_all(em_reactor *r);
 void em__servers_fds_freed(em_reactor *r);
@@ -655,6 +657,11 @@ struct em_reactor {
      * read of the connection's own can overtake it. Other backends ignore
      * EM_EV_RECV. */
     bool backend_reads;
+    /* Set likewise while the backend accepts for listeners registered with
+     * EM_EV_RECV: each new descriptor comes in an event, and a listener's
+     * own accept4 is not called. One reported for a listener stopped in
+     * the same turn is closed by dispatch. */
+    bool backend_accepts;
     char *read_buf;
     /* Inside receive_data, the bytes it was given (of read_buf, or of a
      * backend's buffer): NULL outside. Connections whose queue points into

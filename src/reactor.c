@@ -474,20 +474,30 @@ static int wait_ms(em_reactor *r, double max_wait_s)
     return ms < wait * 1000.0 ? ms + 1 : ms; /* round up: never wake early */
 }
 
+/* A connection a backend accepted for a listener stopped since is closed:
+ * its client sees the reset it would have seen from the backlog. */
+static void drop_event(const em_event *ev)
+{
+    if (ev->io && ev->io->type == EM_IO_SERVER && (ev->events & EM_EV_RECV) && ev->res >= 0)
+        close(ev->res);
+}
+
 static void dispatch(em_reactor *r, int n)
 {
     r->events_len = n;
     for (int i = 0; i < n; i++) {
         r->dispatching = i;
         em_io *io = r->events[i].io;
-        if (!io || io->dead) /* NULL: the backend took it back (a stash) */
+        if (!io || io->dead) { /* NULL: the backend took it back (a stash) */
+            drop_event(&r->events[i]);
             continue;
+        }
         switch (io->type) {
         case EM_IO_CONN:
             em__conn_on_event(EM_CONTAINER_OF(io, em_conn, io), &r->events[i]);
             break;
         case EM_IO_SERVER:
-            em__server_on_event(EM_CONTAINER_OF(io, em_server, io));
+            em__server_on_event(EM_CONTAINER_OF(io, em_server, io), &r->events[i]);
             break;
         case EM_IO_CHILD:
             em__child_on_event(io);

@@ -52,6 +52,14 @@ static uint8_t nodelay_mode(int listen_fd)
     return v ? EM_NODELAY_CHECK : EM_NODELAY_SET_EACH;
 }
 
+/* A backend that accepts (backend_accepts) is asked to, with EM_EV_RECV,
+ * unless the user counts the accepts per report: the kernel's accept takes
+ * every connection as it comes. */
+static unsigned listen_interest(const em_reactor *r)
+{
+    return EM_EV_READ | (r->backend_accepts && !r->accepts_asked ? EM_EV_RECV : 0);
+}
+
 static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *arg)
 {
     em_server *s = em__calloc(1, sizeof *s);
@@ -63,7 +71,7 @@ static em_server *server_new(em_reactor *r, int fd, const em_handler *h, void *a
     s->r = r;
     s->h = h;
     s->arg = arg;
-    int err = em__io_open(r, &s->io, EM_EV_READ);
+    int err = em__io_open(r, &s->io, listen_interest(r));
     if (err) {
         em__free(s);
         errno = -err;
@@ -100,7 +108,7 @@ static void unstarve(em_server *s)
     if (s->retry_timer)
         em__timer_cancel(s->r, s->retry_timer);
     s->retry_timer = 0;
-    if (em__io_watch(s->r, &s->io, EM_EV_READ) < 0)
+    if (em__io_watch(s->r, &s->io, listen_interest(s->r)) < 0)
         retry_later(s); /* the poller is short of memory: later */
 }
 
@@ -116,6 +124,8 @@ static void starved_retry(em_reactor *r, void *arg)
  * is not watched until the retry. */
 static void starve(em_server *s)
 {
+    if (s->starved)
+        return; /* a second failure reported in the same turn */
     em__io_unwatch(s->r, &s->io);
     retry_later(s);
 }
@@ -201,26 +211,43 @@ int em_set_accepts_per_event(em_reactor *r, unsigned n)
     if (!r)
         return -EINVAL;
     r->accepts_asked = n;
+    for (em_server *s = r->servers; s; s = s->next)
+        if (s->io.registered && em__io_watch(r, &s->io, listen_interest(r)) < 0)
+            starve(s); /* the poller is short of memory: later */
     return 0;
 }
 
 unsigned em_accepts_per_event(const em_reactor *r) { return r ? r->accepts_asked : 0; }
 
-void em__server_on_event(em_server *s)
+/* Why accept4 (or the backend's accept) gave no connection: false where
+ * accepting again now would not give one. */
+static bool accept_failed(em_server *s, int err)
 {
+    if (next_may_succeed(err))
+        return true;
+    if (err != EAGAIN && err != EWOULDBLOCK)
+        starve(s); /* EMFILE, ENOBUFS, or a listener gone bad: not a spin */
+    return false;
+}
+
+void em__server_on_event(em_server *s, const em_event *ev)
+{
+    if (ev->events & EM_EV_RECV) { /* the backend accepted (backend_accepts) */
+        if (ev->res >= 0)
+            accepted(s, ev->res);
+        else
+            accept_failed(s, -ev->res);
+        return;
+    }
     unsigned batch = accept_batch(s->r), n = 0;
     while (n < batch && !s->io.dead) {
         int fd = accept4(s->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             n++;
             accepted(s, fd); /* may stop the server: io.dead */
-            continue;
+        } else if (!accept_failed(s, errno)) {
+            return;
         }
-        if (next_may_succeed(errno))
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            starve(s); /* EMFILE, ENOBUFS, or a listener gone bad: not a spin */
-        return;
     }
 }
 

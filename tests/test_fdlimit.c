@@ -61,6 +61,23 @@ static void exhaust(struct filler *f, int room)
     ASSERT_GE(f->n, room - 1);
 }
 
+/* Takes every free descriptor below the limit as it is (lowered before
+ * the server started: the kernel's accept on io_uring keeps the limit in
+ * force when it was armed); filler_done puts old back. */
+static void exhaust_as_is(struct filler *f, struct rlimit old)
+{
+    f->old = old;
+    f->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(f->devnull, 0);
+    f->fds = malloc(sizeof(int) * 256);
+    ASSERT_NOT_NULL(f->fds);
+    f->n = 0;
+    for (int d; f->n < 256 && (d = fcntl(f->devnull, F_DUPFD_CLOEXEC, 0)) >= 0;)
+        f->fds[f->n++] = d;
+    ASSERT_EQ(fcntl(f->devnull, F_DUPFD_CLOEXEC, 0), -1);
+    ASSERT_EQ(errno, EMFILE);
+}
+
 static void give_back(struct filler *f, int k)
 {
     while (k-- > 0 && f->n > 0)
@@ -302,6 +319,71 @@ TEST(exhausted_clients_from_another_process_served_after)
     ASSERT_EQ(em_stop_server(s), 0);
     REACTOR_FREE_CHECKED(r);
     filler_done(&f);
+    rec_free(&srv);
+    ASSERT_NO_FD_LEAK(fd0);
+}
+
+/* ---------------------------------- a descriptor freed in that turn */
+
+/* The table is full when a client connects (its accept fails with EMFILE
+ * and the server stops asking); then a connection of the server's ends
+ * (its peer's FIN), freeing a descriptor: the waiting client is accepted
+ * with it and served, never reset. */
+TEST(descriptor_freed_in_the_starving_turn_serves_the_waiting_client)
+{
+    int fd0 = open_fd_count();
+    struct rlimit old, low;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)(fd0 + 64);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    em_reactor *r = new_reactor();
+    rec srv = {.tag = 1, .echo = true};
+    rec_pool_new(&srv, 2);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
+    int first = tcp_connect_raw("127.0.0.1", em_server_port(s));
+    double deadline = now_mono() + 5;
+    while (srv.pool_used < 1 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(srv.pool_used, 1);
+    int waiting = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* made while one can be */
+    ASSERT_GE(waiting, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)em_server_port(s)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct filler f;
+    exhaust_as_is(&f, old);
+    ASSERT_EQ(connect(waiting, (struct sockaddr *)&sin, sizeof sin), 0);
+    ASSERT_GE(em_run_once(r, 0.05), 0); /* EMFILE */
+    ASSERT_EQ(srv.pool_used, 1);
+    ASSERT_EQ(shutdown(first, SHUT_WR), 0); /* its server side ends: a descriptor back */
+    deadline = now_mono() + 5;
+    while (srv.pool_used < 2 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(srv.pool_used, 2);
+    write_all(waiting, "hello", 5);
+    char buf[5];
+    size_t got = 0;
+    deadline = now_mono() + 5;
+    while (got < sizeof buf && now_mono() < deadline) {
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+        ssize_t n = recv(waiting, buf + got, sizeof buf - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            ASSERT(n < 0 && errno == EAGAIN); /* not reset */
+    }
+    ASSERT_EQ(got, sizeof buf);
+    ASSERT(!memcmp(buf, "hello", 5));
+    close(waiting);
+    close(first);
+    filler_done(&f);
+    deadline = now_mono() + 5;
+    while (rec_live > 0 && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.05), 0);
+    ASSERT_EQ(rec_live, 0);
+    ASSERT_EQ(em_stop_server(s), 0);
+    REACTOR_FREE_CHECKED(r);
     rec_free(&srv);
     ASSERT_NO_FD_LEAK(fd0);
 }

@@ -422,21 +422,23 @@ TEST(accepts_per_event_is_honoured)
     enum { N = 10 };
     rec srv = {.tag = 1};
     rec_pool_new(&srv, N);
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
-    ASSERT_NOT_NULL(s);
     ASSERT_EQ(em_accepts_per_event(r), 0u);
     ASSERT_EQ(em_set_accepts_per_event(NULL, 3), -EINVAL);
-    ASSERT_EQ(em_set_accepts_per_event(r, 3), 0);
+    ASSERT_EQ(em_set_accepts_per_event(r, 3), 0); /* before: io_uring's accept is not asked */
     ASSERT_EQ(em_accepts_per_event(r), 3u);
+    em_server *s = em_start_server(r, "127.0.0.1", 0, &rec_handler, &srv);
+    ASSERT_NOT_NULL(s);
     int fds[N];
     for (int i = 0; i < N; i++)
         fds[i] = tcp_connect_raw("127.0.0.1", em_server_port(s));
     ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
     ASSERT_EQ(accepted_in_one_turn(r, &srv), 3);
     ASSERT_EQ(em_set_accepts_per_event(r, 0), 0);
-    if (strcmp(em_backend_name(r), "poll"))
+    const char *polled = getenv("EM_URING_ACCEPT");
+    bool uring_accepts = !strcmp(em_backend_name(r), "io_uring") && !(polled && !strcmp(polled, "0"));
+    if (strcmp(em_backend_name(r), "poll") && !uring_accepts)
         ASSERT_EQ(accepted_in_one_turn(r, &srv), 1);
-    else /* a poller that scans every descriptor empties the backlog */
+    else /* a poller that scans every descriptor, the kernel's accept: all */
         ASSERT_EQ(accepted_in_one_turn(r, &srv), N - 6);
     for (int i = 0; i < N; i++)
         close(fds[i]);
