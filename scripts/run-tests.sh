@@ -272,7 +272,7 @@ if selected scale_short && [[ " $builds " == *" build "* && -x build/stress/scal
     done
 fi
 
-# The short form of `make fuzz`: FUZZ_SHORT_SECONDS (10) of fuzz/run.sh for
+# The short form of `make fuzz`: FUZZ_SHORT_SECONDS (6) of fuzz/run.sh for
 # each target (fuzz_reactor on fuzz/corpus, fuzz_tls on its generated seeds,
 # fuzz_http on fuzz/corpus-http, fuzz_linetext on fuzz/corpus-linetext),
 # nothing merged into fuzz/corpus (needs clang, which make deps installs).
@@ -281,7 +281,7 @@ if selected fuzz_short && [[ " $builds " == *" build "* ]] && command -v clang >
     mkdir -p build/test-logs
     out=build/test-logs/fuzz_short.out
     start=$SECONDS
-    FUZZ_SECONDS=${FUZZ_SHORT_SECONDS:-10} FUZZ_MERGE=0 \
+    FUZZ_SECONDS=${FUZZ_SHORT_SECONDS:-6} FUZZ_MERGE=0 \
         timeout --kill-after=10 "$limit" bash fuzz/run.sh </dev/null >"$out" 2>&1
     rc=$?
     if ((rc == 0)); then echo "1 passed, 0 failed" >>"$out"; else echo "0 passed, 1 failed" >>"$out"; fi
