@@ -591,18 +591,27 @@ static int conn_set(em_reactor *r, em_io *io, unsigned from, unsigned to)
     return err;
 }
 
+/* arr with room for element len (of size bytes), grown if need be (cap
+ * updated); NULL without memory, arr left as it was. */
+static void *room_for_one(void *arr, unsigned len, unsigned *cap, size_t size)
+{
+    if (len < *cap)
+        return arr;
+    unsigned grown_cap = *cap ? *cap * 2 : 16;
+    void *grown = em__realloc(arr, grown_cap * size);
+    if (grown)
+        *cap = grown_cap;
+    return grown;
+}
+
 static void arm_later(struct em_uring *u, em_sig sig)
 {
-    if (u->again_len == u->again_cap) {
-        unsigned cap = u->again_cap ? u->again_cap * 2 : 64;
-        em_sig *grown = em__realloc(u->again, cap * sizeof *grown);
-        if (!grown) {
-            u->stranded = true; /* sweep() finds it */
-            return;
-        }
-        u->again = grown;
-        u->again_cap = cap;
+    em_sig *again = room_for_one(u->again, u->again_len, &u->again_cap, sizeof *again);
+    if (!again) {
+        u->stranded = true; /* sweep() finds it */
+        return;
     }
+    u->again = again;
     u->again[u->again_len++] = sig;
 }
 
@@ -868,16 +877,12 @@ static uring_slot *accept_owner(struct em_uring *u, uint64_t token)
 
 static void accept_later(struct em_uring *u, int fd)
 {
-    if (u->again_fds_len == u->again_fds_cap) {
-        unsigned cap = u->again_fds_cap ? u->again_fds_cap * 2 : 8;
-        int *grown = em__realloc(u->again_fds, cap * sizeof *grown);
-        if (!grown) {
-            u->stranded = true; /* sweep() finds it */
-            return;
-        }
-        u->again_fds = grown;
-        u->again_fds_cap = cap;
+    int *again = room_for_one(u->again_fds, u->again_fds_len, &u->again_fds_cap, sizeof *again);
+    if (!again) {
+        u->stranded = true; /* sweep() finds it */
+        return;
     }
+    u->again_fds = again;
     u->again_fds[u->again_fds_len++] = fd;
 }
 
@@ -1050,16 +1055,12 @@ static int ur_wait(em_reactor *r, int timeout_ms, em_event *out, int max)
 
 static void adopt(struct em_uring *u, int listener, uint32_t reg, int fd)
 {
-    if (u->adopted_len == u->adopted_cap) {
-        unsigned cap = u->adopted_cap ? u->adopted_cap * 2 : 16;
-        adopted_fd *grown = em__realloc(u->adopted, cap * sizeof *grown);
-        if (!grown) {
-            close(fd); /* its client sees a reset, as from a backlog dropped */
-            return;
-        }
-        u->adopted = grown;
-        u->adopted_cap = cap;
+    adopted_fd *adopted = room_for_one(u->adopted, u->adopted_len, &u->adopted_cap, sizeof *adopted);
+    if (!adopted) {
+        close(fd); /* its client sees a reset, as from a backlog dropped */
+        return;
     }
+    u->adopted = adopted;
     u->adopted[u->adopted_len++] = (adopted_fd){listener, fd, reg};
 }
 
