@@ -212,7 +212,8 @@ int em_set_accepts_per_event(em_reactor *r, unsigned n)
         return -EINVAL;
     r->accepts_asked = n;
     for (em_server *s = r->servers; s; s = s->next)
-        if (s->io.registered && em__io_watch(r, &s->io, listen_interest(r)) < 0)
+        if (s->io.registered && s->io.interest != listen_interest(r) &&
+            em__io_watch(r, &s->io, listen_interest(r)) < 0)
             starve(s); /* the poller is short of memory: later */
     return 0;
 }
