@@ -108,7 +108,9 @@ typedef struct em_reactor_opts {
      * datagrams) into buffers the reactor shares (4 MiB by default, mapped
      * at the first one), at most 256 KiB ahead of a connection that
      * pauses; $EM_URING_RECV=0 makes it report readiness only. It accepts
-     * for listeners too ($EM_URING_ACCEPT=0: they are polled). */
+     * for listeners too ($EM_URING_ACCEPT=0: they are polled), and sends
+     * what those connections queue, a turn's sends in one system call
+     * ($EM_URING_SEND=0: they write for themselves). */
     const char *backend;
     unsigned threadpool_size; /* threads for em_defer and name resolution; 0: 20 */
     size_t max_timers;        /* 0: no limit */

@@ -88,6 +88,7 @@ struct em_uring {
     bool reads_off;    /* readiness only: $EM_URING_RECV=0, or the kernel can't */
     bool one_shot;     /* a read per receive: $EM_URING_RECV=single, or no cap */
     bool accepts_off;  /* listeners polled: $EM_URING_ACCEPT=0, or the kernel can't */
+    bool sends_off;    /* connections write for themselves: $EM_URING_SEND=0 */
     bool accept_worked; /* an accept has completed: EINVAL is not a refusal */
     /* A receive of that kind has completed: EINVAL is not the kernel's refusal */
     bool capped_worked, one_shot_worked;
@@ -111,11 +112,23 @@ struct em_uring {
      * the ring's. */
     struct io_uring_cqe *held;
     unsigned held_head, held_len, held_cap;
+    /* The headers of sends of several buffers queued since the last
+     * submission, which reads them: a send that finds none left takes its
+     * first buffer only. */
+    struct send_msg *msgs;
+    unsigned msgs_used;
     em_reactor *r;
 };
 
 #define U (r->be.uring)
 #define MIN_SLOTS 1024
+#define SEND_MSGS 64
+#define SEND_MSG_IOV 16
+
+struct send_msg {
+    struct msghdr hdr;
+    struct iovec iov[SEND_MSG_IOV];
+};
 
 /* Counted in every forked child, so that a reactor inherited by one can
  * tell, without a system call, that the ring's memory is not there. */
@@ -189,6 +202,8 @@ static int ur_init(em_reactor *r)
     u->one_shot = env && !strcmp(env, "single");
     env = getenv("EM_URING_ACCEPT");
     u->accepts_off = env && !strcmp(env, "0");
+    env = getenv("EM_URING_SEND");
+    u->sends_off = env && !strcmp(env, "0");
     env = getenv("EM_URING_BUFFERS"); /* a power of two; small ones test ENOBUFS */
     if (env && atoi(env) > 0 && atoi(env) <= 32768 && !(atoi(env) & (atoi(env) - 1)))
         u->buf_count = (unsigned)atoi(env);
@@ -198,6 +213,7 @@ static int ur_init(em_reactor *r)
     U = u;
     r->backend_reads = !u->reads_off;
     r->backend_accepts = !u->accepts_off;
+    r->backend_sends = !u->sends_off;
     return 0;
 }
 
@@ -236,6 +252,7 @@ static void ur_destroy(em_reactor *r)
     em__free(u->again);
     em__free(u->adopted);
     em__free(u->again_fds);
+    em__free(u->msgs);
     em__free(u->slots);
     em__free(u);
     U = NULL;
@@ -253,6 +270,12 @@ static int enter(struct em_uring *u)
     return 0;
 }
 
+/* What was queued has reached the kernel. */
+static void submitted(struct em_uring *u)
+{
+    u->pending = u->cancels = u->msgs_used = 0;
+}
+
 /* A full submission queue is submitted at once. None in a forked child. */
 static struct io_uring_sqe *sqe_get(struct em_uring *u)
 {
@@ -263,7 +286,7 @@ static struct io_uring_sqe *sqe_get(struct em_uring *u)
         return sqe;
     if (enter(u) < 0 || io_uring_submit(&u->ring) < 0)
         return NULL;
-    u->pending = u->cancels = 0;
+    submitted(u);
     return io_uring_get_sqe(&u->ring);
 }
 
@@ -315,6 +338,9 @@ static void submit_cancel(struct em_uring *u, uint64_t token)
 #define SIG_SHIFT 10
 #define RECV_KIND 2
 #define RECV_CAPPED_BIT 5
+/* A send is of the receive's kind with this bit: a connection has one at
+ * a time (EM_CF_SENDING), so it needs no generation. */
+#define SEND_BIT (1u << 6)
 
 /* The most a receive reads before it ends, to be armed again at the next
  * wait: what the kernel may have read for a connection that then pauses,
@@ -337,6 +363,18 @@ static uint64_t recv_token(const em_io *io, unsigned rgen)
 }
 
 static unsigned rgen_of(uint64_t token) { return (unsigned)(token >> 2) & 7; }
+
+static uint64_t send_token(const em_io *io) { return sig_of(io) << SIG_SHIFT | SEND_BIT | RECV_KIND | 1; }
+
+static bool is_recv(uint64_t token)
+{
+    return (token & (SEND_BIT | RECV_KIND | 1)) == (RECV_KIND | 1);
+}
+
+static bool is_send(uint64_t token)
+{
+    return token != IGNORED && (token & (SEND_BIT | RECV_KIND | 1)) == (SEND_BIT | RECV_KIND | 1);
+}
 
 static int conn_arm(struct em_uring *u, em_io *io, unsigned mask)
 {
@@ -838,6 +876,127 @@ static int ur_del(em_reactor *r, em_io *io)
     return 0;
 }
 
+/* ------------------------------------------------------------------ sends
+ * Made as the submission is taken (MSG_DONTWAIT), so their completions are
+ * in the ring when the call that submitted them returns: nothing of a
+ * connection's is in the kernel after that. */
+
+static struct msghdr *send_msg(struct em_uring *u, const struct iovec *iov, int cnt)
+{
+    if (!u->msgs)
+        u->msgs = em__calloc(SEND_MSGS, sizeof *u->msgs);
+    if (!u->msgs || u->msgs_used == SEND_MSGS)
+        return NULL;
+    struct send_msg *m = &u->msgs[u->msgs_used++];
+    if (cnt > SEND_MSG_IOV)
+        cnt = SEND_MSG_IOV;
+    memcpy(m->iov, iov, (size_t)cnt * sizeof *iov);
+    m->hdr = (struct msghdr){.msg_iov = m->iov, .msg_iovlen = (size_t)cnt};
+    return &m->hdr;
+}
+
+static int ur_send(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more)
+{
+    struct em_uring *u = U;
+    struct io_uring_sqe *sqe = sqe_get(u); /* first: it may submit, freeing the headers */
+    if (!sqe)
+        return -ENOMEM;
+    struct msghdr *m = cnt > 1 ? send_msg(u, iov, cnt) : NULL;
+    int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (more || (cnt > 1 && !m) ? MSG_MORE : 0);
+    if (m)
+        io_uring_prep_sendmsg(sqe, io->fd, m, (unsigned)flags);
+    else
+        io_uring_prep_send(sqe, io->fd, iov[0].iov_base, iov[0].iov_len, flags);
+    io_uring_sqe_set_data64(sqe, send_token(io));
+    queued(u);
+    return 0;
+}
+
+/* The send a completion names, reported in out[*n] and taken out of the
+ * way of the next wait. */
+static void sent_one(em_reactor *r, struct io_uring_cqe *cqe, em_event *out, int *n, int max)
+{
+    if (!is_send(cqe->user_data) || *n == max)
+        return;
+    em_conn *c = em__sigmap_get(&r->sigmap, cqe->user_data >> SIG_SHIFT);
+    if (c && (c->flags & EM_CF_SENDING))
+        out[(*n)++] = (em_event){.io = &c->io, .events = EM_EV_SENT, .res = cqe->res};
+    cqe->user_data = IGNORED;
+}
+
+/* Sends the kernel did not take (a submission refused, or stopped at a
+ * request it failed, on a ring without SUBMIT_ALL) become no-ops, reported
+ * -ECANCELED: their connections write for themselves. */
+static void unsend(em_reactor *r, em_event *out, int *n, int max)
+{
+    struct io_uring_sq *sq = &U->ring.sq;
+    for (unsigned i = io_uring_smp_load_acquire(sq->khead); i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+        if (!is_send(sqe->user_data))
+            continue;
+        struct io_uring_cqe none = {.user_data = sqe->user_data, .res = -ECANCELED};
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, IGNORED);
+        sent_one(r, &none, out, n, max);
+    }
+}
+
+/* Completions taken out of the way at the head of the ring go as the wait
+ * would take them (a buffer's, given back at the next wait). */
+static void skip_ignored(struct em_uring *u)
+{
+    unsigned head, seen = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        if (cqe->user_data != IGNORED)
+            break;
+        em__ubufs_take(u->bufs, cqe->flags, cqe->res);
+        seen++;
+    }
+    io_uring_cq_advance(&u->ring, seen);
+}
+
+/* Plain submission, without running completions: the sends are made as
+ * they are taken, and their results are in the ring when it returns. */
+static int submit_sends(em_reactor *r)
+{
+    struct em_uring *u = U;
+    int err = enter(u);
+    if (!err)
+        err = io_uring_submit(&u->ring);
+    if (err == -EEXIST) { /* another thread entered it first: a ring for this one */
+        err = remake(r, true);
+        if (!err)
+            err = enter(u);
+        if (!err)
+            err = io_uring_submit(&u->ring);
+    }
+    if (err >= 0)
+        submitted(u);
+    return err;
+}
+
+static int ur_sends_submit(em_reactor *r, em_event *out, int max)
+{
+    struct em_uring *u = U;
+    int n = 0;
+    if (!ours(u))
+        return 0;
+    submit_sends(r);
+    unsend(r, out, &n, max);
+    for (unsigned i = u->held_head; i < u->held_len; i++)
+        sent_one(r, &u->held[i], out, &n, max);
+    unsigned head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        sent_one(r, cqe, out, &n, max);
+    }
+    skip_ignored(u);
+    return n;
+}
+
 static unsigned from_poll(int res)
 {
     if (res < 0) /* the descriptor went bad behind libem's back */
@@ -939,7 +1098,9 @@ static bool take(em_reactor *r, const struct io_uring_cqe *cqe, const char *data
     uint64_t token = cqe->user_data;
     if (token == IGNORED)
         return false;
-    if ((token & (RECV_KIND | 1)) == (RECV_KIND | 1))
+    if (is_send(token))
+        return false; /* taken by ur_sends_submit; one left: its connection failed */
+    if (is_recv(token))
         return take_recv(r, cqe, data, ev);
     if (is_accept(token))
         return take_accept(r, cqe, ev);
@@ -1005,7 +1166,7 @@ static int submit_and_wait(struct em_uring *u, int timeout_ms)
     else
         err = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
     if (err >= 0 || err == -ETIME || err == -EINTR)
-        u->pending = u->cancels = 0; /* submitted, whatever the wait did */
+        submitted(u); /* whatever the wait did */
     return err;
 }
 
@@ -1119,6 +1280,24 @@ static void close_accepted(struct em_uring *u)
     u->adopted_len = 0;
 }
 
+/* Sends queued on a ring another thread entered first never reached the
+ * kernel: they go on the new one as they were (their headers are still
+ * there: nothing was submitted). */
+static void carry_sends(em_reactor *r, const struct io_uring *old)
+{
+    struct em_uring *u = U;
+    for (unsigned i = io_uring_smp_load_acquire(old->sq.khead); i != old->sq.sqe_tail; i++) {
+        const struct io_uring_sqe *from = &old->sq.sqes[i & old->sq.ring_mask];
+        if (!is_send(from->user_data))
+            continue;
+        struct io_uring_sqe *to = sqe_get(u);
+        if (!to)
+            break; /* their connections find no result: they fail with EIO */
+        *to = *from;
+        queued(u);
+    }
+}
+
 static void keep_one(struct io_uring_cqe *cqe, const char *data, void *arg)
 {
     em_reactor *r = arg;
@@ -1128,7 +1307,7 @@ static void keep_one(struct io_uring_cqe *cqe, const char *data, void *arg)
         adopt(r->be.uring, slot_of_token(t), owner->reg, cqe->res);
     else if (is_accept(t) && cqe->res >= 0)
         close(cqe->res);
-    if (t == IGNORED || (t & (RECV_KIND | 1)) != (RECV_KIND | 1))
+    if (t == IGNORED || !is_recv(t))
         return;
     em_conn *c = em__sigmap_get(&r->sigmap, t >> SIG_SHIFT);
     if (c && c->io.receiving && c->io.rgen == rgen_of(t) && (cqe->res <= 0 || data) &&
@@ -1184,7 +1363,8 @@ static int remake(em_reactor *r, bool deferred)
     u->bufs = NULL;
     u->ring = fresh;
     u->enabled = !deferred;
-    u->pending = 0;
+    u->pending = u->cancels = 0;
+    carry_sends(r, &old);
     for (int fd = 0; fd < u->slot_cap; fd++)
         u->slots[fd].gen = 0;
     rearm_ctx ctx = {.r = r};
@@ -1226,7 +1406,7 @@ static int run_now(struct em_uring *u)
     if (!err)
         err = io_uring_submit_and_get_events(&u->ring);
     if (err >= 0)
-        u->pending = u->cancels = 0;
+        submitted(u);
     return err;
 }
 
@@ -1269,6 +1449,8 @@ const em_backend em__backend_uring = {
     .fd = ur_fd,
     .settle = ur_settle,
     .flush = ur_flush,
+    .send = ur_send,
+    .sends_submit = ur_sends_submit,
 };
 
 #endif /* EM_HAVE_URING */

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #define IOV_PER_WRITE 64
+/* The largest echo copied for a backend's sends rather than written. */
+#define SEND_COPY_MAX 4096
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
 {
@@ -586,6 +588,8 @@ void em__conn_sent(em_conn *c, size_t n)
  * false: the connection failed. */
 static bool drain_queue(em_conn *c)
 {
+    if ((c->flags & EM_CF_SEND_LISTED) || (c->r->backend_sends && em__sends_take(c)))
+        return true; /* the backend sends it at the end of the phase */
     while (em__outq_bytes(&c->out)) {
         size_t asked;
         ssize_t n = write_queue(c, &asked);
@@ -652,7 +656,7 @@ static void flush(em_conn *c)
             em__layer(c)->ops->flush(c);
         return;
     }
-    if (!drain_queue(c))
+    if (!drain_queue(c) || (c->flags & EM_CF_SEND_LISTED))
         return;
     if (em__conn_pending(c)) {
         c->flags |= EM_CF_WRITE_WAITED;
@@ -742,7 +746,8 @@ static void settle(em_conn *c)
     }
     if (c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) && !drain_queue(c))
         return; /* failed: the queue is gone */
-    if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED)) {
+    if (em__conn_pending(c) && c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED) &&
+        !(c->flags & EM_CF_SEND_LISTED)) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);
     }
@@ -755,8 +760,12 @@ static void settle_span(em_conn *c, struct em_span s)
 {
     c->flags &= ~(uint32_t)EM_CF_SPAN;
     bool writable = c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED);
+    /* A small one is copied and goes with the phase's other sends (the
+     * buffer is read into again, or goes back to the kernel); a large one
+     * is written now, from the buffer: its copy costs more than a call. */
+    bool by_backend = s.len <= SEND_COPY_MAX && em__sends_plain(c);
     size_t done = 0;
-    if (writable) {
+    if (writable && !by_backend) {
         struct iovec v = {.iov_base = (void *)s.p, .iov_len = s.len};
         ssize_t n = write_iov(c, &v, 1, false);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -773,6 +782,8 @@ static void settle_span(em_conn *c, struct em_span s)
     }
     if (em__outq_append(c->r, &c->out, s.p + done, s.len - done) < 0) {
         em__conn_fail(c, ENOMEM);
+    } else if (writable && by_backend && em__sends_take(c)) {
+        return;
     } else if (writable) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);

@@ -26,7 +26,8 @@ char *em__strdup(const char *s);
 void em__allocator_pin(int delta); /* counts live reactors */
 
 /* ------------------------------------------------------------- poller */
-enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8, EM_EV_RECV = 16 };
+enum { EM_EV_READ = 1, EM_EV_WRITE = 2, EM_EV_ERROR = 4, EM_EV_HUP = 8, EM_EV_RECV = 16,
+       EM_EV_SENT = 32 };
 enum { EM_IO_CONN = 1, EM_IO_SERVER, EM_IO_WAKE, EM_IO_CHILD };
 
 /* Everything registered with the poller starts with this. */
@@ -46,7 +47,9 @@ typedef struct em_io {
 /* With EM_EV_RECV the backend did the call itself: for a connection it
  * read (see backend_reads): res bytes at data, 0 for the peer's FIN, or a
  * negative errno; for a listener it accepted (see backend_accepts): res
- * the new descriptor, or a negative errno as accept4 would give. */
+ * the new descriptor, or a negative errno as accept4 would give. With
+ * EM_EV_SENT it sent for a connection (see backend_sends): res bytes of
+ * its queue went, or a negative errno (-EAGAIN: the socket was full). */
 typedef struct em_event {
     em_io *io;
     unsigned events;
@@ -72,6 +75,15 @@ typedef struct em_backend {
      * at its end, for a host that waits on em_backend_fd instead. */
     void (*settle)(em_reactor *r);
     void (*flush)(em_reactor *r);
+    /* Optional (see backend_sends). send: queues a send of iov[0..cnt) on
+     * io's socket, made by the kernel as sends_submit submits it and never
+     * later (MSG_DONTWAIT), so the bytes and the descriptor need to stay
+     * only until then; more: more bytes follow at once (MSG_MORE). 0, or
+     * -ENOMEM with no room to queue. sends_submit: submits what is queued
+     * and fills out[0..max) with the results of the sends (EM_EV_SENT
+     * events; -ECANCELED for one the kernel never took), returning how many. */
+    int (*send)(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more);
+    int (*sends_submit)(em_reactor *r, em_event *out, int max);
     /* Closing a descriptor ends its registration (epoll, once no other
      * descriptor refers to the file): em__io_forget then needs no call. */
     bool close_unregisters;
@@ -306,6 +318,7 @@ enum em_conn_flag {
     EM_CF_WRITE_WAITED = 1u << 5,    /* kernel refused part: drained fires */
     EM_CF_DETACHED = 1u << 6,        /* do not close the fd */
     EM_CF_OUTBOUND = 1u << 7,        /* made by connect: may reconnect */
+    EM_CF_SEND_LISTED = 1u << 8,     /* its queue goes to the backend at the phase's end (sends.c) */
     EM_CF_NO_FD_CLOSE = 1u << 9,
     EM_CF_EOF = 1u << 10,            /* peer closed: no more reads */
     EM_CF_DGRAM = 1u << 11,
@@ -325,6 +338,7 @@ enum em_conn_flag {
     EM_CF_LAYER_HELD = 1u << 25,     /* not read: its layer is not ready to */
     EM_CF_MESSAGES = 1u << 26,       /* attached socket of messages: a read takes one whole */
     EM_CF_INPUT_LOST = 1u << 27,     /* bytes read ahead had nowhere to go: fails with ENOMEM */
+    EM_CF_SENDING = 1u << 28,        /* sends.c: a send of its queue submitted, its result not yet taken */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -401,6 +415,15 @@ ssize_t em__stash_read(em_conn *c, char *buf, size_t len);
 void em__stash_feed(em_conn *c);
 void em__stash_free(em_conn *c);
 void em__conn_flush(em_conn *c);
+/* sends.c: a backend's sends (see backend_sends). em__sends_take: c's
+ * queue, its head in memory, goes to the backend at the end of the flush
+ * phase (false: write it yourself). em__sends_flush: that end. A listing
+ * is dropped with em__sends_unlist by what takes the queue over (TLS).
+ * em__sends_plain: c's queue would go to the backend. */
+bool em__sends_plain(const em_conn *c);
+bool em__sends_take(em_conn *c);
+void em__sends_unlist(em_conn *c);
+void em__sends_flush(em_reactor *r);
 void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
 /* receive_data with the first n bytes of read_buf, then their settling. */
@@ -662,6 +685,14 @@ struct em_reactor {
      * own accept4 is not called. One reported for a listener stopped in
      * the same turn is closed by dispatch. */
     bool backend_accepts;
+    /* Set likewise while the backend sends for plain stream connections
+     * (sends.c): their queues go to it at the end of the flush phase,
+     * listed here by signature meanwhile. sends_refused: a submission
+     * failed in this phase, the connections write for themselves. */
+    bool backend_sends;
+    bool sends_refused;
+    em_sig *send_list;
+    unsigned send_len, send_cap;
     char *read_buf;
     /* Inside receive_data, the bytes it was given (of read_buf, or of a
      * backend's buffer): NULL outside. Connections whose queue points into

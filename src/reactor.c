@@ -406,18 +406,25 @@ static void free_dead_servers(em_reactor *r)
  * whose close waited for their data). Those closed by the phase itself (an
  * unbind's retry that failed at once, again and again) are unbound in the
  * next turn's, so that every turn ends and timers run; their descriptors
- * are closed now all the same, before the poller is asked. */
+ * are closed now all the same, before the poller is asked. What a flush
+ * lists for a backend's sends (sends.c) is sent right after it, and the
+ * results taken, so that closes waiting for the bytes come in the same
+ * phase. */
 static void flush_and_close(em_reactor *r)
 {
-    if (!r->dirty && !r->closing && !r->dead_servers)
+    if (!r->dirty && !r->closing && !r->dead_servers && !r->send_len)
         return; /* most turns of a busy server: twice per turn */
     if (r->dirty)
         flush_dirty(r);
+    if (r->send_len) /* what the flush and the turn's handlers listed */
+        em__sends_flush(r);
     em_conn *batch = r->closing;
     r->closing = r->closing_tail = NULL;
     for (;;) {
         if (r->dirty) {
             flush_dirty(r);
+            if (r->send_len)
+                em__sends_flush(r);
         } else if (batch) {
             em_conn *c = batch;
             batch = c->list_next;
@@ -450,7 +457,7 @@ void em__close_list_push(em_conn *c)
  * after it wait as usual. */
 static bool work_pending(em_reactor *r)
 {
-    return r->ticks.head || r->dirty || r->closing;
+    return r->ticks.head || r->dirty || r->closing || r->send_len;
 }
 
 static int wait_ms(em_reactor *r, double max_wait_s)
@@ -659,6 +666,7 @@ void em__reactor_free_now(em_reactor *r)
     em__fds_free(r);
     pthread_mutex_destroy(&r->xlock);
     em__free(r->read_buf);
+    em__free(r->send_list);
     em__free(r);
     em__allocator_pin(-1);
 }

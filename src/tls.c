@@ -654,6 +654,7 @@ int em_start_tls(em_conn *c, const em_tls_opts *opts)
         return err;
     }
     em__conn_unspan(c);
+    em__sends_unlist(c); /* its queue is the layer's to write now */
     t->plain_left = em__outq_bytes(&c->out);
     /* the handshake waits for the plain bytes, even a peer's early hello */
     c->flags |= EM_CF_LAYER | (t->plain_left ? EM_CF_LAYER_HELD : 0);
