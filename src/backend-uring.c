@@ -895,7 +895,7 @@ static struct msghdr *send_msg(struct em_uring *u, const struct iovec *iov, int 
     return &m->hdr;
 }
 
-static int ur_send(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more)
+static ssize_t ur_send(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more)
 {
     struct em_uring *u = U;
     struct io_uring_sqe *sqe = sqe_get(u); /* first: it may submit, freeing the headers */
@@ -903,13 +903,18 @@ static int ur_send(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, b
         return -ENOMEM;
     struct msghdr *m = cnt > 1 ? send_msg(u, iov, cnt) : NULL;
     int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (more || (cnt > 1 && !m) ? MSG_MORE : 0);
-    if (m)
+    size_t bytes = 0;
+    if (m) {
         io_uring_prep_sendmsg(sqe, io->fd, m, (unsigned)flags);
-    else
+        for (size_t i = 0; i < m->msg_iovlen; i++)
+            bytes += m->msg_iov[i].iov_len;
+    } else {
         io_uring_prep_send(sqe, io->fd, iov[0].iov_base, iov[0].iov_len, flags);
+        bytes = iov[0].iov_len;
+    }
     io_uring_sqe_set_data64(sqe, send_token(io));
     queued(u);
-    return 0;
+    return (ssize_t)bytes;
 }
 
 /* The send a completion names, reported in out[*n] and taken out of the
@@ -942,9 +947,12 @@ static void unsend(em_reactor *r, em_event *out, int *n, int max)
 }
 
 /* Completions taken out of the way at the head of the ring go as the wait
- * would take them (a buffer's, given back at the next wait). */
+ * would take them (a buffer's, given back at the next wait); not while
+ * completions held aside come first: a buffer's parts are taken in order. */
 static void skip_ignored(struct em_uring *u)
 {
+    if (u->held_head < u->held_len)
+        return;
     unsigned head, seen = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&u->ring, head, cqe)
@@ -985,6 +993,11 @@ static int ur_sends_submit(em_reactor *r, em_event *out, int max)
         return 0;
     submit_sends(r);
     unsend(r, out, &n, max);
+    /* results the ring had no room for wait in the kernel's overflow list,
+     * moved in as room is made */
+    for (int round = 0; round < ABSORB_ROUNDS && overflowed(u); round++)
+        if (!hold_all(u) || run_now(u) < 0)
+            break;
     for (unsigned i = u->held_head; i < u->held_len; i++)
         sent_one(r, &u->held[i], out, &n, max);
     unsigned head;

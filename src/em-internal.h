@@ -78,11 +78,12 @@ typedef struct em_backend {
     /* Optional (see backend_sends). send: queues a send of iov[0..cnt) on
      * io's socket, made by the kernel as sends_submit submits it and never
      * later (MSG_DONTWAIT), so the bytes and the descriptor need to stay
-     * only until then; more: more bytes follow at once (MSG_MORE). 0, or
-     * -ENOMEM with no room to queue. sends_submit: submits what is queued
+     * only until then; more: more bytes follow at once (MSG_MORE). The
+     * bytes it will send (its first buffers only, short of room for all),
+     * or -ENOMEM with no room to queue. sends_submit: submits what is queued
      * and fills out[0..max) with the results of the sends (EM_EV_SENT
      * events; -ECANCELED for one the kernel never took), returning how many. */
-    int (*send)(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more);
+    ssize_t (*send)(em_reactor *r, em_io *io, const struct iovec *iov, int cnt, bool more);
     int (*sends_submit)(em_reactor *r, em_event *out, int max);
     /* Closing a descriptor ends its registration (epoll, once no other
      * descriptor refers to the file): em__io_forget then needs no call. */

@@ -410,6 +410,8 @@ static void free_dead_servers(em_reactor *r)
  * lists for a backend's sends (sends.c) is sent right after it, and the
  * results taken, so that closes waiting for the bytes come in the same
  * phase. */
+#define SEND_FLUSHES 64
+
 static void flush_and_close(em_reactor *r)
 {
     if (!r->dirty && !r->closing && !r->dead_servers && !r->send_len)
@@ -420,11 +422,14 @@ static void flush_and_close(em_reactor *r)
         em__sends_flush(r);
     em_conn *batch = r->closing;
     r->closing = r->closing_tail = NULL;
+    /* each send flush writes bytes or finds sockets full, as send() loops do;
+     * bounded all the same, the rest waits for the next phase */
+    unsigned send_flushes = 0;
     for (;;) {
         if (r->dirty) {
             flush_dirty(r);
-            if (r->send_len)
-                em__sends_flush(r);
+        } else if (r->send_len && send_flushes++ < SEND_FLUSHES) {
+            em__sends_flush(r);
         } else if (batch) {
             em_conn *c = batch;
             batch = c->list_next;

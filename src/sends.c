@@ -82,15 +82,14 @@ static bool issue(em_reactor *r, em_conn *c, size_t *asked)
         em__conn_mark_dirty(c);
         return false;
     }
-    if (r->backend->send(r, &c->io, iov, cnt, feed_next) < 0) {
+    ssize_t n = r->backend->send(r, &c->io, iov, cnt, feed_next);
+    if (n < 0) {
         r->sends_refused = true; /* no room to ask: the flush writes */
         em__conn_mark_dirty(c);
         return false;
     }
     c->flags |= EM_CF_SENDING;
-    *asked = 0;
-    for (int i = 0; i < cnt; i++)
-        *asked += iov[i].iov_len;
+    *asked = (size_t)n;
     return true;
 }
 
@@ -119,7 +118,8 @@ static enum next account(em_conn *c, int res, size_t asked)
         em__outq_consume(c->r, &c->out, (size_t)res);
         em__conn_sent(c, (size_t)res);
     }
-    return (size_t)res < asked && em__outq_bytes(&c->out) ? NEXT_WAIT : NEXT_FLUSH;
+    bool short_write = res < 0 || (size_t)res < asked;
+    return short_write && em__outq_bytes(&c->out) ? NEXT_WAIT : NEXT_FLUSH;
 }
 
 static void carry_on(em_conn *c, enum next next)
@@ -176,9 +176,24 @@ static void send_round(em_reactor *r)
         carry_on(EM_CONTAINER_OF(results[k].io, em_conn, io), next[k]);
 }
 
+/* After a refusal the rest of the listed write for themselves. */
+static void unlist_all(em_reactor *r)
+{
+    for (unsigned i = 0; i < r->send_len; i++) {
+        em_conn *c = em__sigmap_get(&r->sigmap, r->send_list[i]);
+        if (c && (c->flags & EM_CF_SEND_LISTED)) {
+            c->flags &= ~(uint32_t)EM_CF_SEND_LISTED;
+            em__conn_mark_dirty(c);
+        }
+    }
+    r->send_len = 0;
+}
+
 void em__sends_flush(em_reactor *r)
 {
     r->sends_refused = false;
     for (int round = 0; r->send_len && round < SEND_ROUNDS && !r->sends_refused; round++)
         send_round(r);
+    if (r->sends_refused)
+        unlist_all(r);
 }

@@ -44,6 +44,7 @@ typedef struct peer {
     size_t len;     /* bytes to send (echo) or to expect */
     size_t piece;   /* echo: sent, then awaited back, a piece at a time */
     int read_pause_us; /* between reads: a slow reader fills the socket */
+    int start_pause_us; /* before the first read */
     atomic_bool ok;
     size_t got;
 } peer;
@@ -87,6 +88,8 @@ static void *slow_reader(void *arg)
     peer *p = arg;
     char in[4096];
     bool ok = true;
+    if (p->start_pause_us)
+        usleep((useconds_t)p->start_pause_us);
     while (ok) {
         if (p->read_pause_us)
             usleep((useconds_t)p->read_pause_us);
@@ -323,3 +326,56 @@ TEST(a_reply_is_sent_before_a_close_at_the_next_tick)
     ASSERT_EQ(S.reason, 0);
     REACTOR_FREE_CHECKED(r);
 }
+
+/* ------------------------------------- a send that finds the socket full */
+
+/* One byte a millisecond on a unix socket its peer does not read for a
+ * while: each byte is a send of its own, whole or refused (-EAGAIN), never
+ * partial, until the socket is full. The connection must then wait to be
+ * writable (and hear outbound_drained after), not send again at once. */
+static struct {
+    em_conn *conn;
+    em_timer_id timer;
+    int sent;
+} T;
+
+static void one_byte(em_reactor *r, void *arg)
+{
+    (void)arg;
+    if (T.sent == 2000) {
+        em_cancel_timer(r, T.timer);
+        ASSERT_EQ(em_close_connection_after_writing(T.conn), 0);
+        return;
+    }
+    char b = (char)pattern_byte((size_t)T.sent++);
+    ASSERT_EQ(em_send_data(T.conn, &b, 1), 0);
+}
+
+static const em_handler bytes_h = {.outbound_drained = count_drained, .unbind = stop_on_unbind};
+
+TEST(a_send_refused_by_a_full_socket_waits_for_writability)
+{
+    em_reactor *r = uring_reactor();
+    if (!r)
+        return;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    ASSERT_EQ(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    T.conn = em_attach(r, sv[0], &bytes_h, NULL);
+    ASSERT_NOT_NULL(T.conn);
+    T.timer = em_add_periodic_timer(r, 0.001, one_byte, NULL);
+    peer p = {.fd = sv[1], .len = 2000, .start_pause_us = 300000};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, slow_reader, &p), 0);
+    refuse_syscall(__NR_sendto, EPERM);
+    refuse_syscall(__NR_sendmsg, EPERM);
+    ASSERT_EQ(em_run(r), 0);
+    close(sv[0]); /* attached: the descriptor is still the test's */
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT(atomic_load(&p.ok));
+    ASSERT_EQ(S.reason, 0);
+    ASSERT_GT(drained, 0); /* it waited: the socket was full */
+    REACTOR_FREE_CHECKED(r);
+}
+TEST_TIMEOUT(a_send_refused_by_a_full_socket_waits_for_writability, 30);
