@@ -270,6 +270,14 @@ em_reactor *new_reactor(void)
     return r;
 }
 
+em_reactor *new_uring_reactor(void)
+{
+    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
+    if (!r) /* nothing of the ring to check: why must be the kernel's */
+        ASSERT(errno == EM_EBACKEND || errno == ENOSYS || errno == EPERM || errno == EOPNOTSUPP);
+    return r;
+}
+
 static void fill_addr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);

@@ -142,6 +142,9 @@ void run_for(em_reactor *r, double secs);
 
 /* A new reactor with the backend of $EM_BACKEND (or the default); asserts. */
 em_reactor *new_reactor(void);
+/* A reactor on io_uring, or NULL (asserting why) where the kernel or the
+ * build has none: the io_uring cases return early then. */
+em_reactor *new_uring_reactor(void);
 /* Forks; the child frees r and exits; asserts that it exited with 0. */
 void free_in_forked_child(em_reactor *r);
 

@@ -12,16 +12,6 @@
 
 enum { CLIENTS = 8 };
 
-static em_reactor *uring_reactor(void)
-{
-    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
-    if (!r) { /* nothing of the ring to check: say why */
-        ASSERT(errno == EM_EBACKEND || errno == ENOSYS || errno == EPERM || errno == EOPNOTSUPP);
-        return NULL;
-    }
-    return r;
-}
-
 static int connect_all(int port, int *fds)
 {
     for (int i = 0; i < CLIENTS; i++)
@@ -66,7 +56,7 @@ static const em_handler stop_first_h = {.post_init = stop_at_first};
 TEST(server_stopped_in_the_turn_closes_what_the_kernel_accepted)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     stopping = em_start_server(r, "127.0.0.1", 0, &stop_first_h, NULL);
@@ -104,7 +94,7 @@ TEST(reactor_freed_closes_what_the_kernel_accepted)
 {
     enum { MANY = 400 };
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &counting_h, NULL);
@@ -136,7 +126,7 @@ static const em_handler echo_h = {.receive_data = echo};
 TEST(ring_made_again_serves_what_the_old_one_accepted)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_h, NULL);

@@ -15,16 +15,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static em_reactor *uring_reactor(void)
-{
-    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
-    if (!r) { /* nothing of the ring to check: say why */
-        ASSERT(errno == EM_EBACKEND || errno == ENOSYS || errno == EPERM || errno == EOPNOTSUPP);
-        return NULL;
-    }
-    return r;
-}
-
 static struct {
     char *got;
     size_t len, cap;
@@ -92,7 +82,7 @@ static void echo_without_read_calls(const char *mode)
     bool ring_reads = !mode || strcmp(mode, "0");
     if (mode)
         setenv("EM_URING_RECV", mode, 1);
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_h, NULL);
@@ -153,7 +143,7 @@ static void keep_all(em_conn *c, const char *d, size_t n)
 static void pauses_keep_order(void)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &pausing_h, NULL);
@@ -257,7 +247,7 @@ static size_t written_when_still(em_reactor *r)
 TEST(a_paused_connection_was_read_ahead_by_one_cap_at_most)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int sv[2];
@@ -310,7 +300,7 @@ static const em_handler detaching_h = {.receive_data = detach_at_second, .unbind
 TEST(detach_hands_back_every_byte_once)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &detaching_h, NULL);
@@ -362,7 +352,7 @@ TEST(one_buffer_for_a_burst_loses_nothing)
 {
     int fd0 = open_fd_count();
     setenv("EM_URING_BUFFERS", "1", 1);
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &echo_h, NULL);
@@ -463,7 +453,7 @@ TEST(pauses_with_the_ring_overflowing_lose_nothing)
         FAIL("needs %d descriptors", 2 * MANY + 64);
     int fd0 = open_fd_count();
     setenv("EM_URING_BUFFERS", "512", 1); /* room in buffers for more than the ring holds */
-    M.r = uring_reactor();
+    M.r = new_uring_reactor();
     if (!M.r)
         return;
     M.seed = 7;
@@ -528,7 +518,7 @@ static const em_handler closing_h = {.receive_data = close_at_first, .unbind = o
 TEST(attached_socket_closed_keeps_every_byte)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int sv[2];
@@ -586,7 +576,7 @@ static const em_handler reconnecting_h = {.receive_data = pause_and_close,
 TEST(reconnect_after_a_paused_close_starts_clean)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int ls = tcp_listen_raw("127.0.0.1", 4, &listen_port);
@@ -649,7 +639,7 @@ static const em_handler lengths_h = {.receive_data = note_length};
 TEST(attached_seqpacket_gets_whole_messages)
 {
     int fd0 = open_fd_count();
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int sv[2];
@@ -691,7 +681,7 @@ TEST(requests_of_a_thread_gone_are_armed_again)
 {
     int fd0 = open_fd_count();
     setenv("EM_URING_DEFER", "0", 1);
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int sv[2];

@@ -15,16 +15,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static em_reactor *uring_reactor(void)
-{
-    em_reactor *r = em_reactor_new(&(em_reactor_opts){.backend = "io_uring"});
-    if (!r) { /* nothing of the ring to check: say why */
-        ASSERT(errno == EM_EBACKEND || errno == ENOSYS || errno == EPERM || errno == EOPNOTSUPP);
-        return NULL;
-    }
-    return r;
-}
-
 static struct {
     int unbinds, reason, pauses;
     em_conn *conn;
@@ -105,6 +95,28 @@ static void *slow_reader(void *arg)
     return NULL;
 }
 
+/* send(2) and sendmsg(2) fail with EPERM in this thread from now on. */
+static void refuse_sends(void)
+{
+    refuse_syscall(__NR_sendto, EPERM);
+    refuse_syscall(__NR_sendmsg, EPERM);
+}
+
+/* r under em_run, with sends refused in this thread, p read by a
+ * slow_reader thread: whether it got every byte in order. own_fd: an
+ * attached descriptor to close when em_run returns (-1: none). */
+static bool run_with_reader(em_reactor *r, peer *p, int own_fd)
+{
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, slow_reader, p), 0);
+    refuse_sends();
+    ASSERT_EQ(em_run(r), 0);
+    if (own_fd >= 0)
+        close(own_fd);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    return atomic_load(&p->ok);
+}
+
 /* ------------------------------------------------------------- echoes */
 
 static void echo(em_conn *c, const char *d, size_t n) { em_send_data(c, d, n); }
@@ -135,7 +147,7 @@ static const em_handler pausing_h = {.receive_data = echo_and_pause, .unbind = s
  * EPERM in the reactor's thread. */
 static bool run_echo(const em_handler *h, size_t len, size_t piece, bool refuse)
 {
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return true;
     em_server *s = em_start_server(r, "127.0.0.1", 0, h, NULL);
@@ -144,8 +156,7 @@ static bool run_echo(const em_handler *h, size_t len, size_t piece, bool refuse)
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, echo_peer, &p), 0);
     if (refuse) { /* the peer's thread keeps its own calls */
-        refuse_syscall(__NR_sendto, EPERM);
-        refuse_syscall(__NR_sendmsg, EPERM);
+        refuse_sends();
         refuse_syscall(__NR_writev, EPERM);
     }
     ASSERT_EQ(em_run(r), 0);
@@ -210,19 +221,13 @@ static const em_handler big_h = {
  * Sends stay refused throughout. */
 TEST(ring_sends_through_a_full_socket_then_close_after_writing)
 {
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &big_h, NULL);
     ASSERT_NOT_NULL(s);
     peer p = {.fd = tcp_connect_raw("127.0.0.1", em_server_port(s)), .len = BIG, .read_pause_us = 20};
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, slow_reader, &p), 0);
-    refuse_syscall(__NR_sendto, EPERM);
-    refuse_syscall(__NR_sendmsg, EPERM);
-    ASSERT_EQ(em_run(r), 0);
-    ASSERT_EQ(pthread_join(t, NULL), 0);
-    ASSERT(atomic_load(&p.ok));
+    ASSERT(run_with_reader(r, &p, -1));
     ASSERT_EQ(S.reason, 0);
     ASSERT_GT(drained, 0); /* a write had to wait */
     REACTOR_FREE_CHECKED(r);
@@ -247,8 +252,7 @@ static const em_handler quiet_h = {.unbind = stop_on_unbind};
 /* Sends refused in this thread: what reaches the peer went by the ring. */
 static void *run_reactor(void *arg)
 {
-    refuse_syscall(__NR_sendto, EPERM);
-    refuse_syscall(__NR_sendmsg, EPERM);
+    refuse_sends();
     ASSERT_EQ(em_run(arg), 0);
     return NULL;
 }
@@ -259,7 +263,7 @@ static void *run_reactor(void *arg)
  * peer gets its bytes once, then the FIN. */
 TEST(a_send_queued_on_a_ring_made_again_is_sent_once)
 {
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int port, lfd = tcp_listen_raw("127.0.0.1", 1, &port);
@@ -309,20 +313,14 @@ static const em_handler reply_h = {.receive_data = reply_then_close_at_tick,
 
 TEST(a_reply_is_sent_before_a_close_at_the_next_tick)
 {
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     em_server *s = em_start_server(r, "127.0.0.1", 0, &reply_h, NULL);
     ASSERT_NOT_NULL(s);
     peer p = {.fd = tcp_connect_raw("127.0.0.1", em_server_port(s)), .len = 3000};
     write_all(p.fd, "?", 1);
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, slow_reader, &p), 0);
-    refuse_syscall(__NR_sendto, EPERM);
-    refuse_syscall(__NR_sendmsg, EPERM);
-    ASSERT_EQ(em_run(r), 0);
-    ASSERT_EQ(pthread_join(t, NULL), 0);
-    ASSERT(atomic_load(&p.ok));
+    ASSERT(run_with_reader(r, &p, -1));
     ASSERT_EQ(S.reason, 0);
     REACTOR_FREE_CHECKED(r);
 }
@@ -355,7 +353,7 @@ static const em_handler bytes_h = {.outbound_drained = count_drained, .unbind = 
 
 TEST(a_send_refused_by_a_full_socket_waits_for_writability)
 {
-    em_reactor *r = uring_reactor();
+    em_reactor *r = new_uring_reactor();
     if (!r)
         return;
     int sv[2];
@@ -366,14 +364,7 @@ TEST(a_send_refused_by_a_full_socket_waits_for_writability)
     ASSERT_NOT_NULL(T.conn);
     T.timer = em_add_periodic_timer(r, 0.001, one_byte, NULL);
     peer p = {.fd = sv[1], .len = 2000, .start_pause_us = 300000};
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, slow_reader, &p), 0);
-    refuse_syscall(__NR_sendto, EPERM);
-    refuse_syscall(__NR_sendmsg, EPERM);
-    ASSERT_EQ(em_run(r), 0);
-    close(sv[0]); /* attached: the descriptor is still the test's */
-    ASSERT_EQ(pthread_join(t, NULL), 0);
-    ASSERT(atomic_load(&p.ok));
+    ASSERT(run_with_reader(r, &p, sv[0])); /* attached: sv[0] is still the test's */
     ASSERT_EQ(S.reason, 0);
     ASSERT_GT(drained, 0); /* it waited: the socket was full */
     REACTOR_FREE_CHECKED(r);
