@@ -218,11 +218,15 @@ for backend in $backends; do
             [[ $exe == test_proxy ]] && splice=0
             # io_uring's kernel accepts without accept4 (a multishot accept,
             # whose EMFILE is test_fdlimit's real shortage): accept4 is
-            # injected into its other mode, listeners polled
-            uring_accept=1
+            # injected into its other mode, listeners polled. Likewise it
+            # sends plain connections' queues itself (tests/test_uring_send.c
+            # fills real sockets): send is injected with the connections
+            # writing for themselves
+            uring_accept=1 uring_send=1
             [[ $name == accept4=* ]] && uring_accept=0
+            [[ $name == send=* ]] && uring_send=0
             start=$SECONDS
-            EM_URING_ACCEPT=$uring_accept EM_SPLICE=$splice EM_BACKEND=$backend \
+            EM_URING_ACCEPT=$uring_accept EM_URING_SEND=$uring_send EM_SPLICE=$splice EM_BACKEND=$backend \
                 timeout --kill-after=10 "$limit" \
                 strace -f -qq "${trace_opts[@]}" -o "$base.strace" \
                 -e trace="$traced" -e inject="$spec" \
