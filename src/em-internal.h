@@ -79,7 +79,7 @@ typedef struct em_backend {
      * io's socket, made by the kernel as sends_submit submits it and never
      * later (MSG_DONTWAIT), so the bytes and the descriptor need to stay
      * only until then; more: more bytes follow at once (MSG_MORE). The
-     * bytes it will send (its first buffers only, short of room for all),
+     * bytes it will send (its first buffer only, short of room for all),
      * or -ENOMEM with no room to queue. sends_submit: submits what is queued
      * and fills out[0..max) with the results of the sends (EM_EV_SENT
      * events; -ECANCELED for one the kernel never took), returning how many. */
@@ -689,7 +689,8 @@ struct em_reactor {
     /* Set likewise while the backend sends for plain stream connections
      * (sends.c): their queues go to it at the end of the flush phase,
      * listed here by signature meanwhile. sends_refused: a submission
-     * failed in this phase, the connections write for themselves. */
+     * failed in this phase, the connections write for themselves until its
+     * end. */
     bool backend_sends;
     bool sends_refused;
     em_sig *send_list;

@@ -58,8 +58,9 @@ bool em__sends_take(em_conn *c)
 
 void em__sends_unlist(em_conn *c) { c->flags &= ~(uint32_t)EM_CF_SEND_LISTED; }
 
-/* Sends per submission, and submissions per flush phase: what is listed
- * after them waits for the next phase (the wait between does not block). */
+/* Sends per submission, and submissions per em__sends_flush (the flush
+ * phase calls it a bounded number of times): what is listed after them
+ * waits for the next phase (the wait between does not block). */
 #define SEND_BATCH 128
 #define SEND_ROUNDS 16
 /* The most buffers one send takes: a longer queue sends the rest next. */
@@ -191,7 +192,6 @@ static void unlist_all(em_reactor *r)
 
 void em__sends_flush(em_reactor *r)
 {
-    r->sends_refused = false;
     for (int round = 0; r->send_len && round < SEND_ROUNDS && !r->sends_refused; round++)
         send_round(r);
     if (r->sends_refused)
