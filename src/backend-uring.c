@@ -276,6 +276,17 @@ static void submitted(struct em_uring *u)
     u->pending = u->cancels = u->msgs_used = 0;
 }
 
+/* Submits what is queued; run: and runs the completions due as well. */
+static int submit(struct em_uring *u, bool run)
+{
+    int err = enter(u);
+    if (!err)
+        err = run ? io_uring_submit_and_get_events(&u->ring) : io_uring_submit(&u->ring);
+    if (err >= 0)
+        submitted(u);
+    return err;
+}
+
 /* A full submission queue is submitted at once. None in a forked child. */
 static struct io_uring_sqe *sqe_get(struct em_uring *u)
 {
@@ -969,19 +980,9 @@ static void skip_ignored(struct em_uring *u)
  * they are taken, and their results are in the ring when it returns. */
 static int submit_sends(em_reactor *r)
 {
-    struct em_uring *u = U;
-    int err = enter(u);
-    if (!err)
-        err = io_uring_submit(&u->ring);
-    if (err == -EEXIST) { /* another thread entered it first: a ring for this one */
-        err = remake(r, true);
-        if (!err)
-            err = enter(u);
-        if (!err)
-            err = io_uring_submit(&u->ring);
-    }
-    if (err >= 0)
-        submitted(u);
+    int err = submit(U, false);
+    if (err == -EEXIST && !(err = remake(r, true))) /* a ring for this thread */
+        err = submit(U, false);
     return err;
 }
 
@@ -1413,15 +1414,7 @@ static int ur_fd(em_reactor *r)
 }
 
 /* Submits what is queued and runs the completions due. */
-static int run_now(struct em_uring *u)
-{
-    int err = enter(u);
-    if (!err)
-        err = io_uring_submit_and_get_events(&u->ring);
-    if (err >= 0)
-        submitted(u);
-    return err;
-}
+static int run_now(struct em_uring *u) { return submit(u, true); }
 
 /* Cancellations and completions are run now: a file no request holds is
  * closed by its close(). On a ring another thread entered first, on a new

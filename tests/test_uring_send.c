@@ -117,6 +117,14 @@ static bool run_with_reader(em_reactor *r, peer *p, int own_fd)
     return atomic_load(&p->ok);
 }
 
+/* A server with handler h on r, and a client connected to it. */
+static int client_of_new_server(em_reactor *r, const em_handler *h)
+{
+    em_server *s = em_start_server(r, "127.0.0.1", 0, h, NULL);
+    ASSERT_NOT_NULL(s);
+    return tcp_connect_raw("127.0.0.1", em_server_port(s));
+}
+
 /* ------------------------------------------------------------- echoes */
 
 static void echo(em_conn *c, const char *d, size_t n) { em_send_data(c, d, n); }
@@ -150,9 +158,7 @@ static bool run_echo(const em_handler *h, size_t len, size_t piece, bool refuse)
     em_reactor *r = new_uring_reactor();
     if (!r)
         return true;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, h, NULL);
-    ASSERT_NOT_NULL(s);
-    peer p = {.fd = tcp_connect_raw("127.0.0.1", em_server_port(s)), .len = len, .piece = piece};
+    peer p = {.fd = client_of_new_server(r, h), .len = len, .piece = piece};
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, echo_peer, &p), 0);
     if (refuse) { /* the peer's thread keeps its own calls */
@@ -224,9 +230,7 @@ TEST(ring_sends_through_a_full_socket_then_close_after_writing)
     em_reactor *r = new_uring_reactor();
     if (!r)
         return;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &big_h, NULL);
-    ASSERT_NOT_NULL(s);
-    peer p = {.fd = tcp_connect_raw("127.0.0.1", em_server_port(s)), .len = BIG, .read_pause_us = 20};
+    peer p = {.fd = client_of_new_server(r, &big_h), .len = BIG, .read_pause_us = 20};
     ASSERT(run_with_reader(r, &p, -1));
     ASSERT_EQ(S.reason, 0);
     ASSERT_GT(drained, 0); /* a write had to wait */
@@ -316,9 +320,7 @@ TEST(a_reply_is_sent_before_a_close_at_the_next_tick)
     em_reactor *r = new_uring_reactor();
     if (!r)
         return;
-    em_server *s = em_start_server(r, "127.0.0.1", 0, &reply_h, NULL);
-    ASSERT_NOT_NULL(s);
-    peer p = {.fd = tcp_connect_raw("127.0.0.1", em_server_port(s)), .len = 3000};
+    peer p = {.fd = client_of_new_server(r, &reply_h), .len = 3000};
     write_all(p.fd, "?", 1);
     ASSERT(run_with_reader(r, &p, -1));
     ASSERT_EQ(S.reason, 0);
