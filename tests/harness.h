@@ -186,6 +186,12 @@ static inline unsigned char pattern_byte(uint64_t i)
     uint64_t x = i * 0x9E3779B97F4A7C15ull;
     return (unsigned char)((x >> 29) ^ (x >> 47) ^ i);
 }
+/* n bytes of the pattern stream from byte off. */
+static inline void fill_pattern(char *buf, uint64_t off, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)pattern_byte(off + i);
+}
 
 /* ------------------------------------------------- a recording handler
  *

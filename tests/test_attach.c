@@ -14,12 +14,6 @@
 static bool fd_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 static bool fd_nonblock(int fd) { return (fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
 
-static void fill_pattern(char *buf, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)pattern_byte(off + i);
-}
-
 /* Reads what is there from a non-blocking fd into buf (at most cap - *len
  * bytes); returns 0 at EOF, 1 otherwise. */
 static int drain_fd(int fd, char *buf, size_t cap, size_t *len)

@@ -42,12 +42,6 @@ static void release_holders(void)
     nholders = 0;
 }
 
-static void fill_pattern(char *buf, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)pattern_byte(off + i);
-}
-
 struct echo {
     em_reactor *r;
     em_server *s;

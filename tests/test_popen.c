@@ -30,12 +30,6 @@ static void record_status(em_conn *c, rec *x, int reason)
     s->at = now_mono();
 }
 
-static void fill_pattern(char *buf, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)pattern_byte(off + i);
-}
-
 static bool contains(const rec *x, const char *s)
 {
     size_t n = strlen(s);

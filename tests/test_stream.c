@@ -33,12 +33,6 @@ static em_conn *connect_to_raw(em_reactor *r, rec *cli, int *lfd_out, int *peer)
     return c;
 }
 
-static void fill_pattern(char *buf, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)pattern_byte(off + i);
-}
-
 /* An echo server and a client, both libem, in one reactor. */
 struct pair {
     em_reactor *r;

@@ -42,12 +42,6 @@ TLS_FIXTURE();
 /* The most plaintext a TLS record carries. */
 #define RECORD (16 * KiB)
 
-static void fill_pattern(char *p, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (char)pattern_byte(off + i);
-}
-
 static int bytes_readable(int fd)
 {
     int n = -1;

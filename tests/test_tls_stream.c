@@ -33,12 +33,6 @@ TLS_FIXTURE();
 /* libem's read buffer: what one read, or one delivery of records, fills. */
 #define READ_BUF (64 * KiB)
 
-static void fill_pattern(char *p, uint64_t off, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (char)pattern_byte(off + i);
-}
-
 static int bytes_readable(em_conn *c)
 {
     int n = -1;
