@@ -94,7 +94,7 @@ static bool issue(em_reactor *r, em_conn *c, size_t *asked)
     return true;
 }
 
-enum next { NEXT_NONE, NEXT_WAIT, NEXT_FLUSH };
+enum next { NEXT_NONE, NEXT_WAIT, NEXT_FLUSH, NEXT_EMPTIED };
 
 /* What went leaves the queue, for every result of a round before any
  * callback runs: none of them sees a send whose result is not taken. A
@@ -119,13 +119,25 @@ static enum next account(em_conn *c, int res, size_t asked)
         em__outq_consume(c->r, &c->out, (size_t)res);
         em__conn_sent(c, (size_t)res);
     }
+    if (!c->out.head)
+        return NEXT_EMPTIED;
     bool short_write = res < 0 || (size_t)res < asked;
     return short_write && em__outq_bytes(&c->out) ? NEXT_WAIT : NEXT_FLUSH;
 }
 
+/* An emptied queue is all most sends leave: the drain needs the flush only
+ * when someone waits for it (outbound_drained, a close or shutdown after
+ * writing, a file's report); otherwise the interest stays as it is. */
+static bool drain_awaited(const em_conn *c)
+{
+    return (c->flags & (EM_CF_WRITE_WAITED | EM_CF_CLOSE_AFTER_WRITE | EM_CF_SHUT_WR_PENDING)) ||
+           (c->cold && c->cold->files);
+}
+
 static void carry_on(em_conn *c, enum next next)
 {
-    if (c->state != EM_CS_OPEN || next == NEXT_NONE)
+    if (c->state != EM_CS_OPEN || next == NEXT_NONE ||
+        (next == NEXT_EMPTIED && !drain_awaited(c)))
         return;
     if (next == NEXT_WAIT) { /* the socket was full: wait to be writable */
         c->flags |= EM_CF_WRITE_WAITED;
