@@ -234,10 +234,11 @@ typedef struct em_chunk {
  * small messages most protocols send (so a turn in which a thousand
  * connections reply holds a thousand small chunks, not a thousand large
  * ones), large ones for bulk data; a big send becomes a chain of large
- * chunks. */
+ * chunks. A borrowed chunk holds no bytes of its own: the bare header,
+ * cached apart. */
 #define EM_CHUNK_SMALL (512 - sizeof(em_chunk))
 #define EM_CHUNK_LARGE (16 * 1024 - sizeof(em_chunk))
-#define EM_CHUNK_CACHE_BYTES (2u << 20) /* per size */
+#define EM_CHUNK_CACHE_BYTES (2u << 20) /* per size, and for the bare ones */
 
 typedef struct em_chunk_cache {
     em_chunk *head;
@@ -663,7 +664,7 @@ struct em_reactor {
      * the child: they leave the epoll set with a DEL, not just the close. */
     unsigned forks_seen;
     em_sig shared_below;
-    em_chunk_cache small_chunks, large_chunks;
+    em_chunk_cache small_chunks, large_chunks, bare_chunks;
     struct em_tls_shared *tls; /* contexts and write staging; NULL until TLS is used */
     struct em_pipe *pipes;     /* idle pipes for splicing proxies */
     unsigned pipes_idle;

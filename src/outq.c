@@ -9,12 +9,25 @@
 static bool is_feed(const em_chunk *k) { return !k->base; }
 static em_feed *feed_of(const em_chunk *k) { return *(em_feed *const *)(const void *)k->data; }
 
-/* A borrowed chunk is a small one whose base points elsewhere. */
+/* A borrowed chunk is a bare one whose base points elsewhere. */
 static bool borrowed(const em_chunk *k) { return k->base && k->base != k->data; }
 
 static em_chunk_cache *cache_for(em_reactor *r, const em_chunk *k)
 {
-    return borrowed(k) || k->cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
+    if (borrowed(k))
+        return &r->bare_chunks;
+    return k->cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
+}
+
+/* A chunk from cache, or a new one with room for cap bytes. */
+static em_chunk *cached_or_new(em_chunk_cache *cache, size_t cap)
+{
+    em_chunk *k = cache->head;
+    if (!k)
+        return em__malloc(sizeof *k + cap);
+    cache->head = k->next;
+    cache->len--;
+    return k;
 }
 
 /* A queue that already holds data is waiting on the kernel: it grows in
@@ -22,16 +35,9 @@ static em_chunk_cache *cache_for(em_reactor *r, const em_chunk *k)
 static em_chunk *chunk_get(em_reactor *r, size_t need, bool growing)
 {
     size_t cap = need <= EM_CHUNK_SMALL && !growing ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
-    em_chunk_cache *cache = cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks;
-    em_chunk *k = cache->head;
-    if (k) {
-        cache->head = k->next;
-        cache->len--;
-    } else {
-        k = em__malloc(sizeof *k + cap);
-        if (!k)
-            return NULL;
-    }
+    em_chunk *k = cached_or_new(cap == EM_CHUNK_SMALL ? &r->small_chunks : &r->large_chunks, cap);
+    if (!k)
+        return NULL;
     k->cap = cap;
     k->base = k->data;
     k->next = NULL;
@@ -47,7 +53,9 @@ static void chunk_put(em_reactor *r, em_chunk *k)
         return;
     }
     em_chunk_cache *cache = cache_for(r, k);
-    size_t cap = cache == &r->small_chunks ? EM_CHUNK_SMALL : EM_CHUNK_LARGE;
+    size_t cap = cache == &r->bare_chunks    ? 1
+                 : cache == &r->small_chunks ? EM_CHUNK_SMALL
+                                             : EM_CHUNK_LARGE;
     if (!cache->max)
         cache->max = EM_CHUNK_CACHE_BYTES / (unsigned)(sizeof *k + cap);
     if (cache->len < cache->max) {
@@ -70,8 +78,8 @@ static void chain_put(em_reactor *r, em_chunk *k)
 
 void em__chunk_cache_free(em_reactor *r)
 {
-    em_chunk_cache *caches[] = {&r->small_chunks, &r->large_chunks};
-    for (size_t i = 0; i < 2; i++) {
+    em_chunk_cache *caches[] = {&r->small_chunks, &r->large_chunks, &r->bare_chunks};
+    for (size_t i = 0; i < sizeof caches / sizeof *caches; i++) {
         while (caches[i]->head) {
             em_chunk *k = caches[i]->head;
             caches[i]->head = k->next;
@@ -153,10 +161,13 @@ int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
  * sure they are written or copied (em__outq_own) before the next read. */
 int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len)
 {
-    em_chunk *k = chunk_get(r, 0, false);
+    /* a byte of its own: no bytes borrowed can start at its data */
+    em_chunk *k = cached_or_new(&r->bare_chunks, 1);
     if (!k)
         return -ENOMEM;
     k->base = (char *)data;
+    k->next = NULL;
+    k->head = 0;
     k->cap = k->tail = len;
     link_chain(q, k, k, len);
     return 0;
