@@ -82,7 +82,7 @@ backends_of() { # asan(0|1): the runnable backends of such a build
 # Executables that choose their backends themselves, or whose subject no
 # backend touches (a parser; children reaped without pidfds, where only
 # the timer and the signal path differ): run under one backend per build.
-one_backend_tests="test_uring test_uring_recv test_uring_accept test_uring_send test_tokenizer test_linetext test_popen_fallback"
+one_backend_tests="test_uring test_uring_recv test_uring_accept test_uring_send test_uring_lend test_tokenizer test_linetext test_popen_fallback"
 
 selected() { # name
     [[ -z "$filter" ]] && return 0

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #define IOV_PER_WRITE 64
-/* The largest echo copied for a backend's sends rather than written. */
+/* The largest echo of read_buf copied for a backend's sends rather than written now. */
 #define SEND_COPY_MAX 4096
 
 em_conn *em__conn_new(em_reactor *r, int fd, const em_handler *h, void *arg)
@@ -440,7 +440,9 @@ static void on_received(em_conn *c, const em_event *ev)
     } else if (ev->res > 0) {
         count(c, &c->in_lo, (size_t)ev->res, false);
         c->last_activity = c->r->now;
+        c->r->recv_kept = true;
         em__conn_receive(c, ev->data, (size_t)ev->res);
+        c->r->recv_kept = false;
     } else if (ev->res == 0) {
         on_eof(c);
     } else {
@@ -760,10 +762,12 @@ static void settle_span(em_conn *c, struct em_span s)
 {
     c->flags &= ~(uint32_t)EM_CF_SPAN;
     bool writable = c->state == EM_CS_OPEN && !(c->flags & EM_CF_PAUSED);
-    /* A small one is copied and goes with the phase's other sends (the
-     * buffer is read into again, or goes back to the kernel); a large one
-     * is written now, from the buffer: its copy costs more than a call. */
-    bool by_backend = s.len <= SEND_COPY_MAX && em__sends_plain(c);
+    /* It goes with the phase's other sends, lent, where its buffer lasts
+     * until the next wait; where the buffer is read into again, copied if
+     * small, and a large one written now: its copy costs more than a call. */
+    bool plain = em__sends_plain(c);
+    bool lendable = plain && c->r->recv_kept;
+    bool by_backend = lendable || (plain && s.len <= SEND_COPY_MAX);
     size_t done = 0;
     if (writable && !by_backend) {
         struct iovec v = {.iov_base = (void *)s.p, .iov_len = s.len};
@@ -780,10 +784,15 @@ static void settle_span(em_conn *c, struct em_span s)
             em__conn_mark_dirty(c);
         return;
     }
-    if (em__outq_append(c->r, &c->out, s.p + done, s.len - done) < 0) {
+    bool lent = writable && lendable;
+    int err = lent ? em__outq_borrow(c->r, &c->out, s.p + done, s.len - done)
+                   : em__outq_append(c->r, &c->out, s.p + done, s.len - done);
+    if (err < 0) {
         em__conn_fail(c, ENOMEM);
     } else if (writable && by_backend && em__sends_take(c)) {
         return;
+    } else if (lent && em__outq_own(c->r, &c->out) < 0) {
+        em__conn_fail(c, ENOMEM);
     } else if (writable) {
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);

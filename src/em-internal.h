@@ -419,13 +419,15 @@ void em__stash_free(em_conn *c);
 void em__conn_flush(em_conn *c);
 /* sends.c: a backend's sends (see backend_sends). em__sends_take: c's
  * queue, its head in memory, goes to the backend at the end of the flush
- * phase (false: write it yourself). em__sends_flush: that end. A listing
- * is dropped with em__sends_unlist by what takes the queue over (TLS).
+ * phase (false: write it yourself). em__sends_flush: that end, and
+ * em__sends_phase_end the end of the phase, after the last. A listing is
+ * dropped with em__sends_unlist by what takes the queue over (TLS).
  * em__sends_plain: c's queue would go to the backend. */
 bool em__sends_plain(const em_conn *c);
 bool em__sends_take(em_conn *c);
 void em__sends_unlist(em_conn *c);
 void em__sends_flush(em_reactor *r);
+void em__sends_phase_end(em_reactor *r);
 void em__conn_drained(em_conn *c, bool waited);
 void em__conn_settle_borrowed(em_reactor *r);
 /* receive_data with the first n bytes of read_buf, then their settling. */
@@ -702,6 +704,10 @@ struct em_reactor {
      * them (em_send_data of received bytes) write or copy them before the
      * buffer is read into again. */
     const char *recv_lo, *recv_hi;
+    /* Those bytes stay where they are until the next wait (a completion
+     * backend's buffer, not read_buf): a short echo is lent to the phase's
+     * sends instead of copied (sends.c). */
+    bool recv_kept;
     em_conn *borrowers[EM_MAX_BORROWERS];
     /* A borrower whose queue was empty holds its bytes here instead, while
      * they are one run of read_buf (EM_CF_SPAN): an echo is one send(). */

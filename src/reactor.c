@@ -442,7 +442,7 @@ static void flush_and_close(em_reactor *r)
     for (em_conn *c = r->closing; c; c = c->list_next)
         em__conn_close_fd(c);
     free_dead_servers(r);
-    r->sends_refused = false; /* a refusal holds for its phase only */
+    em__sends_phase_end(r);
 }
 
 void em__close_list_push(em_conn *c)

@@ -14,7 +14,14 @@
  * again for the next round. So nothing of a connection's is left in the
  * kernel after the phase, no callback ever sees a send in flight (a close,
  * a detach or TLS starting find at most a listing, and drop it), and a
- * turn's writes are done when it ends, as with send(). */
+ * turn's writes are done when it ends, as with send().
+ *
+ * A short echo of a completion backend's buffer is listed without a copy
+ * (lent: conn.c's settle_span): the buffer lasts until the next wait, and
+ * its bytes go in the phase's sends. Whatever of a lent queue could
+ * outlive the phase unsent is copied first (keep): what a send left, a
+ * queue given back to the flush or to TLS, a listing the phase's bounds
+ * carry over. */
 #include "em-internal.h"
 
 #include <string.h>
@@ -56,7 +63,29 @@ bool em__sends_take(em_conn *c)
     return true;
 }
 
-void em__sends_unlist(em_conn *c) { c->flags &= ~(uint32_t)EM_CF_SEND_LISTED; }
+/* False: no memory for the copy, and c has failed. */
+static bool keep(em_conn *c)
+{
+    if (c->state != EM_CS_OPEN || em__outq_own(c->r, &c->out) == 0)
+        return true; /* a closed connection's queue is gone */
+    em__conn_fail(c, ENOMEM);
+    return false;
+}
+
+/* c's queue goes back to the flush, which writes it now. */
+static bool write_itself(em_conn *c)
+{
+    if (keep(c))
+        em__conn_mark_dirty(c);
+    return false;
+}
+
+void em__sends_unlist(em_conn *c)
+{
+    if (c->flags & EM_CF_SEND_LISTED)
+        keep(c);
+    c->flags &= ~(uint32_t)EM_CF_SEND_LISTED;
+}
 
 /* Sends per submission, and submissions per em__sends_flush (the flush
  * phase calls it a bounded number of times): what is listed after them
@@ -70,24 +99,23 @@ void em__sends_unlist(em_conn *c) { c->flags &= ~(uint32_t)EM_CF_SEND_LISTED; }
 static bool issue(em_reactor *r, em_conn *c, size_t *asked)
 {
     c->flags &= ~(uint32_t)EM_CF_SEND_LISTED;
-    if (c->state != EM_CS_OPEN || (c->flags & EM_CF_PAUSED))
-        return false; /* a resume has its own flush; a close drops the bytes */
-    if (!em__sends_plain(c)) { /* sends refused this phase: it writes itself */
-        em__conn_mark_dirty(c);
+    if (c->state != EM_CS_OPEN)
+        return false; /* a close dropped the bytes */
+    if (c->flags & EM_CF_PAUSED) {
+        keep(c); /* a resume has its own flush */
         return false;
     }
+    if (!em__sends_plain(c))
+        return write_itself(c); /* sends refused this phase, or TLS, ... */
     struct iovec iov[SEND_IOV];
     bool feed_next;
     int cnt = em__outq_iov(&c->out, iov, SEND_IOV, &feed_next);
-    if (!cnt) { /* a feed at the head: the flush writes it */
-        em__conn_mark_dirty(c);
-        return false;
-    }
+    if (!cnt)
+        return write_itself(c); /* a feed at the head */
     ssize_t n = r->backend->send(r, &c->io, iov, cnt, feed_next);
     if (n < 0) {
-        r->sends_refused = true; /* no room to ask: the flush writes */
-        em__conn_mark_dirty(c);
-        return false;
+        r->sends_refused = true; /* no room to ask */
+        return write_itself(c);
     }
     c->flags |= EM_CF_SENDING;
     *asked = (size_t)n;
@@ -108,7 +136,7 @@ static enum next account(em_conn *c, int res, size_t asked)
         return NEXT_NONE;
     if (res == -ECANCELED) { /* never made: the kernel refused the submission */
         c->r->sends_refused = true;
-        em__conn_mark_dirty(c);
+        write_itself(c);
         return NEXT_NONE;
     }
     if (res < 0 && res != -EAGAIN && res != -EWOULDBLOCK) {
@@ -121,6 +149,8 @@ static enum next account(em_conn *c, int res, size_t asked)
     }
     if (!c->out.head)
         return NEXT_EMPTIED;
+    if (!keep(c))
+        return NEXT_NONE;
     bool short_write = res < 0 || (size_t)res < asked;
     return short_write && em__outq_bytes(&c->out) ? NEXT_WAIT : NEXT_FLUSH;
 }
@@ -196,7 +226,7 @@ static void unlist_all(em_reactor *r)
         em_conn *c = em__sigmap_get(&r->sigmap, r->send_list[i]);
         if (c && (c->flags & EM_CF_SEND_LISTED)) {
             c->flags &= ~(uint32_t)EM_CF_SEND_LISTED;
-            em__conn_mark_dirty(c);
+            write_itself(c);
         }
     }
     r->send_len = 0;
@@ -208,4 +238,14 @@ void em__sends_flush(em_reactor *r)
         send_round(r);
     if (r->sends_refused)
         unlist_all(r);
+}
+
+void em__sends_phase_end(em_reactor *r)
+{
+    for (unsigned i = 0; i < r->send_len; i++) {
+        em_conn *c = em__sigmap_get(&r->sigmap, r->send_list[i]);
+        if (c && (c->flags & EM_CF_SEND_LISTED))
+            keep(c); /* listed still: sent next phase, after the buffer went back */
+    }
+    r->sends_refused = false; /* a refusal holds for its phase only */
 }
