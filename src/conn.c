@@ -211,7 +211,7 @@ static void drop_output(em_conn *c)
         em__dgram_clear(c);
     } else {
         em__outq_clear(c->r, &c->out);
-        c->flags &= ~(uint32_t)EM_CF_SPAN;
+        c->flags &= ~(uint32_t)(EM_CF_SPAN | EM_CF_LENT);
     }
     if (c->flags & EM_CF_PROXY_TARGET) /* its source is held no longer */
         em__proxy_target_progress(c);
@@ -440,9 +440,7 @@ static void on_received(em_conn *c, const em_event *ev)
     } else if (ev->res > 0) {
         count(c, &c->in_lo, (size_t)ev->res, false);
         c->last_activity = c->r->now;
-        c->r->recv_kept = true;
-        em__conn_receive(c, ev->data, (size_t)ev->res);
-        c->r->recv_kept = false;
+        em__conn_receive_kept(c, ev->data, (size_t)ev->res);
     } else if (ev->res == 0) {
         on_eof(c);
     } else {
@@ -753,8 +751,14 @@ static void settle(em_conn *c)
         c->flags |= EM_CF_WRITE_WAITED;
         em__conn_update_interest(c);
     }
+    if ((c->flags & EM_CF_SEND_LISTED) && c->r->recv_kept) {
+        c->flags |= EM_CF_LENT; /* to the phase's sends, as a span is (settle_span) */
+        return;
+    }
     if (em__outq_own(c->r, &c->out) < 0)
         em__conn_fail(c, ENOMEM);
+    else
+        c->flags &= ~(uint32_t)EM_CF_LENT;
 }
 
 /* Was never on the flush list: goes there only for what a flush must do. */
@@ -790,6 +794,8 @@ static void settle_span(em_conn *c, struct em_span s)
     if (err < 0) {
         em__conn_fail(c, ENOMEM);
     } else if (writable && by_backend && em__sends_take(c)) {
+        if (lent)
+            c->flags |= EM_CF_LENT;
         return;
     } else if (lent && em__outq_own(c->r, &c->out) < 0) {
         em__conn_fail(c, ENOMEM);
@@ -815,18 +821,24 @@ void em__conn_settle_borrowed(em_reactor *r)
 
 /* Outside receive_data the buffer's bytes are not borrowed: a span made
  * then would wait for some later read to be written. */
-void em__conn_receive(em_conn *c, const char *data, size_t n)
+static void receive(em_conn *c, const char *data, size_t n, bool kept)
 {
     em_reactor *r = c->r;
     if (c->h->receive_data) {
         r->recv_lo = data;
         r->recv_hi = data + n;
+        r->recv_kept = kept;
         c->h->receive_data(c, data, n);
         r->recv_lo = r->recv_hi = NULL;
     }
     if (r->borrower_count)
         em__conn_settle_borrowed(r);
+    r->recv_kept = false;
 }
+
+void em__conn_receive(em_conn *c, const char *data, size_t n) { receive(c, data, n, false); }
+
+void em__conn_receive_kept(em_conn *c, const char *data, size_t n) { receive(c, data, n, true); }
 
 static bool over_limit(const em_conn *c, size_t len)
 {

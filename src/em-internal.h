@@ -223,7 +223,7 @@ void em__pool_destroy(em_reactor *r, em_pool *p);
  * connection with nothing to send pays 8 bytes for it. */
 typedef struct em_chunk {
     struct em_chunk *next;
-    char *base;              /* data, or borrowed bytes of the read buffer */
+    char *base;              /* data, or borrowed bytes of a read buffer */
     size_t head, tail, cap;
     struct em_chunk *q_tail; /* first chunk only: the queue's last chunk */
     size_t q_bytes;          /* first chunk only: bytes queued */
@@ -341,6 +341,7 @@ enum em_conn_flag {
     EM_CF_MESSAGES = 1u << 26,       /* attached socket of messages: a read takes one whole */
     EM_CF_INPUT_LOST = 1u << 27,     /* bytes read ahead had nowhere to go: fails with ENOMEM */
     EM_CF_SENDING = 1u << 28,        /* sends.c: a send of its queue submitted, its result not yet taken */
+    EM_CF_LENT = 1u << 29,           /* its queue holds bytes of a backend's buffer (sends.c) */
 };
 
 typedef struct em_connect_state em_connect_state;
@@ -436,6 +437,8 @@ void em__conn_deliver(em_conn *c, size_t n);
 int em__conn_send(em_conn *c, const void *data, size_t len);
 /* receive_data with bytes of read_buf, then their settling. */
 void em__conn_receive(em_conn *c, const char *data, size_t n);
+/* The same with bytes that stay where they are until the next wait. */
+void em__conn_receive_kept(em_conn *c, const char *data, size_t n);
 size_t em__conn_pending(const em_conn *c); /* bytes queued, any kind */
 void em__conn_update_interest(em_conn *c);
 void em__conn_finish(em_conn *c); /* unbind and free (close phase) */
@@ -705,8 +708,8 @@ struct em_reactor {
      * buffer is read into again. */
     const char *recv_lo, *recv_hi;
     /* Those bytes stay where they are until the next wait (a completion
-     * backend's buffer, not read_buf): a short echo is lent to the phase's
-     * sends instead of copied (sends.c). */
+     * backend's buffer, not read_buf): an echo is lent to the phase's sends
+     * instead of copied (sends.c). Until they are settled. */
     bool recv_kept;
     em_conn *borrowers[EM_MAX_BORROWERS];
     /* A borrower whose queue was empty holds its bytes here instead, while

@@ -157,8 +157,10 @@ int em__outq_append(em_reactor *r, em_outq *q, const void *data, size_t len)
     return 0;
 }
 
-/* Queues bytes of the read buffer without copying them; the caller makes
- * sure they are written or copied (em__outq_own) before the next read. */
+/* Queues bytes of a read buffer without copying them; the caller makes
+ * sure they are written or copied (em__outq_own) before the buffer is
+ * read into again (read_buf: the next read; a provided buffer: the next
+ * wait). */
 int em__outq_borrow(em_reactor *r, em_outq *q, const char *data, size_t len)
 {
     /* a byte of its own: no bytes borrowed can start at its data */

@@ -16,12 +16,12 @@
  * a detach or TLS starting find at most a listing, and drop it), and a
  * turn's writes are done when it ends, as with send().
  *
- * A short echo of a completion backend's buffer is listed without a copy
- * (lent: conn.c's settle_span): the buffer lasts until the next wait, and
- * its bytes go in the phase's sends. Whatever of a lent queue could
- * outlive the phase unsent is copied first (keep): what a send left, a
- * queue given back to the flush or to TLS, a listing the phase's bounds
- * carry over. */
+ * An echo of a completion backend's buffer is listed without a copy
+ * (EM_CF_LENT: conn.c's settle_span and settle): the buffer lasts until
+ * the next wait, and its bytes go in the phase's sends. Whatever of a lent
+ * queue could outlive the phase unsent is copied first (keep): what a send
+ * left, a queue given back to the flush or to TLS, a listing the phase's
+ * bounds carry over. */
 #include "em-internal.h"
 
 #include <string.h>
@@ -66,10 +66,14 @@ bool em__sends_take(em_conn *c)
 /* False: no memory for the copy, and c has failed. */
 static bool keep(em_conn *c)
 {
-    if (c->state != EM_CS_OPEN || em__outq_own(c->r, &c->out) == 0)
-        return true; /* a closed connection's queue is gone */
-    em__conn_fail(c, ENOMEM);
-    return false;
+    if (!(c->flags & EM_CF_LENT))
+        return true;
+    if (em__outq_own(c->r, &c->out) < 0) {
+        em__conn_fail(c, ENOMEM);
+        return false;
+    }
+    c->flags &= ~(uint32_t)EM_CF_LENT;
+    return true;
 }
 
 /* c's queue goes back to the flush, which writes it now. */
@@ -147,8 +151,10 @@ static enum next account(em_conn *c, int res, size_t asked)
         em__outq_consume(c->r, &c->out, (size_t)res);
         em__conn_sent(c, (size_t)res);
     }
-    if (!c->out.head)
+    if (!c->out.head) {
+        c->flags &= ~(uint32_t)EM_CF_LENT;
         return NEXT_EMPTIED;
+    }
     if (!keep(c))
         return NEXT_NONE;
     bool short_write = res < 0 || (size_t)res < asked;
