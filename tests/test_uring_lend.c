@@ -114,6 +114,21 @@ static void churn(em_reactor *r, int b)
     }
 }
 
+/* A's client sends the pattern's next len bytes, from *sent on; the
+ * reactor turns until A has received them. */
+static void send_to_a(em_reactor *r, int a, size_t *sent, size_t len)
+{
+    char msg[4096];
+    ASSERT_LE(len, sizeof msg);
+    fill_pattern(msg, *sent, len);
+    write_all(a, msg, len);
+    *sent += len;
+    double deadline = now_mono() + 5;
+    while (S.a_got < *sent && now_mono() < deadline)
+        ASSERT_GE(em_run_once(r, 0.01), 0);
+    ASSERT_EQ(S.a_got, *sent);
+}
+
 static void finish(em_reactor *r, em_server *s, int fds[2])
 {
     close(fds[0]);
@@ -172,27 +187,15 @@ TEST(what_a_short_send_leaves_of_a_lent_echo_is_kept)
     int small = 4096;
     ASSERT_EQ(em_set_sock_opt(S.conns[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
     ASSERT_EQ(setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    char msg[4000];
     size_t sent = 0;
-    while (!em_get_outbound_data_size(S.conns[0]) && sent < (4u << 20)) {
-        fill_pattern(msg, sent, sizeof msg);
-        write_all(fds[0], msg, sizeof msg);
-        sent += sizeof msg;
-        double deadline = now_mono() + 5; /* until the echo went, or part */
-        while (S.a_got < sent && now_mono() < deadline)
-            ASSERT_GE(em_run_once(r, 0.01), 0);
-    }
+    while (!em_get_outbound_data_size(S.conns[0]) && sent < (4u << 20))
+        send_to_a(r, fds[0], &sent, 4000);
     size_t pending = em_get_outbound_data_size(S.conns[0]);
     ASSERT_GT(pending, (size_t)0);
     /* one more behind it: lent, though not a span, as it goes to the ring
      * with the rest (and finds the socket full) */
-    fill_pattern(msg, sent, sizeof msg);
-    write_all(fds[0], msg, sizeof msg);
-    sent += sizeof msg;
-    double deadline = now_mono() + 5;
-    while (S.a_got < sent && now_mono() < deadline)
-        ASSERT_GE(em_run_once(r, 0.01), 0);
-    ASSERT_EQ(em_get_outbound_data_size(S.conns[0]), pending + sizeof msg);
+    send_to_a(r, fds[0], &sent, 4000);
+    ASSERT_EQ(em_get_outbound_data_size(S.conns[0]), pending + 4000);
     churn(r, fds[1]);
     expect_pattern(r, fds[0], 0, sent);
     finish(r, s, fds);
