@@ -403,6 +403,7 @@ typedef struct held {
     size_t most;          /* the target's largest queue */
     uint64_t last_in;     /* the source's bytes_in at the last change */
     double last_change;
+    unsigned quiet_turns; /* since then */
 } held;
 
 static void watch_target(rig *g, held *h)
@@ -414,7 +415,19 @@ static void watch_target(rig *g, held *h)
     if (in != h->last_in) {
         h->last_in = in;
         h->last_change = now_mono();
+        h->quiet_turns = 0;
+    } else {
+        h->quiet_turns++;
     }
+}
+
+/* Turns and time without a read by the source: time alone is not enough,
+ * since this thread may lose the CPU right after a turn in which the
+ * source read (the kernel then makes room in X's socket). */
+#define QUIET_TURNS 20
+static bool source_held(const held *h, double secs)
+{
+    return h->quiet_turns >= QUIET_TURNS && now_mono() - h->last_change > secs;
 }
 
 /* Y stops reading: the source stops being read (X's socket fills: EAGAIN)
@@ -433,7 +446,7 @@ static void stalled_target(size_t bufsize)
     held h = {.last_change = now_mono()};
     double deadline = now_mono() + 10;
     /* held: X's socket is full and the source has read nothing for 0.3 s */
-    while (!(f.full && now_mono() - h.last_change > 0.3)) {
+    while (!(f.full && source_held(&h, 0.3))) {
         if (now_mono() > deadline)
             FAIL("the source was never held: X wrote %llu, the source read %llu, target "
                  "queue %zu", (unsigned long long)f.written, (unsigned long long)h.last_in,
@@ -569,7 +582,7 @@ static void hold_with_bytes_in_pipe(rig *g, flow *f)
     f->to_write = (uint64_t)1 << 40;
     held h = {.last_change = now_mono()};
     double deadline = now_mono() + 10;
-    while (!(f->full && now_mono() - h.last_change > 0.2)) {
+    while (!(f->full && source_held(&h, 0.2))) {
         if (now_mono() > deadline)
             FAIL("the source was never held");
         flow_write(f);
